@@ -1,0 +1,66 @@
+"""What every camera backend hands the pipeline: timestamped BGR frames."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class CaptureError(RuntimeError):
+    """A source cannot be opened or read; the message says what is missing and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured image.
+
+    `t` is the capture time in seconds: media time for files (so replays smooth
+    identically whatever the processing speed), `time.monotonic()` for live cameras.
+    """
+
+    image: np.ndarray  # H x W x 3, uint8, BGR
+    t: float
+    index: int
+
+
+class FrameSource(abc.ABC):
+    """A camera or recording. Use as a context manager or call open()/close().
+
+    Live sources grab on their own thread and keep only the newest frame;
+    file sources yield every frame in order and then end (`read` returns None).
+    """
+
+    live: bool = False
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Acquire the device/file; raise CaptureError with a fix hint on failure."""
+
+    @abc.abstractmethod
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """Next frame; None at end of stream. Live sources raise CaptureError after `timeout`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the device; safe to call twice."""
+
+    def describe(self) -> str:
+        """Short human description for status and logs."""
+        return self.spec
+
+    def __enter__(self) -> FrameSource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame

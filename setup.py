@@ -1,0 +1,50 @@
+"""emotion-appliance: on-device facial emotion recognition that turns mood into music."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "appliance" / "__init__.py").read_text()
+).group(1)
+
+# tflite-runtime 2.14 (the last release) has wheels for CPython <= 3.11 on Linux
+# (x86_64 and aarch64 on PyPI, armv7l on piwheels) and needs numpy<2;
+# opencv-python-headless >= 4.12 needs numpy>=2, so 4.11 is the newest that fits.
+# Newer Pythons use ai-edge-litert (same Interpreter API) with numpy 2.
+TFLITE_RUNTIME = 'python_version < "3.12" and sys_platform == "linux"'
+LITERT = 'python_version >= "3.12" or sys_platform != "linux"'
+
+setup(
+    name="emotion-appliance",
+    version=VERSION,
+    description="Raspberry Pi appliance: real-time facial emotion -> mood -> music",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["appliance", "appliance.*"]),
+    package_data={"appliance": ["data/*", "data/**/*", "config/*.toml"]},
+    include_package_data=True,
+    install_requires=[
+        f"numpy>=1.23,<2; {TFLITE_RUNTIME}",
+        f"numpy>=1.23; {LITERT}",
+        f"opencv-python-headless>=4.8,<4.12; {TFLITE_RUNTIME}",
+        f"opencv-python-headless>=4.8; {LITERT}",
+        f"tflite-runtime==2.14.0; {TFLITE_RUNTIME}",
+        f"ai-edge-litert>=1.2; {LITERT}",
+        "sqlite-utils>=3.35",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "ruff>=0.5"],
+        "pi": ["pyrealsense2; platform_machine == 'x86_64'", "gpiozero>=2.0", "systemd-python>=235"],
+        "train": ["tensorflow-cpu>=2.15"],
+    },
+    entry_points={"console_scripts": ["emotion-appliance=appliance.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
