@@ -1,0 +1,84 @@
+"""Camera and recording sources, chosen from one user-facing spec string."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from . import picamera as _picamera
+from . import realsense as _realsense
+from .base import CaptureError, Frame, FrameSource
+from .files import ImageFolderSource, VideoFileSource
+from .picamera import PiCameraSource
+from .realsense import RealSenseSource
+from .v4l2 import V4L2Source
+
+__all__ = ["SOURCE_SPECS_HELP", "CaptureError", "Frame", "FrameSource", "open_source"]
+
+log = logging.getLogger(__name__)
+
+DEMO_CLIP = Path(__file__).parent.parent / "data" / "demo_faces.mp4"
+
+SOURCE_SPECS_HELP = """\
+auto           Pi camera if present, else Intel RealSense, else /dev/video0
+picamera       Raspberry Pi CSI camera (needs python3-picamera2 from apt)
+realsense      Intel RealSense colour stream (needs pyrealsense2)
+v4l2:N         USB/V4L2 camera number N, e.g. v4l2:0
+/dev/videoN    the same, by device path (any /dev/... path works)
+demo           the bundled demo clip (appliance/data/demo_faces.mp4)
+PATH/TO/DIR    a folder of .jpg/.jpeg/.png/.bmp images, played in name order
+PATH/TO/FILE   a video file (anything OpenCV/FFmpeg can decode)"""
+
+_V4L2_SPEC = re.compile(r"v4l2:(\d+)")
+
+
+def open_source(
+    spec: str, *, width: int = 640, height: int = 480, fps: float = 15, loop: bool = False
+) -> FrameSource:
+    """Build (but do not open) the source a spec names; see SOURCE_SPECS_HELP.
+
+    width/height/fps are requested from cameras; fps also paces image folders.
+    loop applies to files and folders. Unknown specs raise CaptureError.
+    """
+    text = spec.strip()
+    key = text.lower()
+    if key == "auto":
+        return _auto(width, height, fps)
+    if key == "picamera":
+        return PiCameraSource(width, height, fps)
+    if key == "realsense":
+        return RealSenseSource(width, height, fps)
+    if m := _V4L2_SPEC.fullmatch(key):
+        return V4L2Source(int(m.group(1)), width, height, fps)
+    if text.startswith("/dev/"):
+        return V4L2Source(text, width, height, fps)
+    if key == "demo":
+        if not DEMO_CLIP.is_file():
+            raise CaptureError(
+                f"the demo clip is missing ({DEMO_CLIP}); reinstall the package or pass a"
+                " camera, video file or image folder instead"
+            )
+        return VideoFileSource(DEMO_CLIP, loop=loop)
+    if text:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            return ImageFolderSource(path, fps, loop=loop)
+        if path.is_file():
+            return VideoFileSource(path, loop=loop)
+    raise CaptureError(
+        f"unknown capture source {spec!r} (not a known camera, nor an existing file or"
+        f" folder); accepted forms:\n{SOURCE_SPECS_HELP}"
+    )
+
+
+def _auto(width: int, height: int, fps: float) -> FrameSource:
+    """Prefer the Pi camera, then RealSense, then the first V4L2 device."""
+    if _picamera.picamera_available():
+        log.info("auto: using the Raspberry Pi camera")
+        return PiCameraSource(width, height, fps)
+    if _realsense.realsense_available():
+        log.info("auto: using the Intel RealSense camera")
+        return RealSenseSource(width, height, fps)
+    log.info("auto: no Pi camera or RealSense found; using /dev/video0")
+    return V4L2Source(0, width, height, fps)

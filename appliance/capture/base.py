@@ -64,3 +64,22 @@ class FrameSource(abc.ABC):
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.read()) is not None:
             yield frame
+
+
+def ensure_bgr(image: np.ndarray) -> np.ndarray:
+    """Coerce what a backend hands us into the H x W x 3 uint8 BGR every stage expects.
+
+    Grayscale (H x W or H x W x 1) is replicated into three channels; a 4th
+    (alpha/padding) channel is dropped, keeping the first three bytes as B, G, R.
+    """
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise CaptureError(f"unsupported frame shape {image.shape}; expected H x W x 3 BGR")
+    if image.dtype != np.uint8:
+        raise CaptureError(f"unsupported frame dtype {image.dtype}; expected uint8")
+    return np.ascontiguousarray(image)

@@ -1,0 +1,114 @@
+"""Raspberry Pi CSI camera (libcamera) through picamera2.
+
+picamera2 ships with Raspberry Pi OS via apt, not pip, so it is imported only when
+this source is opened: the rest of the appliance runs (and tests) without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from .base import CaptureError
+from .latest import LiveSource
+
+log = logging.getLogger(__name__)
+
+MISSING_MSG = (
+    "picamera2 is not installed (or not visible to this Python): install it with"
+    " `sudo apt install python3-picamera2` and run the appliance from a venv created with"
+    " `python3 -m venv --system-site-packages`"
+)
+NO_CAMERA_MSG = (
+    "no Raspberry Pi camera detected (check the ribbon cable and `rpicam-hello --list-cameras`)"
+)
+
+
+def picamera_available() -> bool:
+    """True only if picamera2 imports and lists at least one camera; never raises."""
+    try:
+        from picamera2 import Picamera2
+
+        return len(Picamera2.global_camera_info()) > 0
+    except Exception as exc:  # any failure means "not usable", never a crash
+        log.debug("picamera2 not available: %s", exc)
+        return False
+
+
+class PiCameraSource(LiveSource):
+    """The first Pi camera, streaming BGR frames on a background grab thread."""
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 15) -> None:
+        super().__init__("picamera")
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self._cam: Any = None
+
+    def describe(self) -> str:
+        return "Raspberry Pi camera"
+
+    def open(self) -> None:
+        if self._cam is not None:
+            return
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise CaptureError(f"{MISSING_MSG} ({exc})") from exc
+        try:
+            cameras = Picamera2.global_camera_info()
+        except Exception as exc:
+            raise CaptureError(f"{NO_CAMERA_MSG}: {exc}") from exc
+        if not cameras:
+            raise CaptureError(NO_CAMERA_MSG)
+        cam = None
+        try:
+            cam = Picamera2()
+            # Picamera2 manual, "Image formats": "RGB888 - 24 bits per pixel, ordered [B, G, R]",
+            # i.e. capture_array() already yields OpenCV's BGR order; no cvtColor needed.
+            config = cam.create_video_configuration(
+                main={"size": (self.width, self.height), "format": "RGB888"},
+                controls={"FrameRate": float(self.fps)},
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:
+            if cam is not None:
+                _quietly_close(cam)
+            raise CaptureError(
+                f"cannot start the Raspberry Pi camera ({exc}); is another program"
+                " (e.g. rpicam-hello) using it?"
+            ) from exc
+        log.info(
+            "opened Pi camera %s at %dx%d @ %g fps",
+            cameras[0].get("Model", "?") if isinstance(cameras[0], dict) else cameras[0],
+            self.width,
+            self.height,
+            self.fps,
+        )
+        self._cam = cam
+
+        def grab() -> np.ndarray:
+            image = cam.capture_array("main")
+            if image.ndim == 3 and image.shape[2] == 4:
+                image = image[:, :, :3]  # XRGB8888-style padding byte
+            return image
+
+        self._start_grabber(grab)
+
+    def close(self) -> None:
+        self._stop_grabber()  # before stop(): capture_array must not race camera teardown
+        if self._cam is not None:
+            cam, self._cam = self._cam, None
+            _quietly_close(cam)
+
+
+def _quietly_close(cam: Any) -> None:
+    """Stop and close a Picamera2, logging (not raising) teardown errors."""
+    for step in ("stop", "close"):
+        try:
+            getattr(cam, step)()
+        except Exception as exc:
+            log.warning("picamera2 %s() failed: %s", step, exc)

@@ -1,0 +1,85 @@
+"""USB webcams (and anything else exposed as /dev/videoN) through OpenCV's V4L2 backend."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import cv2
+import numpy as np
+
+from .base import CaptureError
+from .latest import LiveSource
+
+log = logging.getLogger(__name__)
+
+_DEV_VIDEO = re.compile(r"/dev/video(\d+)")
+
+
+class V4L2Source(LiveSource):
+    """A V4L2 camera, grabbed on a background thread so reads always get the newest frame.
+
+    `device` is an index (0 -> /dev/video0), "/dev/videoN", or another device path
+    such as a stable /dev/v4l/by-id/... link.
+    """
+
+    def __init__(self, device: int | str = 0, width: int = 640, height: int = 480, fps: float = 15):
+        if isinstance(device, str):
+            m = _DEV_VIDEO.fullmatch(device)
+            if m:
+                device = int(m.group(1))
+            elif device.isdigit():
+                device = int(device)
+        self.device: int | str = device
+        self.device_path = f"/dev/video{device}" if isinstance(device, int) else device
+        super().__init__(self.device_path)
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self._cap: cv2.VideoCapture | None = None
+
+    def describe(self) -> str:
+        return f"camera {self.device_path}"
+
+    def open(self) -> None:
+        if self._cap is not None:
+            return
+        api = getattr(cv2, "CAP_V4L2", None)
+        if api is not None and sys.platform.startswith("linux"):
+            cap = cv2.VideoCapture(self.device, api)
+        else:
+            cap = cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            raise CaptureError(
+                f"camera {self.device_path} not found or busy: check `ls /dev/video*`, that this"
+                " user is in the 'video' group, and that no other program is using the camera"
+            )
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        cap.set(cv2.CAP_PROP_FPS, self.fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # drivers that honour it add less latency
+        log.info(
+            "opened %s at %dx%d @ %g fps (asked %dx%d @ %g)",
+            self.device_path,
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            cap.get(cv2.CAP_PROP_FPS),
+            self.width,
+            self.height,
+            self.fps,
+        )
+        self._cap = cap
+
+        def grab() -> np.ndarray | None:
+            ok, image = cap.read()
+            return image if ok else None
+
+        self._start_grabber(grab)
+
+    def close(self) -> None:
+        self._stop_grabber()  # before release: cap.read() must not race cap.release()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

@@ -1,0 +1,249 @@
+"""The configuration schema: every section and key declared once, with its doc and limits.
+
+The loader, the documented example file and `describe_config` are all derived from these
+dataclasses, so a key cannot be documented one way and validated another.
+
+Adding a section takes two steps:
+
+1. write a frozen dataclass whose docstring is the section's doc and whose fields are
+   declared with `setting(default, doc, min=..., max=..., choices=...)`;
+2. add one line `name: NameConfig = field(default_factory=NameConfig)` to `Config`.
+
+Supported key types are int, float, bool and str.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+DEFAULT_CONFIG_PATH = "/etc/emotion-appliance/config.toml"
+
+_SETTING = "appliance.config.setting"
+_KINDS: tuple[type, ...] = (bool, int, float, str)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """Per-key metadata: the doc shown to users plus the constraint the loader enforces."""
+
+    doc: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """Declare a key: its default, its doc and its limits, in one place."""
+    meta = Setting(doc, min, max, tuple(choices) if choices is not None else None)
+    return dataclasses.field(default=default, metadata={_SETTING: meta})
+
+
+def _number(value: float) -> str:
+    """Write a limit compactly: 1 not 1.0, 0.01 as is."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One key of a section as the loader sees it: name, Python type, default, limits."""
+
+    name: str
+    kind: type
+    default: Any
+    setting: Setting
+
+    @property
+    def doc(self) -> str:
+        return self.setting.doc
+
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages and generated docs."""
+        s = self.setting
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            if s.choices:
+                return "one of " + ", ".join(f'"{c}"' for c in s.choices)
+            return "a string"
+        text = "an integer" if self.kind is int else "a number"
+        if s.min is not None and s.max is not None:
+            return f"{text} in {_number(s.min)}..{_number(s.max)}"
+        if s.min is not None:
+            return f"{text} >= {_number(s.min)}"
+        if s.max is not None:
+            return f"{text} <= {_number(s.max)}"
+        return text
+
+
+def section_keys(cls: type) -> tuple[KeySpec, ...]:
+    """The keys of a section dataclass, in declaration order.
+
+    Raises TypeError for a field declared without `setting()` or of an unsupported type:
+    that is a programming error, caught by the tests at import of the schema.
+    """
+    hints = get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata.get(_SETTING)
+        kind = hints[f.name]
+        if not isinstance(meta, Setting):
+            raise TypeError(f"{cls.__name__}.{f.name}: declare it with setting()")
+        if kind not in _KINDS:
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported type {kind!r}")
+        specs.append(KeySpec(f.name, kind, f.default, meta))
+    return tuple(specs)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Camera: where frames come from and at what size and rate."""
+
+    source: str = setting(
+        "auto",
+        "Frame source: auto (the first camera found), picamera, realsense, v4l2:N or "
+        "/dev/videoN (a V4L2 device), demo (built-in synthetic faces), the path of a "
+        "video file, or the path of a folder of images.",
+    )
+    width: int = setting(640, "Requested frame width in pixels.", min=160, max=4096)
+    height: int = setting(480, "Requested frame height in pixels.", min=120, max=4096)
+    fps: int = setting(15, "Requested frames per second.", min=1, max=120)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Models: the TFLite face detector and emotion classifier."""
+
+    dir: str = setting(
+        "",
+        'Folder holding the .tflite files and their .json model cards; "" = auto: the '
+        "repository's models/ folder when running from a checkout, else "
+        "/usr/share/emotion-appliance/models.",
+    )
+    detector: str = setting(
+        "blazeface_short_range",
+        "Face detector: a model card name in dir, or a path to a model card .json.",
+    )
+    emotion: str = setting(
+        "fer_baseline",
+        "Emotion classifier: a model card name in dir, or a path to a model card .json.",
+    )
+    threads: int = setting(1, "CPU threads for TFLite inference.", min=1, max=8)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Detection: finding faces and cropping them for the emotion model."""
+
+    min_score: float = setting(0.5, "BlazeFace score threshold.", min=0.0, max=1.0)
+    max_faces: int = setting(1, "Most faces classified per frame.", min=1, max=10)
+    margin: float = setting(
+        0.2,
+        "Fraction of the face box added on each side before cropping.",
+        min=0.0,
+        max=1.0,
+    )
+    haar_fallback: bool = setting(
+        True,
+        "Use the OpenCV Haar cascade when BlazeFace finds nothing or its model file is absent.",
+    )
+    min_face_px: int = setting(
+        40, "Faces smaller than this many pixels across are ignored.", min=8, max=1000
+    )
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """Smoothing: turning noisy per-frame probabilities into a steady label."""
+
+    tau_s: float = setting(
+        0.5,
+        "Time constant in seconds of the exponential filter on class probabilities.",
+        min=0.01,
+        max=30.0,
+    )
+    no_face_tau_s: float = setting(
+        1.5,
+        'How fast, in seconds, the state decays towards "no face" when no face is seen.',
+        min=0.01,
+        max=60.0,
+    )
+    hold_s: float = setting(
+        0.6,
+        "Seconds a new label must lead before it is reported.",
+        min=0.0,
+        max=30.0,
+    )
+    min_confidence: float = setting(
+        0.35,
+        "Smoothed probability a label needs to be reported.",
+        min=0.0,
+        max=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Storage: where history is kept."""
+
+    state_dir: str = setting(
+        "/var/lib/emotion-appliance", "Folder for the SQLite history and other state."
+    )
+    sample_hz: float = setting(
+        1.0,
+        "Rate in Hz at which smoothed samples are written to SQLite.",
+        min=0.01,
+        max=10.0,
+    )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Service: the running daemon."""
+
+    runtime_dir: str = setting(
+        "/run/emotion-appliance", "Folder for the status file and other runtime files."
+    )
+    status_interval_s: float = setting(1.0, "Seconds between status updates.", min=0.1, max=60.0)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Logging: how much the daemon reports."""
+
+    level: str = setting(
+        "INFO", "Least severe level logged.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole appliance configuration: one instance of each section."""
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        """Section name -> section dataclass, in declaration order."""
+        hints = get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

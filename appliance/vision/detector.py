@@ -1,0 +1,158 @@
+"""Face finding for a video stream: coarse search, verification, tracking between frames.
+
+Letterboxing a 640x480 frame into BlazeFace's 128x128 input leaves a typical face only
+25-45 px wide, where the model's scores are weak. So a full search takes low-scoring
+candidates from the whole frame and re-runs BlazeFace on a region twice each candidate's
+size, where the face is large and the real threshold applies. Once a face is found, the
+next frames only search around it (one cheap call), and a full search runs again every
+`redetect_s` or when the track is lost, so new faces are still picked up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from appliance.vision.faces import Face, square_with_margin
+
+log = logging.getLogger(__name__)
+
+
+class RegionDetector(Protocol):
+    """Anything that finds faces in a frame or a region of it (BlazeFace, Haar)."""
+
+    name: str
+
+    def detect(
+        self, frame: np.ndarray, roi: tuple[int, int, int, int] | None = None
+    ) -> list[Face]: ...
+
+
+@dataclass
+class FinderSettings:
+    min_score: float = 0.5  # verified faces must reach this
+    candidate_score: float = 0.1  # coarse full-frame candidates
+    max_candidates: int = 3
+    max_faces: int = 1
+    min_face_px: int = 40
+    roi_scale: float = 2.0  # search region side / face side
+    redetect_s: float = 1.0  # full search at least this often while tracking
+    nms_iou: float = 0.3
+
+
+@dataclass
+class _Track:
+    face: Face
+    seen_t: float
+
+
+@dataclass
+class FaceFinder:
+    """Stateful per-stream face finder. `find(frame, t)` returns faces, largest first.
+
+    With a `coarse` detector (BlazeFace) it does search + verify + track; with only a
+    fallback (Haar, when the BlazeFace file is absent) it runs that on every frame.
+    """
+
+    coarse: RegionDetector | None
+    fallback: RegionDetector | None = None
+    settings: FinderSettings = field(default_factory=FinderSettings)
+    _tracks: list[_Track] = field(default_factory=list, init=False)
+    _last_search_t: float = field(default=float("-inf"), init=False)
+
+    def __post_init__(self) -> None:
+        if self.coarse is None and self.fallback is None:
+            raise ValueError("FaceFinder needs at least one detector")
+
+    def reset(self) -> None:
+        """Forget tracks (new source, camera reconnect)."""
+        self._tracks.clear()
+        self._last_search_t = float("-inf")
+
+    def find(self, frame: np.ndarray, t: float) -> list[Face]:
+        if self.coarse is None:
+            faces = self._keep(self.fallback.detect(frame), frame)  # type: ignore[union-attr]
+            return faces
+        faces: list[Face] = []
+        due = t - self._last_search_t >= self.settings.redetect_s or t < self._last_search_t
+        if self._tracks and not due:
+            faces = self._follow(frame)
+            if len(faces) < len(self._tracks):
+                faces = []  # a face was lost: search the whole frame now
+        if not faces:
+            faces = self._search(frame)
+            self._last_search_t = t
+        faces = self._keep(faces, frame)
+        self._tracks = [_Track(f, t) for f in faces]
+        return faces
+
+    def _verify(self, frame: np.ndarray, face: Face) -> Face | None:
+        """Re-run the detector on a region around `face`; the best real face there, if any."""
+        height, width = frame.shape[:2]
+        roi = square_with_margin(face.box, (self.settings.roi_scale - 1) / 2, width, height)
+        found = [
+            f
+            for f in self.coarse.detect(frame, roi)  # type: ignore[union-attr]
+            if f.score >= self.settings.min_score
+        ]
+        return max(found, key=lambda f: f.score, default=None)
+
+    def _follow(self, frame: np.ndarray) -> list[Face]:
+        return [f for track in self._tracks if (f := self._verify(frame, track.face))]
+
+    def _search(self, frame: np.ndarray) -> list[Face]:
+        candidates = [
+            c
+            for tile in square_tiles(frame.shape[1], frame.shape[0])
+            for c in self.coarse.detect(frame, tile)  # type: ignore[union-attr]
+            if c.score >= self.settings.candidate_score
+        ]
+        candidates.sort(key=lambda c: -c.score)
+        verified = []
+        for cand in candidates[: self.settings.max_candidates]:
+            if any(_overlap_of_smaller(cand.box, v.box) > 0.5 for v in verified):
+                continue  # the same face seen from another tile
+            if face := self._verify(frame, cand):
+                verified.append(face)
+        return verified
+
+    def _keep(self, faces: list[Face], frame: np.ndarray) -> list[Face]:
+        """Drop tiny boxes and duplicates (the less confident of two boxes that share
+        most of the smaller one's area), then largest first, at most max_faces."""
+        faces = sorted(
+            (f for f in faces if min(f.box[2], f.box[3]) >= self.settings.min_face_px),
+            key=lambda f: -f.score,
+        )
+        kept: list[Face] = []
+        for face in faces:
+            if not any(_overlap_of_smaller(face.box, k.box) > self.settings.nms_iou for k in kept):
+                kept.append(face)
+        kept.sort(key=lambda f: -f.area)
+        return kept[: self.settings.max_faces]
+
+
+def square_tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping square regions covering the frame along its long side.
+
+    A 640x480 frame becomes two 480x480 tiles: faces reach the model a third larger
+    than with one letterboxed pass, for one extra call on search frames only.
+    """
+    side = min(width, height)
+    count = -(-max(width, height) // side)  # ceil
+    if count == 1:
+        return [(0, 0, width, height)]
+    step = (max(width, height) - side) / (count - 1)
+    if width >= height:
+        return [(round(i * step), 0, side, side) for i in range(count)]
+    return [(0, round(i * step), side, side) for i in range(count)]
+
+
+def _overlap_of_smaller(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over the smaller box's area: 1.0 when one box holds the other."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return ix * iy / smaller if smaller else 0.0

@@ -1,0 +1,43 @@
+"""Emotion classifier driven entirely by its model card."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.vision.model_card import ModelCard
+from appliance.vision.preprocess import prepare_face
+from appliance.vision.runtime import ModelError, TFLiteModel
+
+
+class EmotionClassifier:
+    """Class probabilities for one face crop, in the card's label order."""
+
+    def __init__(self, card: ModelCard, threads: int = 1) -> None:
+        if not card.labels:
+            raise ModelError(f"{card.path}: an emotion model card needs 'labels'")
+        self.card = card
+        self.labels = card.labels
+        self.model = TFLiteModel(card.model_path, threads=threads)
+        expected = (1, card.input_size[1], card.input_size[0], card.channels)
+        if self.model.input_shape != expected:
+            raise ModelError(
+                f"{card.path}: card says input {expected}, model has {self.model.input_shape}"
+            )
+        self.outputs_logits = card.extra.get("output", "probabilities") == "logits"
+
+    def classify(self, face: np.ndarray) -> np.ndarray:
+        """Probabilities (sum 1) for a face image (gray or BGR, any size)."""
+        return self.classify_input(prepare_face(face, self.card))
+
+    def classify_input(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for an already prepared H x W x C input."""
+        out = self.model.run(x[None])[0].reshape(-1).astype(np.float64)
+        if out.size != len(self.labels):
+            raise ModelError(
+                f"{self.card.path}: model outputs {out.size} values for {len(self.labels)} labels"
+            )
+        if self.outputs_logits:
+            out = np.exp(out - out.max())
+        out = np.clip(out, 0.0, None)
+        total = out.sum()
+        return out / total if total > 0 else np.full(out.size, 1.0 / out.size)

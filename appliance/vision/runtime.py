@@ -1,0 +1,93 @@
+"""One thin wrapper over whichever TFLite interpreter is installed.
+
+tflite-runtime has wheels up to Python 3.11; ai-edge-litert (its successor, same
+Interpreter API) covers newer Pythons. The device never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, corrupt or does not match its card."""
+
+
+def _interpreter_class() -> Any:
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise ModelError(
+                "no TFLite runtime installed: pip install tflite-runtime "
+                "(Python <= 3.11) or ai-edge-litert"
+            ) from exc
+    return Interpreter
+
+
+def runtime_name() -> str:
+    """Which runtime package is in use, for status and benchmarks."""
+    return _interpreter_class().__module__.split(".")[0]
+
+
+class TFLiteModel:
+    """A loaded .tflite model with one input; quantises inputs and dequantises outputs.
+
+    Callers always pass float32 in the model's *real* input scale and get float32 back,
+    so float and int8 models are interchangeable behind a model card.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        try:
+            self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from exc
+        inputs = self._interp.get_input_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected 1 input tensor, found {len(inputs)}")
+        self._input = inputs[0]
+        self._outputs = self._interp.get_output_details()
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._input["shape"])
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_names = [d["name"] for d in self._outputs]
+
+    @property
+    def input_quantization(self) -> tuple[float, int]:
+        scale, zero = self._input["quantization"]
+        return float(scale), int(zero)
+
+    def output_quantization(self) -> list[tuple[float, int]]:
+        return [(float(d["quantization"][0]), int(d["quantization"][1])) for d in self._outputs]
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.float32:
+            return x.astype(np.float32, copy=False)
+        scale, zero = self.input_quantization
+        info = np.iinfo(self.input_dtype)
+        q = np.round(x / scale + zero)
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Invoke on one batch shaped like the input; returns every output as float32."""
+        self._interp.set_tensor(self._input["index"], self._quantize(x))
+        self._interp.invoke()
+        results = []
+        for detail in self._outputs:
+            out = self._interp.get_tensor(detail["index"])
+            if out.dtype != np.float32:
+                scale, zero = detail["quantization"]
+                out = (out.astype(np.float32) - zero) * scale
+            results.append(out)
+        return results

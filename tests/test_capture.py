@@ -1,0 +1,477 @@
+"""Capture layer: real files through real OpenCV; fake camera modules only for hardware."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import appliance.capture as capture
+from appliance.capture import CaptureError, Frame, open_source
+from appliance.capture.base import ensure_bgr
+from appliance.capture.files import ImageFolderSource, VideoFileSource
+from appliance.capture.latest import LatestFrameGrabber
+from appliance.capture.picamera import PiCameraSource, picamera_available
+from appliance.capture.realsense import RealSenseSource, realsense_available
+from appliance.capture.v4l2 import V4L2Source
+
+W, H = 64, 48
+FPS = 10.0
+N_FRAMES = 8
+TOL = 12  # codec error on a flat square is a few grey levels; steps are 10 apart
+
+
+def _frame_image(i: int) -> np.ndarray:
+    """A frame whose index is readable back: a large square of grey 10*i + 20."""
+    img = np.zeros((H, W, 3), np.uint8)
+    img[8:40, 16:48] = 10 * i + 20
+    return img
+
+
+def _decoded_index(image: np.ndarray) -> int:
+    value = float(image[16:32, 24:40].mean())
+    return round((value - 20) / 10)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MJPG/AVI clip (MJPG encodes in every opencv-python build; avc1 does not)."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))
+    assert writer.isOpened()
+    for i in range(N_FRAMES):
+        writer.write(_frame_image(i))
+    writer.release()
+    return path
+
+
+# ---------------------------------------------------------------- video files
+
+
+def test_video_every_frame_in_order_with_media_time(video: Path) -> None:
+    with VideoFileSource(video) as src:
+        frames = list(src)
+        assert src.read() is None  # stays ended
+    assert len(frames) == N_FRAMES
+    for i, f in enumerate(frames):
+        assert f.index == i
+        assert f.t == pytest.approx(i / FPS)
+        assert f.image.shape == (H, W, 3) and f.image.dtype == np.uint8
+        assert abs(float(f.image[16:32, 24:40].mean()) - (10 * i + 20)) < TOL
+    assert not VideoFileSource(video).live
+
+
+def test_video_loop_keeps_counting(video: Path) -> None:
+    src = VideoFileSource(video, loop=True)
+    src.open()
+    try:
+        frames = [src.read() for _ in range(2 * N_FRAMES + 3)]
+    finally:
+        src.close()
+    assert all(f is not None for f in frames)
+    assert [f.index for f in frames] == list(range(2 * N_FRAMES + 3))
+    ts = [f.t for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(ts))
+    assert ts[N_FRAMES] == pytest.approx(N_FRAMES / FPS)  # offset by one clip duration
+    assert ts[-1] == pytest.approx((2 * N_FRAMES + 2) / FPS)
+    assert [_decoded_index(f.image) for f in frames[N_FRAMES : N_FRAMES + 3]] == [0, 1, 2]
+
+
+def test_video_missing_and_corrupt(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(CaptureError, match=r"nope\.mp4"):
+        VideoFileSource(missing).open()
+    corrupt = tmp_path / "junk.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    with pytest.raises(CaptureError, match=r"junk\.mp4"):
+        VideoFileSource(corrupt).open()
+
+
+def test_read_before_open_raises(video: Path) -> None:
+    with pytest.raises(CaptureError, match="not open"):
+        VideoFileSource(video).read()
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _write_images(folder: Path) -> None:
+    cv2.imwrite(str(folder / "b.png"), _frame_image(1))
+    cv2.imwrite(str(folder / "a.JPG"), _frame_image(0))
+    cv2.imwrite(str(folder / "c.bmp"), _frame_image(3)[:, :, 0])  # grayscale
+    (folder / "bb.jpeg").write_bytes(b"not really a jpeg")  # sorts between b and c
+    (folder / "notes.txt").write_text("ignored")
+
+
+def test_image_folder_order_gray_and_skip(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write_images(tmp_path)
+    with caplog.at_level(logging.WARNING), ImageFolderSource(tmp_path, fps=5) as src:
+        frames = list(src)
+    assert [_decoded_index(f.image) for f in frames] == [0, 1, 3]
+    assert [f.index for f in frames] == [0, 1, 3]  # the unreadable bb.jpeg leaves a gap
+    assert [f.t for f in frames] == pytest.approx([0.0, 0.2, 0.6])
+    gray = frames[2].image
+    assert gray.shape == (H, W, 3)
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+    assert "bb.jpeg" in caplog.text
+    assert not src.live
+
+
+def test_image_folder_loop(tmp_path: Path) -> None:
+    _write_images(tmp_path)
+    src = ImageFolderSource(tmp_path, fps=4, loop=True)
+    src.open()
+    frames = [src.read() for _ in range(7)]
+    src.close()
+    assert [f.index for f in frames] == [0, 1, 3, 4, 5, 7, 8]
+    assert [f.t for f in frames] == pytest.approx([i / 4 for i in (0, 1, 3, 4, 5, 7, 8)])
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(CaptureError, match="no images"):
+        ImageFolderSource(tmp_path, fps=5).open()
+    with pytest.raises(CaptureError, match="not found"):
+        ImageFolderSource(tmp_path / "missing", fps=5).open()
+    (tmp_path / "x.png").write_bytes(b"garbage")
+    src = ImageFolderSource(tmp_path, fps=5)
+    src.open()
+    with pytest.raises(CaptureError, match="could be read"):
+        src.read()
+
+
+# ---------------------------------------------------------------- LatestFrameGrabber
+
+
+def _counter_grab(delay: float = 0.0):
+    """A fake camera: frame n is a 2x2 image filled with n % 256."""
+    n = [0]
+
+    def grab() -> np.ndarray:
+        if delay:
+            time.sleep(delay)
+        n[0] += 1
+        return np.full((2, 2, 3), n[0] % 256, np.uint8)
+
+    return grab
+
+
+def test_grabber_keeps_only_newest() -> None:
+    g = LatestFrameGrabber(_counter_grab(0.0005), "fake")
+    g.start()
+    try:
+        got = []
+        for _ in range(4):
+            got.append(g.get(timeout=2.0))
+            time.sleep(0.03)  # slow consumer
+    finally:
+        g.stop()
+    idx = [f.index for f in got]
+    assert all(b > a for a, b in itertools.pairwise(idx))
+    assert max(b - a for a, b in itertools.pairwise(idx)) > 1  # frames were dropped
+    for f in got:  # the image is the one grabbed for that index
+        assert f.image[0, 0, 0] == (f.index + 1) % 256
+    ts = [f.t for f in got]
+    assert all(b > a for a, b in itertools.pairwise(ts))
+    assert not g.running
+
+
+def test_grabber_never_returns_same_frame_twice() -> None:
+    frames = [np.zeros((2, 2, 3), np.uint8)]
+
+    def grab() -> np.ndarray | None:
+        return frames.pop() if frames else None
+
+    g = LatestFrameGrabber(grab, "one-shot")
+    g.start()
+    try:
+        assert g.get(timeout=2.0).index == 0
+        with pytest.raises(CaptureError, match=r"no frame from one-shot for 0\.1 s"):
+            g.get(timeout=0.1)
+    finally:
+        g.stop()
+
+
+def test_grabber_timeout_and_error() -> None:
+    g = LatestFrameGrabber(lambda: None, "idle cam")
+    g.start()
+    with pytest.raises(CaptureError, match=r"no frame from idle cam for 0\.05 s"):
+        g.get(timeout=0.05)
+    g.stop()
+
+    def broken() -> np.ndarray:
+        raise OSError("sensor on fire")
+
+    g = LatestFrameGrabber(broken, "broken cam")
+    g.start()
+    with pytest.raises(CaptureError, match="sensor on fire") as info:
+        g.get(timeout=2.0)
+    assert isinstance(info.value.__cause__, OSError)
+    g.stop()
+
+
+def test_grabber_stop_wakes_waiter() -> None:
+    g = LatestFrameGrabber(lambda: None, "idle")
+    g.start()
+    errors: list[Exception] = []
+
+    def consumer() -> None:
+        try:
+            g.get(timeout=5.0)
+        except CaptureError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    time.sleep(0.05)
+    g.stop()
+    t.join(1.0)
+    assert not t.is_alive()
+    assert errors and "closed" in str(errors[0])
+
+
+def test_ensure_bgr() -> None:
+    assert ensure_bgr(np.zeros((3, 4), np.uint8)).shape == (3, 4, 3)
+    bgra = np.arange(2 * 2 * 4, dtype=np.uint8).reshape(2, 2, 4)
+    out = ensure_bgr(bgra)
+    assert out.shape == (2, 2, 3) and out.flags.c_contiguous
+    assert np.array_equal(out, bgra[..., :3])
+    with pytest.raises(CaptureError):
+        ensure_bgr(np.zeros((2, 2, 3), np.float32))
+
+
+# ---------------------------------------------------------------- V4L2
+
+
+def test_v4l2_missing_device() -> None:
+    src = V4L2Source(99)
+    assert src.live
+    with pytest.raises(CaptureError, match=r"camera /dev/video99 not found or busy"):
+        src.open()
+    src.close()  # safe after a failed open
+
+
+# ---------------------------------------------------------------- picamera2
+
+
+class _FakePicamera2:
+    """Stands in for picamera2.Picamera2: 4-channel [B, G, R, 255] frames like XRGB8888."""
+
+    cameras: list[dict] = [{"Model": "imx708", "Num": 0}]  # noqa: RUF012
+    instances: list[_FakePicamera2] = []  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.size = (0, 0)
+        _FakePicamera2.instances.append(self)
+
+    @staticmethod
+    def global_camera_info() -> list[dict]:
+        return _FakePicamera2.cameras
+
+    def create_video_configuration(self, main: dict, controls: dict) -> dict:
+        self.calls.append(("config", main, controls))
+        self.size = main["size"]
+        return {"main": main, "controls": controls}
+
+    def configure(self, config: dict) -> None:
+        self.calls.append(("configure",))
+
+    def start(self) -> None:
+        self.calls.append(("start",))
+
+    def capture_array(self, name: str = "main") -> np.ndarray:
+        time.sleep(0.002)
+        w, h = self.size
+        img = np.empty((h, w, 4), np.uint8)
+        img[...] = (10, 20, 30, 255)
+        return img
+
+    def stop(self) -> None:
+        self.calls.append(("stop",))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch: pytest.MonkeyPatch) -> type[_FakePicamera2]:
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = _FakePicamera2  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    monkeypatch.setattr(_FakePicamera2, "cameras", [{"Model": "imx708", "Num": 0}])
+    monkeypatch.setattr(_FakePicamera2, "instances", [])
+    return _FakePicamera2
+
+
+def test_picamera_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    with pytest.raises(CaptureError, match="picamera2") as info:
+        PiCameraSource().open()
+    assert "sudo apt install python3-picamera2" in str(info.value)
+    assert "--system-site-packages" in str(info.value)
+    assert picamera_available() is False
+
+
+def test_picamera_no_camera(fake_picamera2, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fake_picamera2, "cameras", [])
+    with pytest.raises(CaptureError, match="no Raspberry Pi camera detected"):
+        PiCameraSource().open()
+    assert picamera_available() is False
+
+
+def test_picamera_end_to_end(fake_picamera2) -> None:
+    assert picamera_available() is True
+    src = PiCameraSource(32, 24, 12)
+    assert src.live
+    with src:
+        frames = [src.read(timeout=2.0) for _ in range(3)]
+    cam = fake_picamera2.instances[0]
+    assert cam.calls[0] == ("config", {"size": (32, 24), "format": "RGB888"}, {"FrameRate": 12.0})
+    assert cam.calls[-2:] == [("stop",), ("close",)]
+    for f in frames:
+        assert isinstance(f, Frame)
+        assert f.image.shape == (24, 32, 3) and f.image.dtype == np.uint8
+        assert tuple(f.image[0, 0]) == (10, 20, 30)
+    assert [f.index for f in frames] == sorted({f.index for f in frames})
+    src.close()  # twice is fine
+
+
+def test_picamera_available_never_raises(fake_picamera2, monkeypatch) -> None:
+    def boom() -> list:
+        raise RuntimeError("libcamera exploded")
+
+    monkeypatch.setattr(fake_picamera2, "global_camera_info", staticmethod(boom))
+    assert picamera_available() is False
+
+
+# ---------------------------------------------------------------- pyrealsense2
+
+
+def _fake_rs(devices: list, image: np.ndarray | None = None) -> types.ModuleType:
+    rs = types.ModuleType("pyrealsense2")
+
+    class _Context:
+        def query_devices(self) -> list:
+            return devices
+
+    class _Color:
+        def get_data(self) -> np.ndarray:
+            return image
+
+        def __bool__(self) -> bool:
+            return True
+
+    class _Frames:
+        def get_color_frame(self) -> _Color:
+            return _Color()
+
+    class _Pipeline:
+        stopped = False
+
+        def start(self, config) -> None:
+            self.config = config
+
+        def wait_for_frames(self, timeout_ms: int) -> _Frames:
+            time.sleep(0.002)
+            return _Frames()
+
+        def stop(self) -> None:
+            _Pipeline.stopped = True
+
+    class _Config:
+        def enable_stream(self, *args) -> None:
+            self.args = args
+
+    rs.context = _Context  # type: ignore[attr-defined]
+    rs.pipeline = _Pipeline  # type: ignore[attr-defined]
+    rs.config = _Config  # type: ignore[attr-defined]
+    rs.stream = types.SimpleNamespace(color="color")  # type: ignore[attr-defined]
+    rs.format = types.SimpleNamespace(bgr8="bgr8")  # type: ignore[attr-defined]
+    return rs
+
+
+def test_realsense_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyrealsense2", None)
+    with pytest.raises(CaptureError, match="pyrealsense2") as info:
+        RealSenseSource().open()
+    assert "pip install pyrealsense2" in str(info.value)
+    assert realsense_available() is False
+
+
+def test_realsense_no_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyrealsense2", _fake_rs([]))
+    with pytest.raises(CaptureError, match=r"no Intel RealSense camera found \(is the D435"):
+        RealSenseSource().open()
+    assert realsense_available() is False
+
+
+def test_realsense_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = np.full((24, 32, 3), 7, np.uint8)
+    rs = _fake_rs(["d435"], image)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+    assert realsense_available() is True
+    src = RealSenseSource(32, 24, 15)
+    with src:
+        frame = src.read(timeout=2.0)
+        assert src._pipeline.config.args == ("color", 32, 24, "bgr8", 15)
+    assert frame is not None and frame.image.shape == (24, 32, 3)
+    assert frame.image is not image  # copied out of the librealsense buffer
+    assert rs.pipeline.stopped
+
+
+# ---------------------------------------------------------------- open_source
+
+
+def test_open_source_specs(tmp_path: Path, video: Path) -> None:
+    src = open_source("v4l2:3")
+    assert isinstance(src, V4L2Source) and src.device == 3 and src.device_path == "/dev/video3"
+    src = open_source("/dev/video2", width=320, height=240, fps=5)
+    assert isinstance(src, V4L2Source) and src.device == 2
+    assert (src.width, src.height, src.fps) == (320, 240, 5)
+    assert isinstance(open_source("picamera"), PiCameraSource)
+    assert isinstance(open_source("realsense"), RealSenseSource)
+    folder = open_source(str(tmp_path), fps=7, loop=True)
+    assert isinstance(folder, ImageFolderSource) and folder.fps == 7 and folder.loop
+    clip = open_source(str(video))
+    assert isinstance(clip, VideoFileSource) and clip.path == video and not clip.loop
+    with pytest.raises(CaptureError, match=r"v4l2:N"):
+        open_source("garbage-that-is-not-a-path")
+    with pytest.raises(CaptureError, match="accepted forms"):
+        open_source("")
+
+
+def test_open_source_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.capture import picamera as picamera_mod
+    from appliance.capture import realsense as realsense_mod
+
+    monkeypatch.setattr(picamera_mod, "picamera_available", lambda: True)
+    monkeypatch.setattr(realsense_mod, "realsense_available", lambda: True)
+    assert isinstance(open_source("auto"), PiCameraSource)
+    monkeypatch.setattr(picamera_mod, "picamera_available", lambda: False)
+    assert isinstance(open_source("auto"), RealSenseSource)
+    monkeypatch.setattr(realsense_mod, "realsense_available", lambda: False)
+    src = open_source("auto")
+    assert isinstance(src, V4L2Source) and src.device == 0
+
+
+def test_open_source_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, video: Path) -> None:
+    monkeypatch.setattr(capture, "DEMO_CLIP", tmp_path / "demo_faces.mp4")
+    with pytest.raises(CaptureError, match="demo clip is missing"):
+        open_source("demo")
+    monkeypatch.setattr(capture, "DEMO_CLIP", video)
+    src = open_source("demo", loop=True)
+    assert isinstance(src, VideoFileSource) and src.loop
+
+
+def test_specs_help_mentions_every_form() -> None:
+    for form in ("auto", "picamera", "realsense", "v4l2:N", "/dev/videoN", "demo"):
+        assert form in capture.SOURCE_SPECS_HELP
