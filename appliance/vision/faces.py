@@ -22,10 +22,10 @@ class Face:
 
 def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, ...]:
     """Integer box inside a width x height frame (may be empty: w or h == 0)."""
-    x0 = int(round(min(max(x, 0.0), width)))
-    y0 = int(round(min(max(y, 0.0), height)))
-    x1 = int(round(min(max(x + w, 0.0), width)))
-    y1 = int(round(min(max(y + h, 0.0), height)))
+    x0 = round(min(max(x, 0.0), width))
+    y0 = round(min(max(y, 0.0), height))
+    x1 = round(min(max(x + w, 0.0), width))
+    y1 = round(min(max(y + h, 0.0), height))
     return x0, y0, x1 - x0, y1 - y0
 
 

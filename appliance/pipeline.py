@@ -1,0 +1,160 @@
+"""The per-frame data path: frame -> faces -> emotion probabilities -> smoothed state.
+
+Built once from the config (models loaded, detector chosen) and then called for every
+frame. It does no I/O: storage, status and events are the daemon's business, so the
+same object serves the daemon, the benchmarks and the evaluation tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.affect.smoothing import AffectState, EmotionSmoother
+from appliance.capture.base import Frame
+from appliance.config import Config
+from appliance.vision.blazeface import BlazeFaceDetector
+from appliance.vision.detector import FaceFinder, FinderSettings
+from appliance.vision.emotion import EmotionClassifier
+from appliance.vision.faces import Face
+from appliance.vision.haar import HaarDetector
+from appliance.vision.model_card import default_models_dir, load_card, resolve_card
+from appliance.vision.preprocess import crop_face
+from appliance.vision.runtime import ModelError, runtime_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    face: Face
+    probs: dict[str, float]
+
+    @property
+    def emotion(self) -> str:
+        return max(self.probs, key=self.probs.__getitem__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything known about one processed frame."""
+
+    index: int
+    t: float
+    faces: list[FaceResult]
+    smoothed: AffectState
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_event(self) -> dict[str, Any]:
+        """The documented `--events` JSON object."""
+        return {
+            "frame": self.index,
+            "t": round(self.t, 4),
+            "faces": [
+                {
+                    "box": list(r.face.box),
+                    "score": round(r.face.score, 4),
+                    "emotion": r.emotion,
+                    "probs": {k: round(v, 4) for k, v in r.probs.items()},
+                }
+                for r in self.faces
+            ],
+            "smoothed": {"emotion": self.smoothed.emotion, "confidence": self.smoothed.confidence},
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+        }
+
+
+def models_dir(config: Config) -> Path:
+    return Path(config.models.dir) if config.models.dir else default_models_dir()
+
+
+def build_finder(config: Config) -> FaceFinder:
+    """BlazeFace with search/verify/track; Haar when the BlazeFace file is absent."""
+    det = config.detection
+    settings = FinderSettings(
+        min_score=det.min_score, max_faces=det.max_faces, min_face_px=det.min_face_px
+    )
+    haar = HaarDetector(min_face_px=det.min_face_px) if det.haar_fallback else None
+    card = load_card(resolve_card(config.models.detector, models_dir(config)))
+    if not card.model_path.is_file():
+        if haar is None:
+            raise ModelError(
+                f"face detector {card.model_path} is missing: run tools/fetch_models.py "
+                "or set detection.haar_fallback = true"
+            )
+        log.warning(
+            "%s missing; using OpenCV's Haar cascade (slower, fewer faces found). "
+            "Run tools/fetch_models.py to fetch BlazeFace.",
+            card.model_path,
+        )
+        return FaceFinder(coarse=None, fallback=haar, settings=settings)
+    # Candidates come from low scores; the finder applies min_score after verification.
+    blaze = BlazeFaceDetector(
+        card, threads=config.models.threads, min_score=min(settings.candidate_score, det.min_score)
+    )
+    return FaceFinder(coarse=blaze, fallback=haar, settings=settings)
+
+
+def build_classifier(config: Config) -> EmotionClassifier:
+    card = load_card(resolve_card(config.models.emotion, models_dir(config)))
+    if not card.model_path.is_file():
+        raise ModelError(f"emotion model {card.model_path} is missing: run tools/fetch_models.py")
+    return EmotionClassifier(card, threads=config.models.threads)
+
+
+class Pipeline:
+    """Stateful (tracking, smoothing) processor for one video stream."""
+
+    def __init__(self, finder: FaceFinder, classifier: EmotionClassifier, config: Config) -> None:
+        self.finder = finder
+        self.classifier = classifier
+        self.margin = config.detection.margin
+        self.smoother = EmotionSmoother(classifier.labels, config.smoothing)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Pipeline:
+        return cls(build_finder(config), build_classifier(config), config)
+
+    def describe(self) -> dict[str, Any]:
+        """Which models and runtime are in use, for status and logs."""
+        coarse = self.finder.coarse
+        return {
+            "detector": coarse.card.name if coarse is not None else "haar",
+            "emotion_model": self.classifier.card.name,
+            "labels": list(self.classifier.labels),
+            "runtime": runtime_name(),
+        }
+
+    def reset(self) -> None:
+        """Forget tracks, e.g. after a camera reconnect (smoothing decays on its own)."""
+        self.finder.reset()
+
+    def process(self, frame: Frame) -> FrameResult:
+        start = time.perf_counter()
+        faces = self.finder.find(frame.image, frame.t)
+        detected = time.perf_counter()
+        results = []
+        for face in faces:
+            probs = self.classifier.classify(crop_face(frame.image, face.box, self.margin))
+            results.append(FaceResult(face, dict(zip(self.classifier.labels, probs.tolist()))))
+        classified = time.perf_counter()
+        primary = results[0] if results else None  # faces come largest first
+        state = self.smoother.update(
+            frame.t, None if primary is None else [primary.probs[k] for k in self.classifier.labels]
+        )
+        done = time.perf_counter()
+        return FrameResult(
+            index=frame.index,
+            t=frame.t,
+            faces=results,
+            smoothed=state,
+            latency_ms={
+                "detect": (detected - start) * 1e3,
+                "classify": (classified - detected) * 1e3,
+                "smooth": (done - classified) * 1e3,
+                "total": (done - start) * 1e3,
+            },
+        )

@@ -1,0 +1,138 @@
+"""The frame loop: capture -> pipeline -> (events, board), and nothing slow.
+
+Live cameras that fail are reopened with backoff; file sources end the run. SIGINT and
+SIGTERM end it cleanly: the current frame finishes, the publisher flushes, status says
+"stopped".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import IO
+
+from appliance.capture import CaptureError, FrameSource, open_source
+from appliance.config import Config
+from appliance.pipeline import FrameResult, Pipeline
+from appliance.service.publisher import Board, Publisher
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+READ_TIMEOUT_S = 2.0
+
+
+class Daemon:
+    """One run of the appliance over one source."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: str | None = None,
+        loop: bool = False,
+        max_frames: int | None = None,
+        events: IO[str] | None = None,
+        on_result: Callable[[FrameResult], None] | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = source or config.camera.source
+        self.loop = loop
+        self.max_frames = max_frames
+        self.events = events
+        self.on_result = on_result
+        self.pipeline = pipeline
+        self.frames = 0
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to end after the current frame (safe from signal handlers)."""
+        self._stop.set()
+
+    def _source(self) -> FrameSource:
+        cam = self.config.camera
+        return open_source(
+            self.spec, width=cam.width, height=cam.height, fps=cam.fps, loop=self.loop
+        )
+
+    def run(self) -> int:
+        """Process until the source ends, max_frames, or a signal; returns an exit code."""
+        previous = self._install_signals()
+        source = self._source()  # parse the spec before loading models: fail fast
+        pipeline = self.pipeline or Pipeline.from_config(self.config)
+        board = Board(
+            info={**pipeline.describe(), "source": source.describe()},
+            sample_period_s=1.0 / self.config.storage.sample_hz,
+        )
+        publisher = Publisher(
+            board,
+            state_dir=self.config.storage.state_dir,
+            runtime_dir=self.config.service.runtime_dir,
+            status_interval_s=self.config.service.status_interval_s,
+        )
+        publisher.start()
+        log.info("running on %s with %s", source.describe(), board.info)
+        try:
+            ended = self._capture_loop(source, pipeline, board)
+            board.set(state="finished" if ended else "stopped")
+            return 0
+        except CaptureError as exc:
+            board.set(state="error", last_error=str(exc))
+            log.error("%s", exc)
+            return 1
+        finally:
+            publisher.stop()
+            self._restore_signals(previous)
+
+    def _capture_loop(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
+        """True when the source ended by itself (end of file or max_frames)."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                source.open()
+                failures = 0
+                if self._consume(source, pipeline, board):
+                    return True
+            except CaptureError as exc:
+                if not source.live:
+                    raise
+                delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+                failures += 1
+                log.warning("%s; reconnecting in %.1f s", exc, delay)
+                board.set(camera_error=str(exc))
+                pipeline.reset()
+                self._stop.wait(delay)
+            finally:
+                source.close()
+        return False
+
+    def _consume(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
+        while not self._stop.is_set():
+            frame = source.read(timeout=READ_TIMEOUT_S)
+            if frame is None:
+                return True
+            result = pipeline.process(frame)
+            board.post(result)
+            self.frames += 1
+            if self.events is not None:
+                self.events.write(json.dumps(result.to_event()) + "\n")
+                self.events.flush()
+            if self.on_result is not None:
+                self.on_result(result)
+            if self.max_frames is not None and self.frames >= self.max_frames:
+                return True
+        return False
+
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

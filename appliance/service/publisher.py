@@ -1,0 +1,204 @@
+"""Everything slow the daemon does, done off the frame loop on one background thread.
+
+The frame loop only hands its latest result to `Board.post` (a lock and a few
+assignments). The publisher wakes on its own clock to write the status snapshot and
+the rate-limited SQLite samples, so a slow SD card or a full disk never stalls frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance import __version__
+from appliance.pipeline import FrameResult
+from appliance.service.status import write_status
+from appliance.store.database import StoreError, open_database
+from appliance.store.samples import sample_row, write_samples
+
+log = logging.getLogger(__name__)
+
+STORE_RETRY_S = 30.0
+MAX_BACKLOG = 3600  # samples kept in memory while the disk is failing
+
+
+@dataclass
+class Board:
+    """The latest state of the frame loop, shared with the publisher under a lock."""
+
+    info: dict[str, Any]
+    state: str = "starting"
+    frames: int = 0
+    frames_with_face: int = 0
+    latest: FrameResult | None = None
+    camera_error: str | None = None
+    last_error: str | None = None
+    sample_period_s: float = 1.0
+    samples: deque = field(default_factory=lambda: deque(maxlen=MAX_BACKLOG))
+    _next_sample_t: float = float("-inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def post(self, result: FrameResult) -> None:
+        """Called once per frame; picks samples by *stream* time so a recording processed
+        faster than real time still gets one sample per period of its own timeline."""
+        with self._lock:
+            self.latest = result
+            self.frames += 1
+            self.frames_with_face += bool(result.faces)
+            self.state = "running"
+            self.camera_error = None
+            if result.t >= self._next_sample_t or result.t < self._next_sample_t - 2 * (
+                self.sample_period_s
+            ):
+                self._next_sample_t = result.t + self.sample_period_s
+                self.samples.append(
+                    sample_row(
+                        result.smoothed, len(result.faces), self.info.get("source", ""), time.time()
+                    )
+                )
+
+    def take_samples(self) -> list[dict]:
+        with self._lock:
+            rows = list(self.samples)
+            self.samples.clear()
+            return rows
+
+    def set(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self, key, value)
+
+    def read(self) -> tuple[str, int, int, FrameResult | None, str | None, str | None]:
+        with self._lock:
+            return (
+                self.state,
+                self.frames,
+                self.frames_with_face,
+                self.latest,
+                self.camera_error,
+                self.last_error,
+            )
+
+
+class Publisher(threading.Thread):
+    """Writes status every status_interval_s and samples at sample_hz until stopped."""
+
+    def __init__(
+        self,
+        board: Board,
+        *,
+        state_dir: str,
+        runtime_dir: str,
+        status_interval_s: float,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        super().__init__(name="publisher", daemon=True)
+        self.board = board
+        self.state_dir = state_dir
+        self.runtime_dir = runtime_dir
+        self.flush_period = flush_interval_s
+        self.status_period = status_interval_s
+        self.started_at = time.time()
+        self.storage_error: str | None = None
+        self.samples_written = 0
+        self._stop_event = threading.Event()
+        self._db = None
+        self._db_retry_at = 0.0
+        self._pending: list[dict] = []
+        self._fps = 0.0
+        self._fps_mark: tuple[float, int] = (time.monotonic(), 0)
+        self._status_warned = False
+
+    def stop(self) -> None:
+        """Flush what is pending, write a final status, and end the thread."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=5.0)
+
+    def run(self) -> None:
+        next_flush = next_status = time.monotonic()
+        while not self._stop_event.is_set():
+            now = time.monotonic()
+            if now >= next_flush:
+                self._flush_samples()
+                next_flush = now + self.flush_period
+            if now >= next_status:
+                self._write_status()
+                next_status = now + self.status_period
+            self._stop_event.wait(max(0.01, min(next_flush, next_status) - time.monotonic()))
+        self._flush_samples()
+        self._write_status()
+        if self._db is not None:
+            self._db.conn.close()
+
+    def _flush_samples(self) -> None:
+        self._pending.extend(self.board.take_samples())
+        del self._pending[:-MAX_BACKLOG]
+        if not self._pending:
+            return
+        try:
+            if self._db is None:
+                if time.monotonic() < self._db_retry_at:
+                    return
+                self._db = open_database(self.state_dir)
+            write_samples(self._db, self._pending)
+            self.samples_written += len(self._pending)
+            self._pending.clear()
+            if self.storage_error:
+                log.info("storage recovered")
+            self.storage_error = None
+        except StoreError as exc:
+            if self.storage_error != str(exc):
+                log.error("%s; samples kept in memory, retrying every %.0f s", exc, STORE_RETRY_S)
+            self.storage_error = str(exc)
+            if self._db is not None:
+                self._db.conn.close()
+            self._db = None
+            self._db_retry_at = time.monotonic() + STORE_RETRY_S
+
+    def snapshot(self) -> dict[str, Any]:
+        state, frames, with_face, latest, camera_error, last_error = self.board.read()
+        now = time.monotonic()
+        mark_t, mark_frames = self._fps_mark
+        if now - mark_t >= 0.5:
+            self._fps = (frames - mark_frames) / (now - mark_t)
+            self._fps_mark = (now, frames)
+        snap: dict[str, Any] = {
+            **self.board.info,
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": state,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "frames": frames,
+            "fps": round(self._fps, 2),
+            "face_rate": round(with_face / frames, 4) if frames else 0.0,
+            "camera_error": camera_error,
+            "storage_error": self.storage_error,
+            "last_error": last_error or self.storage_error or camera_error,
+            "samples_written": self.samples_written,
+        }
+        if latest is not None:
+            snap.update(
+                emotion=latest.smoothed.emotion,
+                confidence=latest.smoothed.confidence,
+                face_presence=latest.smoothed.face_presence,
+                probs=latest.smoothed.probs,
+                faces=len(latest.faces),
+                stream_t=latest.t,
+            )
+        return snap
+
+    def _write_status(self) -> None:
+        try:
+            write_status(self.runtime_dir, self.snapshot())
+            self._status_warned = False
+        except OSError as exc:
+            if not self._status_warned:
+                log.warning("cannot write status to %s: %s", self.runtime_dir, exc)
+                self._status_warned = True

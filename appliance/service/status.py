@@ -1,0 +1,96 @@
+"""The daemon's status snapshot: a small JSON file replaced atomically in runtime_dir.
+
+`emotion-appliance status` (over SSH, from monitoring) only reads this file, so it never
+disturbs the daemon. Exit codes follow the Nagios plugin convention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def status_path(runtime_dir: str | Path) -> Path:
+    return Path(runtime_dir) / STATUS_FILE
+
+
+def write_status(runtime_dir: str | Path, snapshot: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    directory = Path(runtime_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".status.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(snapshot, fh, sort_keys=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, directory / STATUS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_status(runtime_dir: str | Path) -> dict[str, Any] | None:
+    """The last snapshot, or None when there is none (no daemon has run)."""
+    try:
+        return json.loads(status_path(runtime_dir).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"state": "unreadable", "last_error": f"status file unreadable: {exc}"}
+
+
+def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, str]:
+    """Nagios-style verdict and a one-line reason."""
+    if snapshot is None:
+        return UNKNOWN, "no daemon status (is the service running?)"
+    state = snapshot.get("state", "unknown")
+    if state == "unreadable":
+        return UNKNOWN, str(snapshot.get("last_error"))
+    age = time.time() - float(snapshot.get("updated_at", 0))
+    if state == "running" and age > stale_after_s:
+        return UNKNOWN, f"status is {age:.0f} s old: daemon hung or stopped"
+    if state == "running":
+        if snapshot.get("storage_error"):
+            return CRITICAL, f"storage failing: {snapshot['storage_error']}"
+        if snapshot.get("camera_error"):
+            return WARNING, f"camera: {snapshot['camera_error']}"
+        return OK, "running"
+    if state in ("finished", "stopped"):
+        return WARNING, f"daemon {state}"
+    if state == "error":
+        return CRITICAL, f"daemon failed: {snapshot.get('last_error')}"
+    return WARNING, f"daemon {state}"
+
+
+def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> str:
+    """Human summary for `emotion-appliance status`; first line is the Nagios line."""
+    lines = [f"EMOTION-APPLIANCE {STATE_NAMES[code]} - {reason}"]
+    if not snapshot or snapshot.get("state") == "unreadable":
+        return "\n".join(lines)
+    uptime = time.time() - float(snapshot.get("started_at", time.time()))
+    emotion = snapshot.get("emotion") or "no face"
+    lines += [
+        f"uptime      {_duration(uptime)}  (pid {snapshot.get('pid')}, v{snapshot.get('version')})",
+        f"camera      {snapshot.get('source')}  {snapshot.get('fps', 0):.1f} fps, "
+        f"{snapshot.get('frames', 0)} frames, faces in {100 * snapshot.get('face_rate', 0):.0f}%",
+        f"emotion     {emotion}  (confidence {snapshot.get('confidence', 0):.2f})",
+        f"models      {snapshot.get('detector')} + {snapshot.get('emotion_model')} "
+        f"on {snapshot.get('runtime')}",
+        f"last error  {snapshot.get('last_error') or '-'}",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s"
