@@ -139,7 +139,8 @@ class Pipeline:
         results = []
         for face in faces:
             probs = self.classifier.classify(crop_face(frame.image, face.box, self.margin))
-            results.append(FaceResult(face, dict(zip(self.classifier.labels, probs.tolist()))))
+            named = dict(zip(self.classifier.labels, probs.tolist(), strict=True))
+            results.append(FaceResult(face, named))
         classified = time.perf_counter()
         primary = results[0] if results else None  # faces come largest first
         state = self.smoother.update(

@@ -63,5 +63,7 @@ class EmotionSmoother:
             emotion=reported,
             confidence=round(confidence, 4),
             face_presence=round(presence, 4),
-            probs={label: round(float(v), 4) for label, v in zip(self.labels, given_face)},
+            probs={
+                label: round(float(v), 4) for label, v in zip(self.labels, given_face, strict=True)
+            },
         )

@@ -41,4 +41,4 @@ def write_samples(db: sqlite_utils.Database, rows: list[dict]) -> None:
 def recent_samples(db: sqlite_utils.Database, limit: int = 100) -> list[dict]:
     rows = db.execute("SELECT * FROM affect_samples ORDER BY id DESC LIMIT ?", [limit]).fetchall()
     columns = [c[0] for c in db.execute("SELECT * FROM affect_samples LIMIT 0").description]
-    return [dict(zip(columns, row)) for row in reversed(rows)]
+    return [dict(zip(columns, row, strict=True)) for row in reversed(rows)]
