@@ -30,21 +30,36 @@ class ExponentialFilter:
 
 
 class LabelHysteresis:
-    """A new label is reported only after it has led for `hold_s` without interruption."""
+    """A new label is reported only after it has led for `hold_s` without interruption.
+
+    One exception keeps an ambiguous face from passing as "no face": when nothing is
+    reported (None) and face labels have led for `hold_s` - even taking turns, as two
+    tied labels do - the current leader is reported.
+    """
 
     def __init__(self, hold_s: float) -> None:
         self.hold_s = hold_s
         self.reported: str | None = None
         self._pending: str | None = None
         self._since = 0.0
+        self._labels_since: float | None = None  # face labels leading since (while None)
 
     def update(self, t: float, candidate: str | None, *, change: bool = True) -> str | None:
         """`candidate` is the current leader; `change=False` means it is too weak to count."""
+        if candidate is None:
+            self._labels_since = None
+        elif self._labels_since is None:
+            self._labels_since = t
         if not change or candidate == self.reported:
             self._pending = None
             return self.reported
         if candidate != self._pending:
             self._pending, self._since = candidate, t
-        if t - self._since >= self.hold_s:
+        appeared = (
+            self.reported is None
+            and self._labels_since is not None
+            and t - self._labels_since >= self.hold_s
+        )
+        if t - self._since >= self.hold_s or appeared:
             self.reported, self._pending = candidate, None
         return self.reported

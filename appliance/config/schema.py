@@ -116,7 +116,7 @@ class CameraConfig:
     source: str = setting(
         "auto",
         "Frame source: auto (the first camera found), picamera, realsense, v4l2:N or "
-        "/dev/videoN (a V4L2 device), demo (built-in synthetic faces), the path of a "
+        "/dev/videoN (a V4L2 device), demo (the bundled demo clip), the path of a "
         "video file, or the path of a folder of images.",
     )
     width: int = setting(640, "Requested frame width in pixels.", min=160, max=4096)

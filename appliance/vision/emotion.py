@@ -23,6 +23,11 @@ class EmotionClassifier:
             raise ModelError(
                 f"{card.path}: card says input {expected}, model has {self.model.input_shape}"
             )
+        outputs = int(np.prod(self.model.output_shapes[0]))
+        if outputs != len(self.labels):
+            raise ModelError(
+                f"{card.path}: model outputs {outputs} values for {len(self.labels)} labels"
+            )
         self.outputs_logits = card.extra.get("output", "probabilities") == "logits"
 
     def classify(self, face: np.ndarray) -> np.ndarray:
@@ -32,10 +37,6 @@ class EmotionClassifier:
     def classify_input(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for an already prepared H x W x C input."""
         out = self.model.run(x[None])[0].reshape(-1).astype(np.float64)
-        if out.size != len(self.labels):
-            raise ModelError(
-                f"{self.card.path}: model outputs {out.size} values for {len(self.labels)} labels"
-            )
         if self.outputs_logits:
             out = np.exp(out - out.max())
         out = np.clip(out, 0.0, None)

@@ -62,6 +62,7 @@ class TFLiteModel:
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._input["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_names = [d["name"] for d in self._outputs]
+        self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in self._outputs]
 
     @property
     def input_quantization(self) -> tuple[float, int]:

@@ -1,0 +1,48 @@
+"""Shared test helpers: where the data and models are, and clip building."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_FACES = ROOT / "tests" / "fixtures" / "faces"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+FER_VAL = SHARED_DATA / "fer2013" / "val"
+MODELS = ROOT / "models"
+MODEL_FILES = ("blazeface_short_range.tflite", "fer_emotion_quantized.tflite")
+
+requires_models = pytest.mark.skipif(
+    not all((MODELS / f).is_file() for f in MODEL_FILES),
+    reason="model files absent: run tools/fetch_models.py (needs network to PyPI)",
+)
+requires_fer_val = pytest.mark.skipif(
+    not FER_VAL.is_dir(), reason=f"shared FER2013 val set absent at {FER_VAL}"
+)
+
+
+def load_tool(name: str):
+    """Import a script from tools/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def face_found(box, truth) -> bool:
+    """Did a detection find the pasted face?
+
+    FER crops are cut tight (chin or forehead missing) or loose (hair, shoulders), so the
+    detector's face box legitimately differs from the pasted square; IoU against the
+    square would score correct detections as misses. A hit is a box centred inside the
+    pasted face, of a size within 0.4-2.5x its side.
+    """
+    x, y, w, h = box
+    tx, ty, side, _ = truth
+    cx, cy = x + w / 2, y + h / 2
+    ratio = max(w, h) / side
+    return tx <= cx <= tx + side and ty <= cy <= ty + side and 0.4 <= ratio <= 2.5

@@ -1,0 +1,198 @@
+"""The `emotion-appliance` command as users run it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from support import FIXTURE_FACES, ROOT, load_tool, requires_models
+
+from appliance import __version__
+
+make_face_clip = load_tool("make_face_clip")
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """An empty config (never the machine's /etc one) and state/runtime dirs in tmp_path."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    return [
+        "--config",
+        str(config),
+        "--set",
+        f"storage.state_dir={tmp_path / 'state'}",
+        "--set",
+        f"service.runtime_dir={tmp_path / 'run'}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory):
+    clip = tmp_path_factory.mktemp("clip") / "faces.mp4"
+    faces = make_face_clip.list_faces(FIXTURE_FACES)[::5]  # 7 faces, one per class
+    make_face_clip.compose(faces, clip, frames_per_face=8, seed=5)
+    return clip
+
+
+def test_version():
+    result = cli("--version")
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_config_check_reports_every_problem_with_file_and_key(tmp_path):
+    bad = tmp_path / "config.toml"
+    bad.write_text('[camera]\nfps = 500\nfsp = 1\n[models]\nthreads = "two"\n[nope]\n')
+    result = cli("config", "check", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith(f"{bad}: ") for line in lines)
+    assert any("[camera] fps" in line and "1..120" in line for line in lines)
+    assert any("[camera] fsp: unknown key" in line for line in lines)
+    assert any("[models] threads" in line for line in lines)
+    assert any("[nope]: unknown section" in line for line in lines)
+
+
+def test_config_check_ok_and_example_is_valid():
+    example = ROOT / "appliance" / "config" / "example.toml"
+    result = cli("config", "check", str(example))
+    assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_bad_override_exits_2_before_doing_anything(dirs):
+    result = cli("run", "--source", "demo", *dirs, "--set", "camera.fps=fast")
+    assert result.returncode == 2
+    assert "--set camera.fps=fast" in result.stderr
+
+
+def test_status_without_daemon_is_unknown(dirs):
+    result = cli("status", *dirs)
+    assert result.returncode == 3
+    assert result.stdout.startswith("EMOTION-APPLIANCE UNKNOWN")
+
+
+@requires_models
+def test_run_writes_events_status_and_samples(tmp_path, dirs, small_clip):
+    result = cli("run", "--source", str(small_clip), "--events", "-", "--max-frames", "40", *dirs)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["frame"] for e in events] == list(range(40))
+    first_face = next(e for e in events if e["faces"])
+    assert set(first_face) == {"frame", "t", "faces", "smoothed", "latency_ms"}
+    face = first_face["faces"][0]
+    assert set(face) == {"box", "score", "emotion", "probs"}
+    assert len(face["box"]) == 4 and 0 <= face["score"] <= 1
+    assert face["emotion"] == max(face["probs"], key=face["probs"].get)
+    assert set(first_face["smoothed"]) == {"emotion", "confidence"}
+    assert set(first_face["latency_ms"]) >= {"detect", "classify", "total"}
+    assert events[-1]["t"] == pytest.approx(39 / 15, abs=1e-3)  # media time, not wall time
+    assert sum(bool(e["faces"]) for e in events) >= 36
+
+    status = cli("status", "--json", *dirs)
+    report = json.loads(status.stdout)
+    assert report["status"]["state"] == "finished" and report["status"]["frames"] == 40
+    assert status.returncode == 1  # finished daemon: WARNING for monitoring
+
+    db = sqlite3.connect(tmp_path / "state" / "appliance.db")
+    rows = db.execute("SELECT t_stream, emotion FROM affect_samples ORDER BY id").fetchall()
+    assert [round(r[0]) for r in rows] == [0, 1, 2]  # 1 Hz of stream time
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@requires_models
+def test_run_on_image_folder_prints_changes(dirs):
+    result = cli("run", "--source", str(FIXTURE_FACES / "happy"), *dirs)
+    assert result.returncode == 0, result.stderr
+    assert "5 frames" in result.stdout
+
+
+@requires_models
+def test_sigterm_stops_a_looping_run_cleanly(tmp_path, dirs, small_clip):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "run",
+            "--source",
+            str(small_clip),
+            "--loop",
+            "--events",
+            str(tmp_path / "events.jsonl"),
+            *dirs,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = (
+                (tmp_path / "events.jsonl").read_text().splitlines()
+                if (tmp_path / "events.jsonl").exists()
+                else []
+            )
+            if len(lines) > 100:  # past the end of the 56-frame clip: it loops
+                break
+            time.sleep(0.1)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=3)
+        assert time.monotonic() - sent < 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    times = [e["t"] for e in events]
+    assert times == sorted(times)  # looping keeps time moving forward
+    status = json.loads(cli("status", "--json", *dirs).stdout)["status"]
+    assert status["state"] == "stopped"
+
+
+def test_unknown_source_is_a_clear_error(dirs):
+    result = cli("run", "--source", "/no/such/camera.mp4", *dirs)
+    assert result.returncode == 1
+    assert "/no/such/camera.mp4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_models_are_a_clear_error(tmp_path, dirs):
+    result = cli("run", "--source", "demo", *dirs, "--set", f"models.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "model card not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_readme_documents_every_config_key():
+    from appliance.config import Config
+
+    readme = (ROOT / "README.md").read_text()
+    for section, cls in Config.sections().items():
+        for name in cls.__dataclass_fields__:
+            assert f"{section}.{name}" in readme or f"`{name}`" in readme, f"{section}.{name}"
+
+
+def test_python_m_and_console_script_agree():
+    assert os.access(ROOT / "appliance" / "__main__.py", os.R_OK)
+    result = cli("--help")
+    assert result.returncode == 0 and "run" in result.stdout and "status" in result.stdout
