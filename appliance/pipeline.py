@@ -100,8 +100,6 @@ def build_finder(config: Config) -> FaceFinder:
 
 def build_classifier(config: Config) -> EmotionClassifier:
     card = load_card(resolve_card(config.models.emotion, models_dir(config)))
-    if not card.model_path.is_file():
-        raise ModelError(f"emotion model {card.model_path} is missing: run tools/fetch_models.py")
     return EmotionClassifier(card, threads=config.models.threads)
 
 

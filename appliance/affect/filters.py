@@ -10,10 +10,12 @@ import numpy as np
 class ExponentialFilter:
     """First-order low-pass on a vector with time constant tau (seconds).
 
-    Each sample is held until the next one (zero-order hold) and the filter is advanced
-    exactly: x += (1 - exp(-dt/tau)) * (sample - x). A step response therefore reaches
-    63% after tau whatever the frame rate, and the weight of a sample is proportional to
-    how long it stood, not to how many frames repeated it.
+    Each sample is taken to have stood since the previous one, and the filter is advanced
+    exactly over that interval: x += (1 - exp(-dt/tau)) * (sample - x). A step response
+    therefore reaches 63% tau after the step whatever the frame rate (give or take one
+    frame interval), and a sample weighs as much as the time it covers, not the number of
+    frames that repeated it. The first sample only sets the clock. Time going backwards
+    (a recording replayed, a clock reset) restarts the clock without forgetting the state.
     """
 
     def __init__(self, initial: np.ndarray) -> None:
@@ -21,11 +23,10 @@ class ExponentialFilter:
         self.t: float | None = None
 
     def update(self, t: float, sample: np.ndarray, tau_s: float) -> np.ndarray:
-        if self.t is not None:
-            dt = max(0.0, t - self.t)
-            alpha = 1.0 - math.exp(-dt / tau_s)
+        if self.t is not None and t > self.t:
+            alpha = 1.0 - math.exp(-(t - self.t) / tau_s)
             self.value += alpha * (np.asarray(sample, dtype=np.float64) - self.value)
-        self.t = t if self.t is None else max(self.t, t)
+        self.t = t
         return self.value
 
 
@@ -46,6 +47,9 @@ class LabelHysteresis:
 
     def update(self, t: float, candidate: str | None, *, change: bool = True) -> str | None:
         """`candidate` is the current leader; `change=False` means it is too weak to count."""
+        if t < self._since or (self._labels_since is not None and t < self._labels_since):
+            self._since = t  # time went backwards: restart the timers
+            self._labels_since = None if self._labels_since is None else t
         if candidate is None:
             self._labels_since = None
         elif self._labels_since is None:

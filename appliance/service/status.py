@@ -56,7 +56,7 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
     if state == "unreadable":
         return UNKNOWN, str(snapshot.get("last_error"))
     age = time.time() - float(snapshot.get("updated_at", 0))
-    if state == "running" and age > stale_after_s:
+    if state in ("running", "starting") and age > stale_after_s:
         return UNKNOWN, f"status is {age:.0f} s old: daemon hung or stopped"
     if state == "running":
         if snapshot.get("storage_error"):

@@ -67,6 +67,7 @@ def migrate(db: sqlite_utils.Database) -> int:
 def open_database(state_dir: str | Path) -> sqlite_utils.Database:
     """Open (creating if needed) state_dir/appliance.db, in WAL mode, migrated."""
     path = Path(state_dir) / DB_NAME
+    conn = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
@@ -75,6 +76,8 @@ def open_database(state_dir: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
         db.execute("PRAGMA busy_timeout = 5000")
         migrate(db)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        if conn is not None:
+            conn.close()
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return db

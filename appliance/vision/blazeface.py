@@ -65,7 +65,7 @@ class BlazeFaceDetector:
         self, card: ModelCard, threads: int = 1, min_score: float = 0.5, iou_threshold: float = 0.3
     ) -> None:
         self.card = card
-        self.model = TFLiteModel(card.model_path, threads=threads)
+        self.model = TFLiteModel(card.check_file(), threads=threads)
         self.size = card.input_size[0]
         self.min_score = min_score
         self.iou_threshold = iou_threshold

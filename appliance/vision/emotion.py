@@ -17,7 +17,7 @@ class EmotionClassifier:
             raise ModelError(f"{card.path}: an emotion model card needs 'labels'")
         self.card = card
         self.labels = card.labels
-        self.model = TFLiteModel(card.model_path, threads=threads)
+        self.model = TFLiteModel(card.check_file(), threads=threads)
         expected = (1, card.input_size[1], card.input_size[0], card.channels)
         if self.model.input_shape != expected:
             raise ModelError(

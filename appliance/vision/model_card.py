@@ -37,6 +37,22 @@ class ModelCard:
     def model_path(self) -> Path:
         return (self.path.parent / self.file).resolve()
 
+    def check_file(self) -> Path:
+        """The model file, after checking it exists and matches the card's sha256.
+
+        The TFLite interpreter can crash the whole process (SIGSEGV) on a truncated
+        file, so a half-copied or SD-corrupted model must be caught before it loads.
+        """
+        path = self.model_path
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path} (run tools/fetch_models.py)")
+        if not self.verify_sha256():
+            raise ModelError(
+                f"{path} does not match the sha256 in {self.path}: the file is damaged or "
+                "not the one the card describes; re-run tools/fetch_models.py"
+            )
+        return path
+
     def verify_sha256(self) -> bool:
         """True when the model file exists and matches the card's hash."""
         try:
@@ -67,7 +83,9 @@ def load_card(path: str | Path) -> ModelCard:
 
     inp = need("input", dict)
     size = need("size", list, inp)
-    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+    if len(size) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size
+    ):
         raise ModelError(f"{path}: input.size must be [width, height] in pixels")
     channels = need("channels", int, inp)
     if channels not in (1, 3):
@@ -76,9 +94,9 @@ def load_card(path: str | Path) -> ModelCard:
     std = float(need("std", (int, float), norm))
     if std == 0:
         raise ModelError(f"{path}: input.normalization.std must not be 0")
-    labels = tuple(raw.get("labels", ()))
-    if not all(isinstance(label, str) for label in labels):
-        raise ModelError(f"{path}: labels must be strings")
+    labels = tuple(need("labels", list)) if "labels" in raw else ()
+    if not all(isinstance(label, str) and label for label in labels):
+        raise ModelError(f"{path}: labels must be a list of non-empty strings")
     known = {"name", "task", "file", "sha256", "input", "labels"}
     return ModelCard(
         path=path,

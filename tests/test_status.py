@@ -1,0 +1,192 @@
+"""The status snapshot file and the Nagios-style verdict `emotion-appliance status` prints."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import time
+
+import pytest
+
+from appliance.service.status import (
+    CRITICAL,
+    OK,
+    STATUS_FILE,
+    UNKNOWN,
+    WARNING,
+    assess,
+    format_status,
+    read_status,
+    status_path,
+    write_status,
+)
+
+STALE_S = 10.0
+
+
+def snapshot(**changes) -> dict:
+    """What the publisher writes for a healthy running daemon."""
+    now = time.time()
+    snap = {
+        "state": "running",
+        "version": "0.1.0",
+        "pid": 4242,
+        "source": "camera v4l2:0",
+        "started_at": now - 3725,
+        "updated_at": now,
+        "frames": 1234,
+        "fps": 14.87,
+        "face_rate": 0.8123,
+        "camera_error": None,
+        "storage_error": None,
+        "last_error": None,
+        "emotion": "happy",
+        "confidence": 0.8712,
+        "detector": "blazeface_short_range",
+        "emotion_model": "fer_baseline",
+        "runtime": "tflite_runtime",
+    }
+    snap.update(changes)
+    return snap
+
+
+def test_write_then_read_round_trip(tmp_path):
+    runtime_dir = tmp_path / "run" / "emotion-appliance"
+    snap = snapshot()
+    write_status(runtime_dir, snap)
+    assert status_path(runtime_dir) == runtime_dir / STATUS_FILE
+    assert read_status(runtime_dir) == snap
+
+
+def test_status_file_is_world_readable(tmp_path):
+    write_status(tmp_path, snapshot())
+    assert stat.S_IMODE((tmp_path / STATUS_FILE).stat().st_mode) == 0o644
+
+
+def test_write_is_atomic_while_rewritten_concurrently(tmp_path):
+    write_status(tmp_path, snapshot(frames=0))
+    padding = "x" * 64_000  # large enough that a non-atomic write would be seen half done
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for i in range(200):
+                write_status(tmp_path, snapshot(frames=i + 1, padding=padding[: 1000 + 300 * i]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reads = 0
+    last = 0
+    while thread.is_alive() or reads == 0:
+        text = (tmp_path / STATUS_FILE).read_text(encoding="utf-8")
+        data = json.loads(text)  # never half a file
+        assert data["frames"] >= last  # never an older snapshot after a newer one
+        last = data["frames"]
+        reads += 1
+    thread.join()
+    assert not errors
+    assert read_status(tmp_path)["frames"] == 200
+    assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE]  # no .status.* left over
+
+
+def test_failed_write_leaves_no_temp_file_and_keeps_old_status(tmp_path):
+    write_status(tmp_path, snapshot(frames=1))
+    with pytest.raises(TypeError):
+        write_status(tmp_path, snapshot(frames=2, bad=object()))  # not JSON-serialisable
+    assert read_status(tmp_path)["frames"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE]
+
+
+def test_read_status_absent_is_none(tmp_path):
+    assert read_status(tmp_path) is None
+    assert read_status(tmp_path / "never-created") is None
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b"\xff\xfe\x00garbage"])
+def test_read_status_garbage_is_unreadable(tmp_path, content):
+    (tmp_path / STATUS_FILE).write_bytes(content)
+    snap = read_status(tmp_path)
+    assert snap["state"] == "unreadable"
+    assert "status file unreadable" in snap["last_error"]
+    assert assess(snap, STALE_S)[0] == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "words"),
+    [
+        ({}, OK, "running"),
+        ({"age": 3600}, UNKNOWN, "old"),
+        ({"updated_at": 0}, UNKNOWN, "old"),
+        ({"storage_error": "disk I/O error"}, CRITICAL, "disk I/O error"),
+        ({"camera_error": "camera unplugged"}, WARNING, "camera unplugged"),
+        ({"camera_error": "unplugged", "storage_error": "full"}, CRITICAL, "storage"),
+        ({"state": "finished"}, WARNING, "finished"),
+        ({"state": "stopped"}, WARNING, "stopped"),
+        ({"state": "starting"}, WARNING, "starting"),
+        ({"state": "error", "last_error": "model missing"}, CRITICAL, "model missing"),
+    ],
+)
+def test_assess(changes, code, words):
+    changes = dict(changes)
+    age = changes.pop("age", 0)  # snapshots are built at run time: freshness is relative
+    snap = snapshot(**changes)
+    snap["updated_at"] = changes.get("updated_at", time.time() - age)
+    got, reason = assess(snap, STALE_S)
+    assert got == code
+    assert words in reason
+
+
+def test_assess_without_snapshot_or_unreadable():
+    assert assess(None, STALE_S) == (UNKNOWN, "no daemon status (is the service running?)")
+    unreadable = {"state": "unreadable", "last_error": "status file unreadable: x"}
+    assert assess(unreadable, STALE_S) == (UNKNOWN, "status file unreadable: x")
+
+
+def test_assess_stale_boundary():
+    assert assess(snapshot(updated_at=time.time() - STALE_S + 2), STALE_S)[0] == OK
+    assert assess(snapshot(updated_at=time.time() - STALE_S - 2), STALE_S)[0] == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(OK, "OK"), (WARNING, "WARNING"), (CRITICAL, "CRITICAL"), (UNKNOWN, "UNKNOWN")],
+)
+def test_format_status_first_line_is_the_nagios_line(code, name):
+    text = format_status(snapshot(), code, "some reason")
+    first, *rest = text.splitlines()
+    assert first == f"EMOTION-APPLIANCE {name} - some reason"
+    assert len(rest) == 5
+
+
+def test_format_status_details():
+    snap = snapshot()
+    text = format_status(snap, *assess(snap, STALE_S))
+    assert text.startswith("EMOTION-APPLIANCE OK - running\n")
+    assert "uptime      1h02m05s" in text or "uptime      1h02m06s" in text
+    assert "pid 4242, v0.1.0" in text
+    assert "camera v4l2:0  14.9 fps, 1234 frames, faces in 81%" in text
+    assert "emotion     happy  (confidence 0.87)" in text
+    assert "blazeface_short_range + fer_baseline on tflite_runtime" in text
+    assert "last error  -" in text
+
+
+def test_format_status_no_face_and_minimal_snapshot():
+    text = format_status(snapshot(emotion=None), OK, "running")
+    assert "emotion     no face" in text
+    minimal = {"state": "starting", "updated_at": time.time()}
+    text = format_status(minimal, *assess(minimal, STALE_S))
+    assert text.splitlines()[0] == "EMOTION-APPLIANCE WARNING - daemon starting"
+
+
+def test_format_status_without_snapshot_is_one_line():
+    code, reason = assess(None, STALE_S)
+    text = format_status(None, code, reason)
+    assert text.startswith("EMOTION-APPLIANCE UNKNOWN - ")
+    assert "\n" not in text
+    unreadable = {"state": "unreadable", "last_error": "status file unreadable: boom"}
+    assert format_status(unreadable, *assess(unreadable, STALE_S)) == (
+        "EMOTION-APPLIANCE UNKNOWN - status file unreadable: boom"
+    )

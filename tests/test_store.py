@@ -1,0 +1,176 @@
+"""The SQLite store: real files, WAL, migrations, and the errors a full or odd disk gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from appliance.affect.smoothing import AffectState
+from appliance.store.database import (
+    DB_NAME,
+    MIGRATIONS,
+    StoreError,
+    open_database,
+    schema_version,
+)
+from appliance.store.samples import recent_samples, sample_row, write_samples
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection, to look at the file without the code under test."""
+    return sqlite3.connect(str(path))
+
+
+def state(t: float, emotion: str | None = "happy") -> AffectState:
+    return AffectState(
+        t=t,
+        emotion=emotion,
+        confidence=0.8125,
+        face_presence=0.9375 if emotion else 0.125,
+        probs={"angry": 0.0625, "happy": 0.8125, "sad": 0.125},
+    )
+
+
+def test_open_creates_database_in_wal_mode_at_latest_version(tmp_path):
+    state_dir = tmp_path / "state" / "nested"
+    db = open_database(state_dir)
+    try:
+        assert (state_dir / DB_NAME).is_file()
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert schema_version(db) == LATEST
+        assert "affect_samples" in db.table_names()
+    finally:
+        db.conn.close()
+    conn = raw(state_dir / DB_NAME)
+    try:  # WAL is a property of the file, not only of the connection that set it
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    finally:
+        conn.close()
+
+
+def test_reopening_is_idempotent_and_keeps_data(tmp_path):
+    db = open_database(tmp_path)
+    write_samples(db, [sample_row(state(1.0), 1, "demo", 1000.0)])
+    db.conn.close()
+    for _ in range(2):
+        db = open_database(tmp_path)
+        try:
+            assert schema_version(db) == LATEST
+            assert db["affect_samples"].count == 1
+            indexes = [i.name for i in db["affect_samples"].indexes]
+            assert indexes.count("affect_samples_t") == 1
+        finally:
+            db.conn.close()
+
+
+def test_database_from_the_future_is_refused(tmp_path):
+    conn = raw(tmp_path / DB_NAME)
+    conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError) as info:
+        open_database(tmp_path)
+    message = str(info.value)
+    assert f"v{LATEST + 1}" in message
+    assert "newer than this software" in message
+    assert f"v{LATEST}" in message
+
+
+def test_corrupt_database_file_gives_store_error(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"this is not an SQLite database, just text\n" * 100)
+    with pytest.raises(StoreError, match=DB_NAME):
+        open_database(tmp_path)
+
+
+def test_state_dir_that_is_a_regular_file_gives_store_error(tmp_path):
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("I am a file")
+    with pytest.raises(StoreError, match="cannot open"):
+        open_database(not_a_dir)
+    with pytest.raises(StoreError, match="cannot open"):
+        open_database(not_a_dir / "below")
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions"
+)
+def test_unwritable_state_dir_gives_store_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match="cannot open"):
+            open_database(locked)
+        with pytest.raises(StoreError, match="cannot open"):
+            open_database(locked / "sub")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_sample_row_from_affect_state():
+    row = sample_row(state(12.5), faces=2, source="camera v4l2:0", t_wall=1700000000.25)
+    assert row == {
+        "t_wall": 1700000000.25,
+        "t_stream": 12.5,
+        "emotion": "happy",
+        "confidence": 0.8125,
+        "face_presence": 0.9375,
+        "probs": json.dumps({"angry": 0.0625, "happy": 0.8125, "sad": 0.125}),
+        "faces": 2,
+        "source": "camera v4l2:0",
+    }
+    assert sample_row(state(1.0, None), 0, "demo", 0.0)["emotion"] is None
+
+
+def test_write_and_read_back_samples(tmp_path):
+    db = open_database(tmp_path)
+    try:
+        rows = [
+            sample_row(state(float(i), None if i % 3 == 0 else "happy"), i % 2, "demo", 100.0 + i)
+            for i in range(10)
+        ]
+        write_samples(db, rows[:4])
+        write_samples(db, rows[4:])
+        write_samples(db, [])  # nothing to do, no error
+        back = recent_samples(db, limit=5)
+        assert [r["t_stream"] for r in back] == [5.0, 6.0, 7.0, 8.0, 9.0]  # oldest first
+        for got, sent in zip(back, rows[5:], strict=True):
+            assert {k: got[k] for k in sent} == sent
+            assert json.loads(got["probs"]) == state(0).probs
+        assert back[1]["emotion"] is None  # t 6: no face
+        assert len(recent_samples(db)) == 10
+    finally:
+        db.conn.close()
+    # visible to another connection (committed), read without the code under test
+    conn = raw(tmp_path / DB_NAME)
+    try:
+        assert conn.execute("SELECT count(*) FROM affect_samples").fetchone()[0] == 10
+    finally:
+        conn.close()
+
+
+def test_recent_samples_of_empty_database(tmp_path):
+    db = open_database(tmp_path)
+    try:
+        assert recent_samples(db) == []
+    finally:
+        db.conn.close()
+
+
+def test_write_to_read_only_database_gives_store_error(tmp_path):
+    open_database(tmp_path).conn.close()
+    uri = f"file:{tmp_path / DB_NAME}?mode=ro"
+    db = sqlite_utils.Database(sqlite3.connect(uri, uri=True))
+    try:
+        with pytest.raises(StoreError, match="cannot write affect samples"):
+            write_samples(db, [sample_row(state(1.0), 1, "demo", 1.0)])
+    finally:
+        db.conn.close()
