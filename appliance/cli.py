@@ -132,7 +132,11 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.events == "-":
         events_file = sys.stdout
     elif args.events:
-        events_file = open(args.events, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            events_file = open(args.events, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            log.error("cannot write events to %s: %s", args.events, exc.strerror)
+            return EXIT_FAILURE
     printer = None if args.quiet or args.events == "-" else ChangePrinter(sys.stdout)
     try:
         daemon = Daemon(

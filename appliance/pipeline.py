@@ -23,7 +23,7 @@ from appliance.vision.faces import Face
 from appliance.vision.haar import HaarDetector
 from appliance.vision.model_card import default_models_dir, load_card, resolve_card
 from appliance.vision.preprocess import crop_face
-from appliance.vision.runtime import ModelError, runtime_name
+from appliance.vision.runtime import runtime_name
 
 log = logging.getLogger(__name__)
 
@@ -77,25 +77,19 @@ def build_finder(config: Config) -> FaceFinder:
     settings = FinderSettings(
         min_score=det.min_score, max_faces=det.max_faces, min_face_px=det.min_face_px
     )
-    haar = HaarDetector(min_face_px=det.min_face_px) if det.haar_fallback else None
     card = load_card(resolve_card(config.models.detector, models_dir(config)))
-    if not card.model_path.is_file():
-        if haar is None:
-            raise ModelError(
-                f"face detector {card.model_path} is missing: run tools/fetch_models.py "
-                "or set detection.haar_fallback = true"
-            )
+    if not card.model_path.is_file() and det.haar_fallback:
         log.warning(
             "%s missing; using OpenCV's Haar cascade (slower, fewer faces found). "
             "Run tools/fetch_models.py to fetch BlazeFace.",
             card.model_path,
         )
-        return FaceFinder(coarse=None, fallback=haar, settings=settings)
+        return FaceFinder(HaarDetector(min_face_px=det.min_face_px), settings)
     # Candidates come from low scores; the finder applies min_score after verification.
     blaze = BlazeFaceDetector(
         card, threads=config.models.threads, min_score=min(settings.candidate_score, det.min_score)
     )
-    return FaceFinder(coarse=blaze, fallback=haar, settings=settings)
+    return FaceFinder(blaze, settings)
 
 
 def build_classifier(config: Config) -> EmotionClassifier:
@@ -118,9 +112,9 @@ class Pipeline:
 
     def describe(self) -> dict[str, Any]:
         """Which models and runtime are in use, for status and logs."""
-        coarse = self.finder.coarse
+        detector = self.finder.detector
         return {
-            "detector": coarse.card.name if coarse is not None else "haar",
+            "detector": detector.card.name if isinstance(detector, BlazeFaceDetector) else "haar",
             "emotion_model": self.classifier.card.name,
             "labels": list(self.classifier.labels),
             "runtime": runtime_name(),

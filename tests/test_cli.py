@@ -177,6 +177,12 @@ def test_unknown_source_is_a_clear_error(dirs):
     assert "Traceback" not in result.stderr
 
 
+def test_unwritable_events_path_is_a_clear_error(tmp_path, dirs):
+    result = cli("run", "--source", "demo", "--events", str(tmp_path / "no" / "dir.jsonl"), *dirs)
+    assert result.returncode == 1
+    assert "cannot write events" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_missing_models_are_a_clear_error(tmp_path, dirs):
     result = cli("run", "--source", "demo", *dirs, "--set", f"models.dir={tmp_path}")
     assert result.returncode == 1

@@ -144,7 +144,19 @@ def test_haar_fallback_when_blazeface_absent(tmp_path, caplog):
     shutil.copy(MODELS / "blazeface_short_range.json", models)
     with caplog.at_level(logging.WARNING):
         finder = build_finder(defaults(f"models.dir={models}"))
-    assert finder.coarse is None and isinstance(finder.fallback, HaarDetector)
+    assert isinstance(finder.detector, HaarDetector)
     assert "Haar" in caplog.text
+    # The same search/verify/track loop runs on Haar: it still finds most fixture faces.
+    clip = tmp_path / "fixture.mp4"
+    shots = make_face_clip.compose(
+        make_face_clip.list_faces(FIXTURE_FACES), clip, frames_per_face=2, seed=3
+    )
+    truth = [s.box for s in shots for _ in range(s.frames)]
+    with open_source(str(clip)) as source:
+        found = sum(
+            any(face_found(f.box, box) for f in finder.find(frame.image, frame.t))
+            for frame, box in zip(source, truth, strict=True)
+        )
+    assert found / len(truth) >= 0.6
     with pytest.raises(ModelError, match="fetch_models"):
         build_finder(defaults(f"models.dir={models}", "detection.haar_fallback=false"))

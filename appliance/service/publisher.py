@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,18 @@ log = logging.getLogger(__name__)
 
 STORE_RETRY_S = 30.0
 MAX_BACKLOG = 3600  # samples kept in memory while the disk is failing
+
+
+@dataclass(frozen=True)
+class BoardView:
+    """A consistent copy of the board, taken under its lock."""
+
+    state: str
+    frames: int
+    frames_with_face: int
+    latest: FrameResult | None
+    camera_error: str | None
+    last_error: str | None
 
 
 @dataclass
@@ -73,9 +86,9 @@ class Board:
             for key, value in changes.items():
                 setattr(self, key, value)
 
-    def read(self) -> tuple[str, int, int, FrameResult | None, str | None, str | None]:
+    def read(self) -> BoardView:
         with self._lock:
-            return (
+            return BoardView(
                 self.state,
                 self.frames,
                 self.frames_with_face,
@@ -113,6 +126,7 @@ class Publisher(threading.Thread):
         self._fps = 0.0
         self._fps_mark: tuple[float, int] = (time.monotonic(), 0)
         self._status_warned = False
+        self._last_bug = ""
 
     def stop(self) -> None:
         """Flush what is pending, write a final status, and end the thread."""
@@ -125,16 +139,26 @@ class Publisher(threading.Thread):
         while not self._stop_event.is_set():
             now = time.monotonic()
             if now >= next_flush:
-                self._flush_samples()
+                self._guarded(self._flush_samples)
                 next_flush = now + self.flush_period
             if now >= next_status:
-                self._write_status()
+                self._guarded(self._write_status)
                 next_status = now + self.status_period
             self._stop_event.wait(max(0.01, min(next_flush, next_status) - time.monotonic()))
-        self._flush_samples()
-        self._write_status()
+        self._guarded(self._flush_samples)
+        self._guarded(self._write_status)
         if self._db is not None:
             self._db.conn.close()
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """A bug in one step must not silently end status and storage for the whole run:
+        log it (once per distinct message) and keep ticking."""
+        try:
+            step()
+        except Exception as exc:
+            if str(exc) != self._last_bug:
+                log.exception("publisher %s failed", step.__name__)
+                self._last_bug = str(exc)
 
     def _flush_samples(self) -> None:
         self._pending.extend(self.board.take_samples())
@@ -162,28 +186,28 @@ class Publisher(threading.Thread):
             self._db_retry_at = time.monotonic() + STORE_RETRY_S
 
     def snapshot(self) -> dict[str, Any]:
-        state, frames, with_face, latest, camera_error, last_error = self.board.read()
+        view = self.board.read()
         now = time.monotonic()
         mark_t, mark_frames = self._fps_mark
         if now - mark_t >= 0.5:
-            self._fps = (frames - mark_frames) / (now - mark_t)
-            self._fps_mark = (now, frames)
+            self._fps = (view.frames - mark_frames) / (now - mark_t)
+            self._fps_mark = (now, view.frames)
         snap: dict[str, Any] = {
             **self.board.info,
             "version": __version__,
             "pid": os.getpid(),
-            "state": state,
+            "state": view.state,
             "started_at": self.started_at,
             "updated_at": time.time(),
-            "frames": frames,
+            "frames": view.frames,
             "fps": round(self._fps, 2),
-            "face_rate": round(with_face / frames, 4) if frames else 0.0,
-            "camera_error": camera_error,
+            "face_rate": round(view.frames_with_face / view.frames, 4) if view.frames else 0.0,
+            "camera_error": view.camera_error,
             "storage_error": self.storage_error,
-            "last_error": last_error or self.storage_error or camera_error,
+            "last_error": view.last_error or self.storage_error or view.camera_error,
             "samples_written": self.samples_written,
         }
-        if latest is not None:
+        if (latest := view.latest) is not None:
             snap.update(
                 emotion=latest.smoothed.emotion,
                 confidence=latest.smoothed.confidence,

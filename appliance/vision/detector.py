@@ -10,15 +10,12 @@ next frames only search around it (one cheap call), and a full search runs again
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from appliance.vision.faces import Face, square_with_margin
-
-log = logging.getLogger(__name__)
 
 
 class RegionDetector(Protocol):
@@ -44,70 +41,51 @@ class FinderSettings:
 
 
 @dataclass
-class _Track:
-    face: Face
-    seen_t: float
-
-
-@dataclass
 class FaceFinder:
     """Stateful per-stream face finder. `find(frame, t)` returns faces, largest first.
 
-    With a `coarse` detector (BlazeFace) it does search + verify + track; with only a
-    fallback (Haar, when the BlazeFace file is absent) it runs that on every frame.
+    Works with any region detector: BlazeFace normally, OpenCV's Haar cascade when the
+    BlazeFace file is absent (its scores are all 1.0, so verification just re-finds).
     """
 
-    coarse: RegionDetector | None
-    fallback: RegionDetector | None = None
+    detector: RegionDetector
     settings: FinderSettings = field(default_factory=FinderSettings)
-    _tracks: list[_Track] = field(default_factory=list, init=False)
+    _tracked: list[Face] = field(default_factory=list, init=False)
     _last_search_t: float = field(default=float("-inf"), init=False)
-
-    def __post_init__(self) -> None:
-        if self.coarse is None and self.fallback is None:
-            raise ValueError("FaceFinder needs at least one detector")
 
     def reset(self) -> None:
         """Forget tracks (new source, camera reconnect)."""
-        self._tracks.clear()
+        self._tracked.clear()
         self._last_search_t = float("-inf")
 
     def find(self, frame: np.ndarray, t: float) -> list[Face]:
-        if self.coarse is None:
-            faces = self._keep(self.fallback.detect(frame), frame)  # type: ignore[union-attr]
-            return faces
         faces: list[Face] = []
         due = t - self._last_search_t >= self.settings.redetect_s or t < self._last_search_t
-        if self._tracks and not due:
+        if self._tracked and not due:
             faces = self._follow(frame)
-            if len(faces) < len(self._tracks):
+            if len(faces) < len(self._tracked):
                 faces = []  # a face was lost: search the whole frame now
         if not faces:
             faces = self._search(frame)
             self._last_search_t = t
-        faces = self._keep(faces, frame)
-        self._tracks = [_Track(f, t) for f in faces]
-        return faces
+        self._tracked = self._keep(faces)
+        return list(self._tracked)
 
     def _verify(self, frame: np.ndarray, face: Face) -> Face | None:
         """Re-run the detector on a region around `face`; the best real face there, if any."""
         height, width = frame.shape[:2]
         roi = square_with_margin(face.box, (self.settings.roi_scale - 1) / 2, width, height)
-        found = [
-            f
-            for f in self.coarse.detect(frame, roi)  # type: ignore[union-attr]
-            if f.score >= self.settings.min_score
-        ]
+        found = [f for f in self.detector.detect(frame, roi) if f.score >= self.settings.min_score]
         return max(found, key=lambda f: f.score, default=None)
 
     def _follow(self, frame: np.ndarray) -> list[Face]:
-        return [f for track in self._tracks if (f := self._verify(frame, track.face))]
+        return [f for track in self._tracked if (f := self._verify(frame, track))]
 
     def _search(self, frame: np.ndarray) -> list[Face]:
         candidates = [
             c
             for tile in square_tiles(frame.shape[1], frame.shape[0])
-            for c in self.coarse.detect(frame, tile)  # type: ignore[union-attr]
+            for c in self.detector.detect(frame, tile)
             if c.score >= self.settings.candidate_score
         ]
         candidates.sort(key=lambda c: -c.score)
@@ -119,7 +97,7 @@ class FaceFinder:
                 verified.append(face)
         return verified
 
-    def _keep(self, faces: list[Face], frame: np.ndarray) -> list[Face]:
+    def _keep(self, faces: list[Face]) -> list[Face]:
         """Drop tiny boxes and duplicates (the less confident of two boxes that share
         most of the smaller one's area), then largest first, at most max_faces."""
         faces = sorted(
