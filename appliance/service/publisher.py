@@ -109,12 +109,14 @@ class Publisher(threading.Thread):
         runtime_dir: str,
         status_interval_s: float,
         flush_interval_s: float = 1.0,
+        store_retry_s: float = STORE_RETRY_S,
     ) -> None:
         super().__init__(name="publisher", daemon=True)
         self.board = board
         self.state_dir = state_dir
         self.runtime_dir = runtime_dir
         self.flush_period = flush_interval_s
+        self.store_retry_s = store_retry_s
         self.status_period = status_interval_s
         self.started_at = time.time()
         self.storage_error: str | None = None
@@ -178,12 +180,14 @@ class Publisher(threading.Thread):
             self.storage_error = None
         except StoreError as exc:
             if self.storage_error != str(exc):
-                log.error("%s; samples kept in memory, retrying every %.0f s", exc, STORE_RETRY_S)
+                log.error(
+                    "%s; samples kept in memory, retrying every %.0f s", exc, self.store_retry_s
+                )
             self.storage_error = str(exc)
             if self._db is not None:
                 self._db.conn.close()
             self._db = None
-            self._db_retry_at = time.monotonic() + STORE_RETRY_S
+            self._db_retry_at = time.monotonic() + self.store_retry_s
 
     def snapshot(self) -> dict[str, Any]:
         view = self.board.read()

@@ -1,0 +1,115 @@
+"""The publisher thread: status and samples off the frame loop, and surviving bad disks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from appliance.affect.smoothing import AffectState
+from appliance.pipeline import FrameResult
+from appliance.service.publisher import Board, Publisher
+from appliance.service.status import CRITICAL, OK, assess, read_status
+
+
+def result(index: int, t: float) -> FrameResult:
+    state = AffectState(
+        t=t, emotion="happy", confidence=0.8, face_presence=1.0, probs={"happy": 0.8, "sad": 0.2}
+    )
+    return FrameResult(index=index, t=t, faces=[], smoothed=state, latency_ms={"total": 1.0})
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def make(tmp_path, state_dir, **kw) -> tuple[Board, Publisher]:
+    board = Board(info={"source": "test"}, sample_period_s=1.0)
+    publisher = Publisher(
+        board,
+        state_dir=str(state_dir),
+        runtime_dir=str(tmp_path / "run"),
+        status_interval_s=0.05,
+        flush_interval_s=0.05,
+        **kw,
+    )
+    return board, publisher
+
+
+def samples(state_dir) -> list[tuple]:
+    db = sqlite3.connect(state_dir / "appliance.db")
+    try:
+        return db.execute("SELECT t_stream, emotion FROM affect_samples ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_samples_follow_stream_time_and_status_is_published(tmp_path):
+    board, publisher = make(tmp_path, tmp_path / "state")
+    publisher.start()
+    try:
+        for i in range(75):  # 5 s of stream at 15 fps, posted as fast as possible
+            board.post(result(i, i / 15))
+        assert wait_for(lambda: publisher.samples_written == 5)
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("frames") == 75)
+    finally:
+        publisher.stop()
+    assert [round(t) for t, _ in samples(tmp_path / "state")] == [0, 1, 2, 3, 4]
+    status = read_status(tmp_path / "run")
+    assert status["emotion"] == "happy" and status["state"] == "running"
+    assert assess(status, 10)[0] == OK
+
+
+def test_failing_disk_is_critical_keeps_samples_and_recovers(tmp_path):
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state directory should be")
+    board, publisher = make(tmp_path, blocked, store_retry_s=0.1)
+    publisher.start()
+    try:
+        for i in range(45):
+            board.post(result(i, i / 15))
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("storage_error"))
+        code, reason = assess(read_status(tmp_path / "run"), 10)
+        assert code == CRITICAL and "storage" in reason
+        assert publisher.is_alive()  # the run goes on
+        blocked.unlink()  # the disk comes back
+        assert wait_for(lambda: publisher.samples_written == 3)
+        assert wait_for(lambda: not read_status(tmp_path / "run")["storage_error"])
+    finally:
+        publisher.stop()
+    assert [round(t) for t, _ in samples(blocked)] == [0, 1, 2]  # nothing lost meanwhile
+
+
+def test_a_bug_in_one_step_does_not_stop_status(tmp_path, caplog):
+    board, publisher = make(tmp_path, tmp_path / "state")
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("boom")
+
+    publisher._flush_samples = broken  # a step that always fails
+    publisher.start()
+    try:
+        board.post(result(0, 0.0))
+        assert wait_for(lambda: len(calls) >= 3)
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("frames") == 1)
+    finally:
+        publisher.stop()
+    failures = [r for r in caplog.records if "broken failed" in r.getMessage()]
+    assert len(failures) == 1  # logged once, not once per tick
+
+
+def test_final_status_is_written_on_stop(tmp_path):
+    board, publisher = make(tmp_path, tmp_path / "state")
+    publisher.start()
+    board.post(result(0, 0.0))
+    board.set(state="stopped")
+    publisher.stop()
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "stopped" and status["frames"] == 1
