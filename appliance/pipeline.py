@@ -104,6 +104,7 @@ class Pipeline:
         self.finder = finder
         self.classifier = classifier
         self.margin = config.detection.margin
+        self.crop_shift = config.detection.crop_shift
         self.smoother = EmotionSmoother(classifier.labels, config.smoothing)
 
     @classmethod
@@ -130,7 +131,9 @@ class Pipeline:
         detected = time.perf_counter()
         results = []
         for face in faces:
-            probs = self.classifier.classify(crop_face(frame.image, face.box, self.margin))
+            probs = self.classifier.classify(
+                crop_face(frame.image, face.box, self.margin, self.crop_shift)
+            )
             named = dict(zip(self.classifier.labels, probs.tolist(), strict=True))
             results.append(FaceResult(face, named))
         classified = time.perf_counter()

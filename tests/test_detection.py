@@ -32,20 +32,22 @@ def defaults(*overrides: str):
     return load_config(None, overrides, default_path="/nonexistent/config.toml")
 
 
-def detection_rate(clip, pipeline: Pipeline) -> tuple[float, float, int]:
-    """(share of frames whose face was found, share of frames with a wrong box, frames)."""
+def detection_rate(clip, pipeline: Pipeline) -> tuple[float, float, float]:
+    """(share of frames whose face was found, share with a wrong box, emotion accuracy
+    of the largest face on frames where it was found)."""
     meta = json.loads(clip.with_suffix(".json").read_text())
-    truth = [s["box"] for s in meta["shots"] for _ in range(s["frames"])]
-    found = wrong = 0
+    truth = [(s["box"], s.get("label")) for s in meta["shots"] for _ in range(s["frames"])]
+    found = wrong = correct = 0
     with open_source(str(clip)) as source:
         frames = list(source)
     assert len(frames) == len(truth)
-    for frame, box in zip(frames, truth, strict=True):
+    for frame, (box, label) in zip(frames, truth, strict=True):
         result = pipeline.process(frame)
         hits = [face_found(r.face.box, box) for r in result.faces]
         found += any(hits)
         wrong += hits.count(False)
-    return found / len(truth), wrong / len(truth), len(truth)
+        correct += bool(hits) and hits[0] and result.faces[0].emotion == label
+    return found / len(truth), wrong / len(truth), correct / max(found, 1)
 
 
 @requires_models

@@ -426,3 +426,17 @@ def test_malformed_labels_are_a_model_error(tmp_path, labels):
     (tmp_path / "card.json").write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="labels"):
         load_card(tmp_path / "card.json")
+
+
+def test_crop_face_margin_and_shift():
+    from appliance.vision.preprocess import crop_face
+
+    frame = np.arange(480 * 640, dtype=np.uint32).reshape(480, 640)
+    plain = crop_face(frame, (200, 200, 100, 100), 0.0)
+    assert plain.shape == (100, 100) and plain[0, 0] == frame[200, 200]
+    wide = crop_face(frame, (200, 200, 100, 100), 0.1)
+    assert wide.shape == (120, 120) and wide[0, 0] == frame[190, 190]
+    up = crop_face(frame, (200, 200, 100, 100), 0.0, shift=0.1)
+    assert up.shape == (100, 100) and up[0, 0] == frame[190, 200]
+    edge = crop_face(frame, (0, 0, 100, 100), 0.2, shift=0.1)  # clipped, never negative
+    assert edge.shape[0] <= 120 and edge[0, 0] == frame[0, 0]

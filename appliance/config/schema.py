@@ -152,10 +152,18 @@ class DetectionConfig:
     min_score: float = setting(0.5, "BlazeFace score threshold.", min=0.0, max=1.0)
     max_faces: int = setting(1, "Most faces classified per frame.", min=1, max=10)
     margin: float = setting(
-        0.2,
-        "Fraction of the face box added on each side before cropping.",
+        0.08,
+        "Fraction of the face box added on each side before cropping. With crop_shift, "
+        "the default turns a BlazeFace box (brows to chin) into the framing of FER2013 "
+        "faces (forehead to chin), which the emotion models were trained on.",
         min=0.0,
         max=1.0,
+    )
+    crop_shift: float = setting(
+        0.08,
+        "Move the crop up by this fraction of the face box (negative: down).",
+        min=-0.5,
+        max=0.5,
     )
     haar_fallback: bool = setting(
         True,

@@ -32,8 +32,13 @@ def prepare_face(face: np.ndarray, card: ModelCard) -> np.ndarray:
     return x.reshape(height, width, card.channels)
 
 
-def crop_face(frame: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
-    """The square crop around a detected face, `margin` of its side added on each side."""
+def crop_face(
+    frame: np.ndarray, box: tuple[int, int, int, int], margin: float, shift: float = 0.0
+) -> np.ndarray:
+    """The square crop around a detected face: `margin` of its side added on each side,
+    centre moved up by `shift` of its height (detector boxes and training crops frame a
+    face differently; see detection.margin and detection.crop_shift)."""
     height, width = frame.shape[:2]
-    x, y, w, h = square_with_margin(box, margin, width, height)
+    bx, by, bw, bh = box
+    x, y, w, h = square_with_margin((bx, round(by - shift * bh), bw, bh), margin, width, height)
     return frame[y : y + h, x : x + w]
