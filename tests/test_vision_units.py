@@ -440,3 +440,13 @@ def test_crop_face_margin_and_shift():
     assert up.shape == (100, 100) and up[0, 0] == frame[190, 200]
     edge = crop_face(frame, (0, 0, 100, 100), 0.2, shift=0.1)  # clipped, never negative
     assert edge.shape[0] <= 120 and edge[0, 0] == frame[0, 0]
+
+
+def test_region_of_clips_an_overhanging_roi():
+    from appliance.vision.faces import region_of
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    region, x, y = region_of(frame, (600, -20, 100, 100))
+    assert (x, y) == (600, 0) and region.shape[:2] == (80, 40)
+    whole, x, y = region_of(frame, None)
+    assert whole is frame and (x, y) == (0, 0)

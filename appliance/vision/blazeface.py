@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from appliance.vision.faces import Face, clip_box, iou
+from appliance.vision.faces import Face, clip_box, iou, region_of
 from appliance.vision.model_card import ModelCard
 from appliance.vision.runtime import TFLiteModel
 
@@ -77,10 +77,10 @@ class BlazeFaceDetector:
     def detect(self, frame: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> list[Face]:
         """Faces above min_score in frame pixels, best first. `roi` limits the search."""
         height, width = frame.shape[:2]
-        rx, ry, rw, rh = roi if roi is not None else (0, 0, width, height)
-        region = frame[ry : ry + rh, rx : rx + rw]
+        region, rx, ry = region_of(frame, roi)
         if region.size == 0:
             return []
+        rh, rw = region.shape[:2]
         # Letterbox: scale the longer side to the input, pad the rest (keeps aspect).
         scale = self.size / max(rw, rh)
         sw, sh = max(1, round(rw * scale)), max(1, round(rh * scale))

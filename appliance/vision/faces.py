@@ -53,3 +53,17 @@ def square_with_margin(
     side = max(w, h) * (1.0 + 2.0 * margin)
     cx, cy = x + w / 2.0, y + h / 2.0
     return clip_box(cx - side / 2.0, cy - side / 2.0, side, side, width, height)
+
+
+def region_of(
+    frame: np.ndarray, roi: tuple[int, int, int, int] | None
+) -> tuple[np.ndarray, int, int]:
+    """The part of `frame` a detector should search, and its offset in the frame.
+
+    The region is clipped to the frame, so callers size things from its real shape.
+    """
+    if roi is None:
+        return frame, 0, 0
+    height, width = frame.shape[:2]
+    x, y, w, h = clip_box(*roi, width, height)
+    return frame[y : y + h, x : x + w], x, y

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.vision.faces import Face, clip_box
+from appliance.vision.faces import Face, clip_box, region_of
 from appliance.vision.runtime import ModelError
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -29,8 +29,7 @@ class HaarDetector:
 
     def detect(self, frame: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> list[Face]:
         height, width = frame.shape[:2]
-        rx, ry, rw, rh = roi if roi is not None else (0, 0, width, height)
-        region = frame[ry : ry + rh, rx : rx + rw]
+        region, rx, ry = region_of(frame, roi)
         if region.size == 0:
             return []
         gray = region if region.ndim == 2 else cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
