@@ -39,7 +39,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.5"],
         "pi": ["pyrealsense2; platform_machine == 'x86_64'", "gpiozero>=2.0", "systemd-python>=235"],
-        "train": ["tensorflow-cpu>=2.15"],
+        "train": ["tensorflow-cpu>=2.16,<2.21", "tqdm>=4.60"],
     },
     entry_points={"console_scripts": ["emotion-appliance=appliance.cli:main"]},
     classifiers=[

@@ -1,0 +1,107 @@
+"""tools/evaluate.py: the perturbations are what they claim, and the JSON contract holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from support import FIXTURE_FACES, MODELS, ROOT, load_tool, requires_models
+
+evaluate = load_tool("evaluate")
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8)
+
+
+def test_gaussian_noise_has_the_stated_sigma():
+    flat = np.full((400, 400), 128, np.uint8)  # mid-grey: clipping hardly matters
+    noisy = evaluate.gaussian_noise(flat, 50.0, np.random.default_rng(1))
+    diff = noisy.astype(np.float64) - 128
+    assert diff.std() == pytest.approx(50.0, rel=0.03)
+    assert abs(diff.mean()) < 1.0
+    assert noisy.dtype == np.uint8
+
+
+def test_gaussian_noise_is_clipped(image):
+    noisy = evaluate.gaussian_noise(np.full_like(image, 250), 50.0, np.random.default_rng(2))
+    assert noisy.max() == 255 and noisy.dtype == np.uint8
+
+
+def test_impulse_noise_flips_the_stated_share_to_black_or_white():
+    flat = np.full((500, 500), 128, np.uint8)
+    noisy = evaluate.impulse_noise(flat, 0.05, np.random.default_rng(3))
+    changed = noisy != 128
+    assert changed.mean() == pytest.approx(0.05, abs=0.003)
+    assert set(np.unique(noisy[changed])) == {0, 255}
+    assert (noisy == 255).sum() == pytest.approx((noisy == 0).sum(), rel=0.1)
+
+
+def test_illumination_scales_and_clips(image):
+    bright = evaluate.illumination(image, 1.5)
+    expected = np.clip(np.round(image * 1.5), 0, 255)
+    assert np.array_equal(bright, expected.astype(np.uint8))
+    assert evaluate.illumination(np.array([[200]], np.uint8), 1.5)[0, 0] == 255
+
+
+def test_perturbations_are_reproducible(image):
+    first = {k: f(image) for k, f in evaluate.perturbations(7).items()}
+    second = {k: f(image) for k, f in evaluate.perturbations(7).items()}
+    assert set(first) == {"gaussian50", "impulse0.05", "illum1.5"}
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def test_scores_from_a_known_confusion():
+    confusion = np.array([[8, 2], [1, 9]])
+    report = evaluate.scores(confusion, ("a", "b"))
+    assert report["accuracy"] == 0.85 and report["n"] == 20
+    assert report["per_class"] == {"a": 0.8, "b": 0.9}
+    f1_a = 2 * 0.8 * (8 / 9) / (0.8 + 8 / 9)
+    f1_b = 2 * 0.9 * (9 / 11) / (0.9 + 9 / 11)
+    assert report["macro_f1"] == pytest.approx((f1_a + f1_b) / 2, abs=1e-4)
+
+
+@requires_models
+def test_json_contract_and_plot(tmp_path):
+    plot = tmp_path / "confusion.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "evaluate.py"),
+            "--task",
+            "emotion",
+            "--data",
+            str(FIXTURE_FACES),
+            "--model",
+            str(MODELS / "fer_baseline.json"),
+            "--plot",
+            str(plot),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"n", "accuracy", "macro_f1", "per_class", "confusion", "labels", "robustness"} <= set(
+        report
+    )
+    assert report["n"] == 35 and len(report["confusion"]) == 7
+    assert sum(map(sum, report["confusion"])) == 35
+    assert set(report["robustness"]) == {"gaussian50", "impulse0.05", "illum1.5"}
+    assert set(report["per_class"]) == set(report["labels"])
+    picture = cv2.imread(str(plot))
+    assert picture is not None and picture.shape[0] > 400 and picture.shape[1] > 400
+
+
+def test_unknown_class_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "bored").mkdir()
+    with pytest.raises(SystemExit, match="bored"):
+        evaluate.list_images(tmp_path, ("happy", "sad"))

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Score an emotion model on a `<root>/<class>/*.jpg` folder, as the daemon would run it.
+
+    python tools/evaluate.py --task emotion --data ../shared/data/fer2013/val --json
+    python tools/evaluate.py --task emotion --data DIR --model models/fer_baseline.json \\
+        --plot confusion.png
+
+Images go through the daemon's own classifier (`EmotionClassifier.classify`: the shared
+preprocessing and the same TFLite runtime), so the figures describe what runs on the Pi.
+The robustness entries reproduce the seed paper's perturbations, applied to the image
+before preprocessing: additive Gaussian noise sigma 50, salt-and-pepper noise with
+probability 0.05, and illumination x1.5, each clipped to 0..255.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from appliance.config import ConfigError, load_config  # noqa: E402
+from appliance.pipeline import models_dir  # noqa: E402
+from appliance.vision.emotion import EmotionClassifier  # noqa: E402
+from appliance.vision.model_card import load_card, resolve_card  # noqa: E402
+from appliance.vision.runtime import ModelError  # noqa: E402
+
+log = logging.getLogger("evaluate")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+def gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive zero-mean Gaussian noise of standard deviation `sigma` grey levels."""
+    noisy = image.astype(np.float64) + rng.normal(0.0, sigma, image.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def impulse_noise(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Salt-and-pepper: each pixel independently becomes 0 or 255 with probability
+    `amount` (half each)."""
+    out = image.copy()
+    hit = rng.random(image.shape) < amount
+    salt = rng.random(image.shape) < 0.5
+    out[hit & salt] = 255
+    out[hit & ~salt] = 0
+    return out
+
+
+def illumination(image: np.ndarray, factor: float) -> np.ndarray:
+    """Brighter (factor > 1) or darker lighting: every grey level scaled, then clipped."""
+    return np.clip(np.round(image.astype(np.float64) * factor), 0, 255).astype(np.uint8)
+
+
+def perturbations(seed: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {
+        "gaussian50": lambda im: gaussian_noise(im, 50.0, rng),
+        "impulse0.05": lambda im: impulse_noise(im, 0.05, rng),
+        "illum1.5": lambda im: illumination(im, 1.5),
+    }
+
+
+def list_images(root: Path, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """(path, label index) for every image; a class folder the model lacks is an error."""
+    if not root.is_dir():
+        raise SystemExit(f"{root}: not a folder of <class>/*.jpg")
+    items = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name not in labels:
+            raise SystemExit(
+                f"{folder}: class '{folder.name}' is not a label of the model ({', '.join(labels)})"
+            )
+        index = labels.index(folder.name)
+        items += [
+            (p, index) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    if not items:
+        raise SystemExit(f"{root}: no images found in <class>/ folders")
+    return items
+
+
+def confusion_of(
+    classifier: EmotionClassifier,
+    images: list[np.ndarray],
+    truth: list[int],
+    perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    size = len(classifier.labels)
+    confusion = np.zeros((size, size), dtype=np.int64)
+    for image, label in zip(images, truth, strict=True):
+        probs = classifier.classify(perturb(image) if perturb else image)
+        confusion[label, int(np.argmax(probs))] += 1
+    return confusion
+
+
+def scores(confusion: np.ndarray, labels: tuple[str, ...]) -> dict:
+    recall = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    precision = confusion.diagonal() / np.maximum(confusion.sum(0), 1)
+    f1 = 2 * recall * precision / np.maximum(recall + precision, 1e-12)
+    present = confusion.sum(1) > 0  # macro-F1 over the classes the folder has
+    return {
+        "n": int(confusion.sum()),
+        "accuracy": round(float(confusion.trace() / max(confusion.sum(), 1)), 4),
+        "macro_f1": round(float(f1[present].mean()), 4) if present.any() else 0.0,
+        "per_class": {k: round(float(v), 4) for k, v in zip(labels, recall, strict=True)},
+    }
+
+
+def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], title: str, out: Path) -> None:
+    """Row-normalised confusion matrix as a PNG (OpenCV only; no plotting dependency)."""
+    cell, left, top = 64, 110, 70
+    size = len(labels)
+    image = np.full((top + cell * size + 20, left + cell * size + 20, 3), 255, np.uint8)
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(image, title, (10, 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "true \\ predicted", (10, 50), font, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+    for i in range(size):
+        cv2.putText(
+            image,
+            labels[i][:8],
+            (10, top + i * cell + cell // 2 + 5),
+            font,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+        cv2.putText(
+            image,
+            labels[i][:7],
+            (left + i * cell + 4, top - 8),
+            font,
+            0.4,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+        for j in range(size):
+            shade = int(255 * (1 - rows[i, j]))
+            x0, y0 = left + j * cell, top + i * cell
+            cv2.rectangle(image, (x0, y0), (x0 + cell, y0 + cell), (255, shade, shade), -1)
+            cv2.rectangle(image, (x0, y0), (x0 + cell, y0 + cell), (200, 200, 200), 1)
+            colour = (255, 255, 255) if rows[i, j] > 0.5 else (0, 0, 0)
+            cv2.putText(
+                image,
+                f"{rows[i, j]:.2f}",
+                (x0 + 12, y0 + cell // 2 + 5),
+                font,
+                0.45,
+                colour,
+                1,
+                cv2.LINE_AA,
+            )
+    if not cv2.imwrite(str(out), image):
+        raise SystemExit(f"cannot write {out}")
+
+
+def default_card(config_path: str | None, overrides: list[str]) -> Path:
+    """The emotion model the daemon is configured to use."""
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from exc
+    return resolve_card(config.models.emotion, models_dir(config))
+
+
+def evaluate_emotion(
+    card_path: Path, data: Path, *, robustness: bool, seed: int, limit: int = 0
+) -> tuple[dict, np.ndarray, tuple[str, ...]]:
+    classifier = EmotionClassifier(load_card(card_path))
+    items = list_images(data, classifier.labels)
+    if limit:
+        picks = np.random.default_rng(seed).permutation(len(items))[:limit]
+        items = [items[i] for i in sorted(picks)]
+    images, truth = [], []
+    for path, label in items:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            log.warning("skipping unreadable %s", path)
+            continue
+        images.append(image)
+        truth.append(label)
+    confusion = confusion_of(classifier, images, truth)
+    report = {
+        "model": str(card_path),
+        "data": str(data),
+        **scores(confusion, classifier.labels),
+        "confusion": confusion.tolist(),
+        "labels": list(classifier.labels),
+    }
+    if robustness:
+        report["robustness"] = {
+            name: scores(confusion_of(classifier, images, truth, fn), classifier.labels)["accuracy"]
+            for name, fn in perturbations(seed).items()
+        }
+    return report, confusion, classifier.labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["emotion"], default="emotion")
+    parser.add_argument("--data", type=Path, required=True, help="folder of <class>/*.jpg")
+    parser.add_argument("--model", type=Path, help="model card (default: the configured one)")
+    parser.add_argument("--config", help="daemon config to take the default model from")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--plot", type=Path, help="write the confusion matrix as PNG")
+    parser.add_argument("--no-robustness", action="store_true", help="skip the perturbations")
+    parser.add_argument("--limit", type=int, default=0, help="random subset of N images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    card = args.model or default_card(args.config, args.overrides)
+    try:
+        report, confusion, labels = evaluate_emotion(
+            card,
+            args.data,
+            robustness=not args.no_robustness,
+            seed=args.seed,
+            limit=args.limit,
+        )
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 1
+    if args.plot:
+        title = f"{Path(card).stem} on {args.data.name}: accuracy {report['accuracy']:.3f}"
+        plot_confusion(confusion, labels, title, args.plot)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{report['n']} images, accuracy {report['accuracy']:.4f}, "
+            f"macro-F1 {report['macro_f1']:.4f}"
+        )
+        for label, recall in report["per_class"].items():
+            print(f"  {label:<9} recall {recall:.3f}")
+        for name, acc in report.get("robustness", {}).items():
+            print(f"  robustness {name:<12} accuracy {acc:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
