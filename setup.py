@@ -38,8 +38,16 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.5"],
-        "pi": ["pyrealsense2; platform_machine == 'x86_64'", "gpiozero>=2.0", "systemd-python>=235"],
-        "train": ["tensorflow-cpu>=2.16,<2.21", "tqdm>=4.60"],
+        "pi": [
+            "pyrealsense2; platform_machine == 'x86_64'",
+            "gpiozero>=2.0",
+            "systemd-python>=235",
+        ],
+        # TensorFlow only trains models; the device never imports it.
+        "train": [
+            "tensorflow-cpu>=2.16,<2.21; platform_machine == 'x86_64'",
+            "tensorflow>=2.16,<2.21; platform_machine != 'x86_64'",
+        ],
     },
     entry_points={"console_scripts": ["emotion-appliance=appliance.cli:main"]},
     classifiers=[

@@ -1,0 +1,116 @@
+"""tools/train_emotion.py: data loading (both formats) and, with TensorFlow, a real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+from support import FIXTURE_FACES, load_tool
+
+train = load_tool("train_emotion")
+
+requires_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="TensorFlow not installed (pip install -e .[train])",
+)
+
+
+def write_csv(path, rows) -> None:
+    path.write_text("emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows))
+
+
+def pixels(value: int) -> str:
+    return " ".join([str(value)] * 48 * 48)
+
+
+def test_csv_maps_classic_labels_and_splits_and_never_reads_private_test(tmp_path):
+    csv_path = tmp_path / "fer2013.csv"
+    write_csv(
+        csv_path,
+        [
+            (0, pixels(10), "Training"),  # angry
+            (6, pixels(20), "Training"),  # neutral in the CSV's numbering
+            (4, pixels(30), "PublicTest"),  # sad
+            (3, pixels(40), "PrivateTest"),  # held back: must be ignored
+        ],
+    )
+    data = train.load_data(csv_path)
+    assert [train.LABELS[i] for i in data["train"].labels] == ["angry", "neutral"]
+    assert [train.LABELS[i] for i in data["val"].labels] == ["sad"]
+    assert data["train"].images.shape == (2, 48, 48)
+    assert data["val"].images[0, 0, 0] == 30
+
+
+def test_csv_bad_rows_are_reported_with_line_numbers_and_skipped(tmp_path, caplog):
+    csv_path = tmp_path / "fer2013.csv"
+    write_csv(
+        csv_path,
+        [
+            (3, pixels(40), "Training"),
+            (3, "1 2 3", "Training"),  # wrong pixel count
+            (9, pixels(40), "Training"),  # no such emotion
+            (5, pixels(50), "PublicTest"),
+        ],
+    )
+    data = train.load_data(csv_path)
+    assert len(data["train"]) == 1 and len(data["val"]) == 1
+    assert "fer2013.csv:3" in caplog.text and "fer2013.csv:4" in caplog.text
+
+
+def test_folder_layout(tmp_path):
+    for split in ("train", "val"):
+        for label in train.LABELS:
+            shutil.copytree(FIXTURE_FACES / label, tmp_path / split / label)
+    data = train.load_data(tmp_path)
+    assert len(data["train"]) == 35 and data["train"].images.shape[1:] == (48, 48)
+    assert np.bincount(data["val"].labels).tolist() == [5] * 7
+
+
+def test_class_weights_favour_rare_classes():
+    labels = np.array([0] * 100 + [1] * 400 + [2] * 25)
+    weights = train.class_weights(np.concatenate([labels, np.arange(3, 7)]))
+    assert weights[2] > weights[0] > weights[1]
+    counts = np.bincount(np.concatenate([labels, np.arange(3, 7)]))
+    assert (weights * counts).sum() == pytest.approx(counts.sum())  # mean sample weight 1
+
+
+@requires_tensorflow
+def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
+    data = tmp_path / "fer"
+    for split in ("train", "val"):
+        for label in train.LABELS:
+            shutil.copytree(FIXTURE_FACES / label, data / split / label)
+    out, work = tmp_path / "models", tmp_path / "work"
+    code = train.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--epochs",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "16",
+            "--widths",
+            "8",
+            "16",
+            "--depths",
+            "1",
+            "1",
+        ]
+    )
+    assert code == 0
+    card = json.loads((out / "emotion_cnn_int8.json").read_text())
+    model = out / card["file"]
+    assert card["labels"] == list(train.LABELS)
+    assert card["file_size_bytes"] == model.stat().st_size
+    assert card["quantization"]["input"]["dtype"] == "int8"
+    assert card["metrics"]["fer2013_val"]["n"] == 35
+    assert {"params", "macs", "training", "architecture"} <= set(card)
