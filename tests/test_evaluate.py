@@ -9,7 +9,15 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from support import FIXTURE_FACES, MODELS, ROOT, load_tool, requires_models
+from support import (
+    FER_VAL,
+    FIXTURE_FACES,
+    MODELS,
+    ROOT,
+    load_tool,
+    requires_fer_val,
+    requires_models,
+)
 
 evaluate = load_tool("evaluate")
 
@@ -105,3 +113,32 @@ def test_unknown_class_folder_is_a_clear_error(tmp_path):
     (tmp_path / "bored").mkdir()
     with pytest.raises(SystemExit, match="bored"):
         evaluate.list_images(tmp_path, ("happy", "sad"))
+
+
+EMOTION_CARDS = sorted(
+    p for p in MODELS.glob("*.json") if json.loads(p.read_text()).get("task") == "emotion"
+)
+
+
+@requires_fer_val
+@pytest.mark.parametrize("card", EMOTION_CARDS, ids=lambda p: p.stem)
+def test_card_accuracy_is_reproduced_on_val(card):
+    """What a card claims for FER2013 val is what evaluate.py measures, to the image."""
+    claimed = json.loads(card.read_text())["metrics"]["fer2013_val"]
+    if not (MODELS / json.loads(card.read_text())["file"]).is_file():
+        pytest.skip(f"{card.stem}: model file absent (run tools/fetch_models.py)")
+    report, _, _ = evaluate.evaluate_emotion(card, FER_VAL, robustness=False, seed=0)
+    assert report["n"] == claimed["n"]
+    assert report["accuracy"] == pytest.approx(claimed["accuracy"], abs=0.002)
+    assert report["macro_f1"] == pytest.approx(claimed["macro_f1"], abs=0.003)
+
+
+@requires_models
+@requires_fer_val
+def test_robustness_on_a_val_slice_degrades_but_stays_above_chance():
+    report, _, _ = evaluate.evaluate_emotion(
+        MODELS / "fer_baseline.json", FER_VAL, robustness=True, seed=0, limit=300
+    )
+    assert report["n"] == 300
+    for name, accuracy in report["robustness"].items():
+        assert 1 / 7 - 0.05 < accuracy <= report["accuracy"] + 0.03, name

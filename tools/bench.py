@@ -66,6 +66,41 @@ def run(source: str, overrides: list[str], warmup: int = 10) -> dict:
     }
 
 
+def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
+    """Per-face latency of one emotion model: prepared input -> probabilities."""
+    from appliance.vision.emotion import EmotionClassifier
+    from appliance.vision.model_card import load_card
+    from appliance.vision.preprocess import prepare_face
+
+    card = load_card(card_path)
+    classifier = EmotionClassifier(card, threads=threads)
+    face = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    x = prepare_face(face, card)
+    for _ in range(50):
+        classifier.classify_input(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.classify_input(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    prep = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        prepare_face(face, card)
+        prep.append((time.perf_counter() - start) * 1e3)
+    return {
+        "model": card.name,
+        "threads": threads,
+        "inference_ms": {
+            "median": round(float(np.median(times)), 3),
+            "p95": round(float(np.percentile(times, 95)), 3),
+        },
+        "preprocess_ms": {"median": round(float(np.median(prep)), 3)},
+        "file_size_bytes": card.model_path.stat().st_size,
+        "macs": card.extra.get("macs"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="demo", help="video file, image folder or 'demo'")
@@ -77,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="config override section.key=value",
     )
+    parser.add_argument("--model", help="time only this emotion model card, per face")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.model:
+        print(json.dumps(bench_model(args.model, args.threads), indent=None if args.json else 1))
+        return 0
     report = run(args.source, [f"models.threads={args.threads}", *args.overrides])
     if args.json:
         print(json.dumps(report, indent=1))
