@@ -114,3 +114,8 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     assert card["quantization"]["input"]["dtype"] == "int8"
     assert card["metrics"]["fer2013_val"]["n"] == 35
     assert {"params", "macs", "training", "architecture"} <= set(card)
+    assert set(card["metrics"]["fer2013_val"]["robustness"]) == {
+        "gaussian50",
+        "impulse0.05",
+        "illum1.5",
+    }

@@ -37,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))  # evaluate.py, also when imported as a module
 
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
 from appliance.vision.model_card import load_card  # noqa: E402
@@ -351,6 +352,22 @@ def evaluate(card_path: Path, dataset: Dataset) -> dict:
     }
 
 
+def robustness(card_path: Path, dataset: Dataset, seed: int = 0) -> dict[str, float]:
+    """The seed paper's perturbations (tools/evaluate.py), on the val images."""
+    import evaluate  # tools/evaluate.py, beside this script
+
+    classifier = EmotionClassifier(load_card(card_path))
+    index = [classifier.labels.index(label) for label in LABELS]
+    truth = [index[int(label)] for label in dataset.labels]
+    return {
+        name: evaluate.scores(
+            evaluate.confusion_of(classifier, list(dataset.images), truth, perturb),
+            classifier.labels,
+        )["accuracy"]
+        for name, perturb in evaluate.perturbations(seed).items()
+    }
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -479,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             **metrics_int8,
             "float_accuracy": metrics_float["accuracy"],
             "float_macro_f1": metrics_float["macro_f1"],
+            "robustness": robustness(int8_card, data["val"]),
             "measured_with": "tools/train_emotion.py evaluate(): "
             "appliance preprocessing + tflite-runtime",
         }
