@@ -61,3 +61,18 @@ def test_card_that_disagrees_with_model_is_refused(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="7 values for 2 labels"):
         EmotionClassifier(load_card(tmp_path / "bad.json"))
+
+
+@requires_models
+def test_test_time_flip_averages_the_face_and_its_mirror(tmp_path):
+    raw = json.loads((MODELS / "fer_baseline.json").read_text())
+    shutil.copy(MODELS / raw["file"], tmp_path / raw["file"])
+    (tmp_path / "plain.json").write_text(json.dumps(raw))
+    (tmp_path / "flip.json").write_text(json.dumps({**raw, "test_time_flip": True}))
+    plain = EmotionClassifier(load_card(tmp_path / "plain.json"))
+    flip = EmotionClassifier(load_card(tmp_path / "flip.json"))
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("happy/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    expected = (plain.classify(face) + plain.classify(face[:, ::-1])) / 2
+    assert np.allclose(flip.classify(face), expected, atol=1e-6)
+    symmetric = np.hstack([face[:, :24], face[:, :24][:, ::-1]])
+    assert np.allclose(flip.classify(symmetric), plain.classify(symmetric), atol=1e-6)

@@ -139,8 +139,9 @@ class ModelsConfig:
         "Face detector: a model card name in dir, or a path to a model card .json.",
     )
     emotion: str = setting(
-        "fer_baseline",
-        "Emotion classifier: a model card name in dir, or a path to a model card .json.",
+        "emotion_cnn_int8",
+        "Emotion classifier: a model card name in dir, or a path to a model card .json "
+        "(emotion_cnn_int8: this project's int8 CNN; fer_baseline: the fer package's model).",
     )
     threads: int = setting(1, "CPU threads for TFLite inference.", min=1, max=8)
 

@@ -29,14 +29,26 @@ class EmotionClassifier:
                 f"{card.path}: model outputs {outputs} values for {len(self.labels)} labels"
             )
         self.outputs_logits = card.extra.get("output", "probabilities") == "logits"
+        self.test_time_flip = bool(card.extra.get("test_time_flip", False))
 
     def classify(self, face: np.ndarray) -> np.ndarray:
         """Probabilities (sum 1) for a face image (gray or BGR, any size)."""
         return self.classify_input(prepare_face(face, self.card))
 
     def classify_input(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for an already prepared H x W x C input."""
-        out = self.model.run(x[None])[0].reshape(-1).astype(np.float64)
+        """Probabilities for an already prepared H x W x C input.
+
+        With `"test_time_flip": true` in the card, the mirrored face is classified too and
+        the two distributions averaged: faces are near-symmetric, so this buys accuracy
+        for a second inference.
+        """
+        probs = self._probabilities(x)
+        if self.test_time_flip:
+            probs = (probs + self._probabilities(x[:, ::-1])) / 2.0
+        return probs
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        out = self.model.run(np.ascontiguousarray(x[None]))[0].reshape(-1).astype(np.float64)
         if self.outputs_logits:
             out = np.exp(out - out.max())
         out = np.clip(out, 0.0, None)
