@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT / "tools"))  # evaluate.py, also when imported as a 
 
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
 from appliance.vision.model_card import load_card  # noqa: E402
-from appliance.vision.preprocess import prepare_face  # noqa: E402
 
 log = logging.getLogger("train_emotion")
 
@@ -334,37 +333,32 @@ def export(
 
 
 def evaluate(card_path: Path, dataset: Dataset) -> dict:
-    """Accuracy and macro-F1 through the daemon's classifier (same preprocessing/runtime)."""
+    """Accuracy, macro-F1 and recall per class through the daemon's classifier, using
+    tools/evaluate.py's scoring, so card and evaluation tool cannot disagree."""
+    import evaluate as evaluation  # tools/evaluate.py, beside this script
+
     classifier = EmotionClassifier(load_card(card_path))
     index = [classifier.labels.index(label) for label in LABELS]
-    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
-    for image, label in zip(dataset.images, dataset.labels, strict=True):
-        probs = classifier.classify_input(prepare_face(image, classifier.card))
-        confusion[label, int(np.argmax(probs[index]))] += 1
-    recall = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
-    precision = confusion.diagonal() / np.maximum(confusion.sum(0), 1)
-    f1 = 2 * recall * precision / np.maximum(recall + precision, 1e-12)
-    return {
-        "n": int(confusion.sum()),
-        "accuracy": round(float(confusion.trace() / confusion.sum()), 4),
-        "macro_f1": round(float(f1.mean()), 4),
-        "per_class_recall": {k: round(float(v), 4) for k, v in zip(LABELS, recall, strict=True)},
-    }
+    truth = [index[int(label)] for label in dataset.labels]
+    confusion = evaluation.confusion_of(classifier, list(dataset.images), truth)
+    report = evaluation.scores(confusion, classifier.labels)
+    report["per_class_recall"] = report.pop("per_class")
+    return report
 
 
 def robustness(card_path: Path, dataset: Dataset, seed: int = 0) -> dict[str, float]:
     """The seed paper's perturbations (tools/evaluate.py), on the val images."""
-    import evaluate  # tools/evaluate.py, beside this script
+    import evaluate as evaluation  # tools/evaluate.py, beside this script
 
     classifier = EmotionClassifier(load_card(card_path))
     index = [classifier.labels.index(label) for label in LABELS]
     truth = [index[int(label)] for label in dataset.labels]
     return {
-        name: evaluate.scores(
-            evaluate.confusion_of(classifier, list(dataset.images), truth, perturb),
+        name: evaluation.scores(
+            evaluation.confusion_of(classifier, list(dataset.images), truth, perturb),
             classifier.labels,
         )["accuracy"]
-        for name, perturb in evaluate.perturbations(seed).items()
+        for name, perturb in evaluation.perturbations(seed).items()
     }
 
 

@@ -37,7 +37,7 @@ class FinderSettings:
     min_face_px: int = 40
     roi_scale: float = 2.0  # search region side / face side
     redetect_s: float = 1.0  # full search at least this often while tracking
-    nms_iou: float = 0.3
+    duplicate_overlap: float = 0.3  # share of the smaller box two detections may overlap
 
 
 @dataclass
@@ -106,7 +106,9 @@ class FaceFinder:
         )
         kept: list[Face] = []
         for face in faces:
-            if not any(_overlap_of_smaller(face.box, k.box) > self.settings.nms_iou for k in kept):
+            if not any(
+                _overlap_of_smaller(face.box, k.box) > self.settings.duplicate_overlap for k in kept
+            ):
                 kept.append(face)
         kept.sort(key=lambda f: -f.area)
         return kept[: self.settings.max_faces]
