@@ -99,7 +99,8 @@ class Board:
 
 
 class Publisher(threading.Thread):
-    """Writes status every status_interval_s and samples at sample_hz until stopped."""
+    """Writes status every status_interval_s and flushes the samples the board picked
+    (one per sample period of stream time) to SQLite, until stopped."""
 
     def __init__(
         self,
