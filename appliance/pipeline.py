@@ -1,4 +1,5 @@
-"""The per-frame data path: frame -> faces -> emotion probabilities -> smoothed state.
+"""The per-frame data path: frame -> faces -> emotion probabilities and valence-arousal ->
+smoothed state.
 
 Built once from the config (models loaded, detector chosen) and then called for every
 frame. It does no I/O: storage, status and events are the daemon's business, so the
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from appliance.affect.smoothing import AffectState, EmotionSmoother
+from appliance.affect.va import ProbabilityVA
 from appliance.capture.base import Frame
 from appliance.config import Config
 from appliance.vision.blazeface import BlazeFaceDetector
@@ -22,8 +26,9 @@ from appliance.vision.emotion import EmotionClassifier
 from appliance.vision.faces import Face
 from appliance.vision.haar import HaarDetector
 from appliance.vision.model_card import default_models_dir, load_card, resolve_card
-from appliance.vision.preprocess import crop_face
-from appliance.vision.runtime import runtime_name
+from appliance.vision.preprocess import crop_face, prepare_face
+from appliance.vision.runtime import ModelError, runtime_name
+from appliance.vision.va import VARegressor
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 class FaceResult:
     face: Face
     probs: dict[str, float]
+    valence: float
+    arousal: float
 
     @property
     def emotion(self) -> str:
@@ -59,10 +66,17 @@ class FrameResult:
                     "score": round(r.face.score, 4),
                     "emotion": r.emotion,
                     "probs": {k: round(v, 4) for k, v in r.probs.items()},
+                    "valence": round(r.valence, 4),
+                    "arousal": round(r.arousal, 4),
                 }
                 for r in self.faces
             ],
-            "smoothed": {"emotion": self.smoothed.emotion, "confidence": self.smoothed.confidence},
+            "smoothed": {
+                "emotion": self.smoothed.emotion,
+                "confidence": self.smoothed.confidence,
+                "valence": self.smoothed.valence,
+                "arousal": self.smoothed.arousal,
+            },
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
         }
 
@@ -97,19 +111,65 @@ def build_classifier(config: Config) -> EmotionClassifier:
     return EmotionClassifier(card, threads=config.models.threads)
 
 
+@dataclass(frozen=True)
+class VAChoice:
+    """The VA model in use, or None with the reason VA comes from the probabilities."""
+
+    model: VARegressor | None
+    reason: str = ""
+    failed: bool = False  # configured but unusable: worth a WARNING in status
+
+
+def build_va(config: Config) -> VAChoice:
+    """The configured VA model. An unusable one is not fatal: the appliance still works
+    with VA from the emotion probabilities, and status carries the reason."""
+    if not config.models.va:
+        return VAChoice(None, 'disabled in config ([models] va = "")')
+    try:
+        card = load_card(resolve_card(config.models.va, models_dir(config)))
+        return VAChoice(VARegressor(card, threads=config.models.threads))
+    except ModelError as exc:
+        log.warning("VA model unusable, valence/arousal come from emotion probabilities: %s", exc)
+        return VAChoice(None, f"VA model unusable: {exc}", failed=True)
+
+
 class Pipeline:
     """Stateful (tracking, smoothing) processor for one video stream."""
 
-    def __init__(self, finder: FaceFinder, classifier: EmotionClassifier, config: Config) -> None:
+    def __init__(
+        self,
+        finder: FaceFinder,
+        classifier: EmotionClassifier,
+        config: Config,
+        va: VAChoice | None = None,
+    ) -> None:
         self.finder = finder
         self.classifier = classifier
+        self.va = va or VAChoice(None, "no VA model given")
         self.margin = config.detection.margin
         self.crop_shift = config.detection.crop_shift
         self.smoother = EmotionSmoother(classifier.labels, config.smoothing)
+        try:
+            self._va_from_probs = ProbabilityVA(classifier.labels)
+        except ValueError as exc:
+            raise ModelError(f"{classifier.card.path}: {exc}") from exc
+        # Both models read the same prepared tensor when their cards agree on the input.
+        va_model = self.va.model
+        self._va_shares_input = va_model is not None and (
+            va_model.card.input_size,
+            va_model.card.channels,
+            va_model.card.mean,
+            va_model.card.std,
+        ) == (
+            classifier.card.input_size,
+            classifier.card.channels,
+            classifier.card.mean,
+            classifier.card.std,
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> Pipeline:
-        return cls(build_finder(config), build_classifier(config), config)
+        return cls(build_finder(config), build_classifier(config), config, build_va(config))
 
     def describe(self) -> dict[str, Any]:
         """Which models and runtime are in use, for status and logs."""
@@ -117,6 +177,9 @@ class Pipeline:
         return {
             "detector": detector.card.name if isinstance(detector, BlazeFaceDetector) else "haar",
             "emotion_model": self.classifier.card.name,
+            "va_model": self.va.model.card.name if self.va.model else None,
+            "va_source": "model" if self.va.model else f"emotion probabilities ({self.va.reason})",
+            "va_error": self.va.reason if self.va.failed else None,
             "labels": list(self.classifier.labels),
             "runtime": runtime_name(),
         }
@@ -130,16 +193,22 @@ class Pipeline:
         faces = self.finder.find(frame.image, frame.t)
         detected = time.perf_counter()
         results = []
+        va_s = 0.0
         for face in faces:
-            probs = self.classifier.classify(
-                crop_face(frame.image, face.box, self.margin, self.crop_shift)
-            )
+            crop = crop_face(frame.image, face.box, self.margin, self.crop_shift)
+            x = prepare_face(crop, self.classifier.card)  # one preprocessing pass
+            probs = self.classifier.classify_input(x)
+            va_start = time.perf_counter()
+            valence, arousal = self._valence_arousal(crop, x, probs)
+            va_s += time.perf_counter() - va_start
             named = dict(zip(self.classifier.labels, probs.tolist(), strict=True))
-            results.append(FaceResult(face, named))
+            results.append(FaceResult(face, named, valence, arousal))
         classified = time.perf_counter()
         primary = results[0] if results else None  # faces come largest first
         state = self.smoother.update(
-            frame.t, None if primary is None else [primary.probs[k] for k in self.classifier.labels]
+            frame.t,
+            None if primary is None else [primary.probs[k] for k in self.classifier.labels],
+            None if primary is None else (primary.valence, primary.arousal),
         )
         done = time.perf_counter()
         return FrameResult(
@@ -149,8 +218,17 @@ class Pipeline:
             smoothed=state,
             latency_ms={
                 "detect": (detected - start) * 1e3,
-                "classify": (classified - detected) * 1e3,
+                "classify": (classified - detected - va_s) * 1e3,
+                "va": va_s * 1e3,
                 "smooth": (done - classified) * 1e3,
                 "total": (done - start) * 1e3,
             },
         )
+
+    def _valence_arousal(
+        self, crop: np.ndarray, x: np.ndarray, probs: np.ndarray
+    ) -> tuple[float, float]:
+        model = self.va.model
+        if model is None:
+            return self._va_from_probs(probs)
+        return model.predict_input(x if self._va_shares_input else prepare_face(crop, model.card))

@@ -98,11 +98,14 @@ def test_run_writes_events_status_and_samples(tmp_path, dirs, small_clip):
     first_face = next(e for e in events if e["faces"])
     assert set(first_face) == {"frame", "t", "faces", "smoothed", "latency_ms"}
     face = first_face["faces"][0]
-    assert set(face) == {"box", "score", "emotion", "probs"}
+    assert set(face) == {"box", "score", "emotion", "probs", "valence", "arousal"}
     assert len(face["box"]) == 4 and 0 <= face["score"] <= 1
+    assert -1 <= face["valence"] <= 1 and -1 <= face["arousal"] <= 1
     assert face["emotion"] == max(face["probs"], key=face["probs"].get)
-    assert set(first_face["smoothed"]) == {"emotion", "confidence"}
-    assert set(first_face["latency_ms"]) >= {"detect", "classify", "total"}
+    assert set(first_face["smoothed"]) == {"emotion", "confidence", "valence", "arousal"}
+    assert set(first_face["latency_ms"]) >= {"detect", "classify", "va", "total"}
+    reported = [e["smoothed"] for e in events if e["smoothed"]["emotion"]]
+    assert reported and all(-1 <= s["valence"] <= 1 for s in reported)
     assert events[-1]["t"] == pytest.approx(39 / 15, abs=1e-3)  # media time, not wall time
     assert sum(bool(e["faces"]) for e in events) >= 36
 
@@ -110,11 +113,43 @@ def test_run_writes_events_status_and_samples(tmp_path, dirs, small_clip):
     report = json.loads(status.stdout)
     assert report["status"]["state"] == "finished" and report["status"]["frames"] == 40
     assert status.returncode == 1  # finished daemon: WARNING for monitoring
+    assert report["status"]["va_source"] == "model"
+    assert report["status"]["va_model"] == "va_mobilenetv3_int8"
 
     db = sqlite3.connect(tmp_path / "state" / "appliance.db")
     rows = db.execute("SELECT t_stream, emotion FROM affect_samples ORDER BY id").fetchall()
     assert [round(r[0]) for r in rows] == [0, 1, 2]  # 1 Hz of stream time
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@requires_models
+@pytest.mark.parametrize(
+    ("va", "source", "error"),
+    [
+        ("", "disabled in config", False),
+        ("no_such_va_model", "VA model unusable", True),
+    ],
+)
+def test_without_a_va_model_va_comes_from_emotion_probabilities(
+    tmp_path, dirs, small_clip, va, source, error
+):
+    result = cli(
+        "run", "--source", str(small_clip), "--events", "-", "--max-frames", "20",
+        "--set", f"models.va={va}", *dirs,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from appliance.affect.va import ProbabilityVA
+
+    face = next(e for e in map(json.loads, result.stdout.splitlines()) if e["faces"])["faces"][0]
+    expected = ProbabilityVA(list(face["probs"]))(list(face["probs"].values()))
+    assert (face["valence"], face["arousal"]) == pytest.approx(expected, abs=2e-3)
+    snapshot = json.loads(cli("status", "--json", *dirs).stdout)["status"]
+    assert (
+        snapshot["va_source"].startswith("emotion probabilities")
+        and source in (snapshot["va_source"])
+    )
+    assert snapshot["va_model"] is None
+    assert bool(snapshot["va_error"]) is error
 
 
 @requires_models

@@ -311,3 +311,37 @@ def test_no_frames_with_a_face_means_no_emotion():
         assert s.emotion is None
         assert s.face_presence == 0.0
         assert s.confidence == 1.0  # certainly no face
+
+
+def test_valence_arousal_follow_the_time_based_filter():
+    smoother = EmotionSmoother(LABELS, SETTINGS)
+    happy = probs(happy=1.0)
+    for i in range(10 * 30):  # 10 s of a steady face at 30 fps
+        state = smoother.update(i / 30, happy, (0.8, 0.5))
+    assert (state.valence, state.arousal) == pytest.approx((0.8, 0.5), abs=1e-3)
+    # a step to (-0.6, 0.2): after tau the filter has covered 63% of the way
+    t0 = 299 / 30  # the last steady frame: later samples stand for the time since
+    for i in range(1, int(SETTINGS.tau_s * 30) + 1):
+        state = smoother.update(t0 + i / 30, happy, (-0.6, 0.2))
+    expected = 0.8 + (1 - math.exp(-1)) * (-0.6 - 0.8)
+    assert state.valence == pytest.approx(expected, abs=0.02)
+
+
+def test_valence_arousal_hold_while_the_face_is_away_and_read_none():
+    smoother = EmotionSmoother(LABELS, SETTINGS)
+    for i in range(150):
+        smoother.update(i / 30, probs(happy=1.0), (0.8, 0.5))
+    held = smoother._va.value.copy()
+    for i in range(150, 450):  # 10 s without a face
+        state = smoother.update(i / 30, None)
+    assert state.emotion is None and state.valence is None and state.arousal is None
+    assert smoother._va.value == pytest.approx(held)  # not dragged towards neutral
+    state = smoother.update(450 / 30, probs(happy=1.0), (0.8, 0.5))
+    assert smoother._va.value == pytest.approx(held, abs=0.05)  # no jump on return
+
+
+def test_without_va_samples_the_state_still_reports_numbers():
+    smoother = EmotionSmoother(LABELS, SETTINGS)
+    for i in range(60):
+        state = smoother.update(i / 30, probs(sad=1.0))
+    assert state.emotion == "sad" and state.valence == 0.0 and state.arousal == 0.0

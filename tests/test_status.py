@@ -45,6 +45,11 @@ def snapshot(**changes) -> dict:
         "confidence": 0.8712,
         "detector": "blazeface_short_range",
         "emotion_model": "fer_baseline",
+        "va_model": "va_mobilenetv3_int8",
+        "va_source": "model",
+        "va_error": None,
+        "valence": 0.6123,
+        "arousal": -0.0412,
         "runtime": "tflite_runtime",
     }
     snap.update(changes)
@@ -122,6 +127,7 @@ def test_read_status_garbage_is_unreadable(tmp_path, content):
         ({"updated_at": 0}, UNKNOWN, "old"),
         ({"storage_error": "disk I/O error"}, CRITICAL, "disk I/O error"),
         ({"camera_error": "camera unplugged"}, WARNING, "camera unplugged"),
+        ({"va_error": "VA model unusable: gone"}, WARNING, "VA from emotion probabilities"),
         ({"camera_error": "unplugged", "storage_error": "full"}, CRITICAL, "storage"),
         ({"state": "finished"}, WARNING, "finished"),
         ({"state": "stopped"}, WARNING, "stopped"),
@@ -158,7 +164,7 @@ def test_format_status_first_line_is_the_nagios_line(code, name):
     text = format_status(snapshot(), code, "some reason")
     first, *rest = text.splitlines()
     assert first == f"EMOTION-APPLIANCE {name} - some reason"
-    assert len(rest) == 5
+    assert len(rest) == 6
 
 
 def test_format_status_details():
@@ -169,13 +175,16 @@ def test_format_status_details():
     assert "pid 4242, v0.1.0" in text
     assert "camera v4l2:0  14.9 fps, 1234 frames, faces in 81%" in text
     assert "emotion     happy  (confidence 0.87)" in text
-    assert "blazeface_short_range + fer_baseline on tflite_runtime" in text
+    assert "valence     +0.61  arousal -0.04  (from model)" in text
+    assert "blazeface_short_range + fer_baseline + va_mobilenetv3_int8 on tflite_runtime" in text
     assert "last error  -" in text
 
 
 def test_format_status_no_face_and_minimal_snapshot():
     text = format_status(snapshot(emotion=None), OK, "running")
     assert "emotion     no face" in text
+    text = format_status(snapshot(valence=None, arousal=None, va_model=None), OK, "running")
+    assert "valence     -  arousal -" in text and "fer_baseline on" in text
     minimal = {"state": "starting", "updated_at": time.time()}
     text = format_status(minimal, *assess(minimal, STALE_S))
     assert text.splitlines()[0] == "EMOTION-APPLIANCE WARNING - daemon starting"

@@ -35,6 +35,8 @@ def state(t: float, emotion: str | None = "happy") -> AffectState:
         confidence=0.8125,
         face_presence=0.9375 if emotion else 0.125,
         probs={"angry": 0.0625, "happy": 0.8125, "sad": 0.125},
+        valence=0.5 if emotion else None,
+        arousal=0.25 if emotion else None,
     )
 
 
@@ -124,10 +126,34 @@ def test_sample_row_from_affect_state():
         "confidence": 0.8125,
         "face_presence": 0.9375,
         "probs": json.dumps({"angry": 0.0625, "happy": 0.8125, "sad": 0.125}),
+        "valence": 0.5,
+        "arousal": 0.25,
         "faces": 2,
         "source": "camera v4l2:0",
     }
     assert sample_row(state(1.0, None), 0, "demo", 0.0)["emotion"] is None
+    assert sample_row(state(1.0, None), 0, "demo", 0.0)["valence"] is None
+
+
+def test_a_v1_database_is_migrated_keeping_its_rows(tmp_path):
+    """A database written by the first release (no VA columns) upgrades in place."""
+    conn = raw(tmp_path / DB_NAME)
+    conn.executescript(MIGRATIONS[0][1] + "; PRAGMA user_version = 1;")
+    conn.execute(
+        "INSERT INTO affect_samples (t_wall, t_stream, emotion, confidence, face_presence,"
+        " probs, faces, source) VALUES (1, 2, 'sad', 0.5, 1.0, '{}', 1, 'demo')"
+    )
+    conn.commit()
+    conn.close()
+    db = open_database(tmp_path)
+    try:
+        assert schema_version(db) == LATEST
+        rows = recent_samples(db)
+        assert rows[0]["emotion"] == "sad" and rows[0]["valence"] is None
+        write_samples(db, [sample_row(state(3.0), 1, "demo", 4.0)])
+        assert recent_samples(db)[-1]["valence"] == 0.5
+    finally:
+        db.conn.close()
 
 
 def test_write_and_read_back_samples(tmp_path):

@@ -1,9 +1,17 @@
 #!/usr/bin/env python3
-"""Score an emotion model on a `<root>/<class>/*.jpg` folder, as the daemon would run it.
+"""Score an emotion or valence-arousal model on a `<root>/<class>/*.jpg` folder, as the
+daemon would run it.
 
     python tools/evaluate.py --task emotion --data ../shared/data/fer2013/val --json
     python tools/evaluate.py --task emotion --data DIR --model models/fer_baseline.json \\
         --plot confusion.png
+    python tools/evaluate.py --task va --data ../shared/data/fer2013/val --json
+
+VA is scored against targets derived from the class folders through the coordinates in
+appliance/affect/va.py (the same targets the VA model was trained against), plus the
+valence-sign accuracy (happy, surprise positive; angry, disgust, fear, sad negative;
+neutral excluded). Given an emotion card with `--task va`, the VA the daemon derives from
+its probabilities (the no-VA-model fallback) is scored instead.
 
 Images go through the daemon's own classifier (`EmotionClassifier.classify`: the shared
 preprocessing and the same TFLite runtime), so the figures describe what runs on the Pi.
@@ -27,15 +35,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from appliance.affect.va import (  # noqa: E402
+    NEGATIVE,
+    POSITIVE,
+    VA_COORDINATES,
+    ProbabilityVA,
+    coordinates_for,
+)
 from appliance.config import ConfigError, load_config  # noqa: E402
 from appliance.pipeline import models_dir  # noqa: E402
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
 from appliance.vision.model_card import load_card, resolve_card  # noqa: E402
 from appliance.vision.runtime import ModelError  # noqa: E402
+from appliance.vision.va import VARegressor  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+VA_LABELS = tuple(VA_COORDINATES)  # the classes a VA evaluation folder may hold
 
 
 def gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -165,13 +182,75 @@ def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], title: str, o
         raise SystemExit(f"cannot write {out}")
 
 
-def default_card(config_path: str | None, overrides: list[str]) -> Path:
-    """The emotion model the daemon is configured to use."""
+def default_card(config_path: str | None, overrides: list[str], task: str = "emotion") -> Path:
+    """The emotion (or VA) model the daemon is configured to use."""
     try:
         config = load_config(config_path, overrides)
     except ConfigError as exc:
         raise SystemExit(str(exc)) from exc
-    return resolve_card(config.models.emotion, models_dir(config))
+    name = config.models.va if task == "va" and config.models.va else config.models.emotion
+    return resolve_card(name, models_dir(config))
+
+
+def ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient: agreement, not just correlation."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    denominator = x.var() + y.var() + (x.mean() - y.mean()) ** 2
+    if denominator <= 0:
+        return 0.0
+    return float(2 * np.mean((x - x.mean()) * (y - y.mean())) / denominator)
+
+
+def va_scores(pred: np.ndarray, target: np.ndarray, classes: list[str]) -> dict:
+    """CCC and RMSE per dimension, and valence-sign accuracy over the non-neutral classes."""
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    truth_sign = np.array([1 if c in POSITIVE else -1 if c in NEGATIVE else 0 for c in classes])
+    signed = truth_sign != 0
+    hits = np.sign(pred[signed, 0]) == truth_sign[signed]
+    return {
+        "n": len(pred),
+        "ccc_valence": round(ccc(pred[:, 0], target[:, 0]), 4),
+        "ccc_arousal": round(ccc(pred[:, 1], target[:, 1]), 4),
+        "rmse_valence": round(float(np.sqrt(np.mean((pred[:, 0] - target[:, 0]) ** 2))), 4),
+        "rmse_arousal": round(float(np.sqrt(np.mean((pred[:, 1] - target[:, 1]) ** 2))), 4),
+        "valence_sign_accuracy": round(float(hits.mean()), 4) if signed.any() else None,
+        "valence_sign_n": int(signed.sum()),
+    }
+
+
+def va_predictor(card_path: Path) -> Callable[[np.ndarray], tuple[float, float]]:
+    """A VA model, or an emotion model through the coordinates (the daemon's fallback)."""
+    card = load_card(card_path)
+    if card.task == "va":
+        return VARegressor(card).predict
+    classifier = EmotionClassifier(card)
+    to_va = ProbabilityVA(classifier.labels)
+    return lambda image: to_va(classifier.classify(image))
+
+
+def predict_va(
+    predict: Callable[[np.ndarray], tuple[float, float]], images: list[np.ndarray]
+) -> np.ndarray:
+    return np.array([predict(image) for image in images], dtype=np.float64).reshape(-1, 2)
+
+
+def evaluate_va(card_path: Path, data: Path, *, seed: int, limit: int = 0) -> dict:
+    labels = tuple(VA_LABELS)
+    items = list_images(data, labels)
+    if limit:
+        picks = np.random.default_rng(seed).permutation(len(items))[:limit]
+        items = [items[i] for i in sorted(picks)]
+    images, classes = [], []
+    for path, label in items:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            log.warning("skipping unreadable %s", path)
+            continue
+        images.append(image)
+        classes.append(labels[label])
+    target = coordinates_for(classes)
+    pred = predict_va(va_predictor(card_path), images)
+    return {"model": str(card_path), "data": str(data), **va_scores(pred, target, classes)}
 
 
 def evaluate_emotion(
@@ -208,7 +287,7 @@ def evaluate_emotion(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["emotion"], default="emotion")
+    parser.add_argument("--task", choices=["emotion", "va"], default="emotion")
     parser.add_argument("--data", type=Path, required=True, help="folder of <class>/*.jpg")
     parser.add_argument("--model", type=Path, help="model card (default: the configured one)")
     parser.add_argument("--config", help="daemon config to take the default model from")
@@ -220,7 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    card = args.model or default_card(args.config, args.overrides)
+    card = args.model or default_card(args.config, args.overrides, args.task)
+    if args.task == "va":
+        try:
+            report = evaluate_va(card, args.data, seed=args.seed, limit=args.limit)
+        except (ModelError, ValueError) as exc:
+            log.error("%s", exc)
+            return 1
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(
+                f"{report['n']} images: CCC valence {report['ccc_valence']:.3f}, "
+                f"arousal {report['ccc_arousal']:.3f}; RMSE valence "
+                f"{report['rmse_valence']:.3f}, arousal {report['rmse_arousal']:.3f}; "
+                f"valence sign accuracy {report['valence_sign_accuracy']}"
+            )
+        return 0
     try:
         report, confusion, labels = evaluate_emotion(
             card,

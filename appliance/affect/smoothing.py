@@ -1,4 +1,5 @@
-"""From noisy per-frame class probabilities to a calm, reportable emotional state."""
+"""From noisy per-frame class probabilities and valence-arousal to a calm, reportable
+emotional state."""
 
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ class AffectState:
     confidence: float  # smoothed probability of `emotion` given a face (or of no face)
     face_presence: float  # 1 - smoothed probability of "no face"
     probs: dict[str, float]  # smoothed emotion probabilities given a face
+    valence: float | None = None  # smoothed valence in [-1, 1]; None while no face
+    arousal: float | None = None  # smoothed arousal in [-1, 1]; None while no face
 
 
 class EmotionSmoother:
     """Exponential filter over the labels plus a "no face" state, then hysteresis.
 
     Frames without a face pull the belief towards "no face" with their own time
-    constant, so the last label fades out instead of freezing.
+    constant, so the last label fades out instead of freezing. Valence and arousal go
+    through the same time-based filter (tau_s) on face frames and hold still while the
+    face is away, so a look aside does not drag the mood towards neutral.
     """
 
     def __init__(self, labels: Sequence[str], settings: SmoothingConfig) -> None:
@@ -38,14 +43,20 @@ class EmotionSmoother:
         self._filter = ExponentialFilter(start)
         self._absent = start.copy()
         self._hysteresis = LabelHysteresis(settings.hold_s)
+        self._va = ExponentialFilter(np.zeros(2))
 
-    def update(self, t: float, probs: np.ndarray | None) -> AffectState:
-        """Advance to time t with this frame's probabilities (None: no face in the frame)."""
+    def update(
+        self, t: float, probs: np.ndarray | None, va: tuple[float, float] | None = None
+    ) -> AffectState:
+        """Advance to time t with this frame's probabilities and (valence, arousal);
+        None: no face in the frame."""
         if probs is None:
             p = self._filter.update(t, self._absent, self.settings.no_face_tau_s)
+            self._va.update(t, self._va.value, self.settings.tau_s)  # hold
         else:
             sample = np.append(np.asarray(probs, dtype=np.float64), 0.0)
             p = self._filter.update(t, sample, self.settings.tau_s)
+            self._va.update(t, self._va.value if va is None else va, self.settings.tau_s)
         presence = float(1.0 - p[self._no_face])
         given_face = p[: self._no_face] / presence if presence > 1e-9 else p[: self._no_face]
         leader = int(np.argmax(p))
@@ -56,8 +67,10 @@ class EmotionSmoother:
             reported = self._hysteresis.update(t, self.labels[leader], change=strong)
         if reported is None:
             confidence = float(p[self._no_face])
+            valence = arousal = None
         else:
             confidence = float(given_face[self.labels.index(reported)])
+            valence, arousal = (round(float(v), 4) for v in self._va.value)
         return AffectState(
             t=t,
             emotion=reported,
@@ -66,4 +79,6 @@ class EmotionSmoother:
             probs={
                 label: round(float(v), 4) for label, v in zip(self.labels, given_face, strict=True)
             },
+            valence=valence,
+            arousal=arousal,
         )

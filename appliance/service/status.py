@@ -63,6 +63,8 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
             return CRITICAL, f"storage failing: {snapshot['storage_error']}"
         if snapshot.get("camera_error"):
             return WARNING, f"camera: {snapshot['camera_error']}"
+        if snapshot.get("va_error"):
+            return WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"
         return OK, "running"
     if state in ("finished", "stopped"):
         return WARNING, f"daemon {state}"
@@ -83,11 +85,18 @@ def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> st
         f"camera      {snapshot.get('source')}  {snapshot.get('fps', 0):.1f} fps, "
         f"{snapshot.get('frames', 0)} frames, faces in {100 * snapshot.get('face_rate', 0):.0f}%",
         f"emotion     {emotion}  (confidence {snapshot.get('confidence', 0):.2f})",
-        f"models      {snapshot.get('detector')} + {snapshot.get('emotion_model')} "
+        f"valence     {_signed(snapshot.get('valence'))}  arousal "
+        f"{_signed(snapshot.get('arousal'))}  (from {snapshot.get('va_source') or '-'})",
+        f"models      {snapshot.get('detector')} + {snapshot.get('emotion_model')}"
+        f"{' + ' + snapshot['va_model'] if snapshot.get('va_model') else ''} "
         f"on {snapshot.get('runtime')}",
         f"last error  {snapshot.get('last_error') or '-'}",
     ]
     return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
 
 
 def _duration(seconds: float) -> str:

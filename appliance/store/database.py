@@ -36,6 +36,67 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX affect_samples_t ON affect_samples (t_wall);
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE affect_samples ADD COLUMN valence REAL;  -- smoothed, NULL = no face
+        ALTER TABLE affect_samples ADD COLUMN arousal REAL;
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE tracks (
+            uri TEXT PRIMARY KEY,          -- spotify:track:<id>
+            name TEXT NOT NULL,
+            artist TEXT NOT NULL,          -- display form, all artists
+            main_artist TEXT NOT NULL,     -- first artist: history is kept per artist
+            album TEXT,
+            genre TEXT,
+            popularity INTEGER,
+            valence REAL NOT NULL,         -- Spotify audio features, 0..1, from the catalog
+            energy REAL NOT NULL,
+            mood TEXT,                     -- k-means cluster name
+            imported_at REAL NOT NULL
+        );
+        CREATE INDEX tracks_mood ON tracks (mood);
+        CREATE TABLE moods (
+            name TEXT PRIMARY KEY,
+            valence REAL NOT NULL,         -- centroid
+            energy REAL NOT NULL,
+            tracks INTEGER NOT NULL,
+            fitted_at REAL NOT NULL
+        );
+        CREATE TABLE queue (               -- the outbox: local first, synced to Spotify
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            uri TEXT NOT NULL,
+            name TEXT,
+            artist TEXT,
+            mood TEXT,
+            score REAL,
+            state TEXT NOT NULL CHECK (state IN
+                ('recommended', 'sending', 'sent', 'played', 'skipped', 'failed')),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX queue_state ON queue (state, next_attempt_at);
+        CREATE INDEX queue_user ON queue (user, created_at);
+        CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            uri TEXT NOT NULL,
+            artist TEXT,                   -- main artist of the track
+            action TEXT NOT NULL CHECK (action IN ('like', 'skip')),
+            t REAL NOT NULL,
+            source TEXT NOT NULL           -- gpio, cli, ...
+        );
+        CREATE INDEX feedback_user ON feedback (user, t);
+        """,
+    ),
 )
 
 

@@ -22,6 +22,8 @@ def sample_row(state: AffectState, faces: int, source: str, t_wall: float) -> di
         "confidence": state.confidence,
         "face_presence": state.face_presence,
         "probs": json.dumps(state.probs, sort_keys=True),
+        "valence": state.valence,
+        "arousal": state.arousal,
         "faces": faces,
         "source": source,
     }

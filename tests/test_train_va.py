@@ -1,0 +1,97 @@
+"""tools/train_va.py: targets, the real-annotation CSV, and with TensorFlow a real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from support import FIXTURE_FACES, MODELS, load_tool
+
+from appliance.affect.va import VA_COORDINATES
+
+train_emotion = load_tool("train_emotion")
+train = load_tool("train_va")
+
+requires_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="TensorFlow not installed (pip install -e .[train])",
+)
+
+
+def fixture_data(root):
+    for split in ("train", "val"):
+        for label in train_emotion.LABELS:
+            shutil.copytree(FIXTURE_FACES / label, root / split / label)
+    return train_emotion.load_data(root)
+
+
+def test_derived_targets_without_teacher_are_the_class_coordinates(tmp_path):
+    sets = train.derived_targets(fixture_data(tmp_path), None, 0.5)
+    for split in ("train", "val"):
+        expected = [VA_COORDINATES[c] for c in sets[split].classes]
+        assert sets[split].targets == pytest.approx(np.array(expected, np.float32))
+    assert sets["val"].weights.tolist() == [1.0] * 35
+
+
+def test_teacher_mixing_moves_train_targets_but_never_val(tmp_path):
+    data = fixture_data(tmp_path)
+    plain = train.derived_targets(data, None, 0.5)
+    mixed = train.derived_targets(data, MODELS / "emotion_cnn_int8.json", 0.5)
+    assert not np.allclose(plain["train"].targets, mixed["train"].targets)
+    assert np.array_equal(plain["val"].targets, mixed["val"].targets)
+    assert (np.abs(mixed["train"].targets) <= 1).all()
+
+
+def test_labels_csv_reads_splits_and_reports_bad_rows(tmp_path, caplog):
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("happy/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.resize(face, (96, 96)))
+    rows = [
+        "path,valence,arousal,split",
+        "a.png,0.5,0.1,train",
+        "a.png,-0.25,0.3,val",
+        "missing.png,0.1,0.1,train",  # line 4: unreadable
+        "a.png,1.5,0.0,train",  # line 5: out of range
+        "a.png,abc,0.0,train",  # line 6: not a number
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    sets = train.load_labels_csv(tmp_path / "labels.csv", seed=0)
+    assert sets["train"].targets.tolist() == [[0.5, pytest.approx(0.1)]]
+    assert sets["val"].targets.tolist() == [[-0.25, pytest.approx(0.3)]]
+    assert sets["train"].images.shape == (1, 48, 48)
+    for line in (4, 5, 6):
+        assert f"labels.csv:{line}" in caplog.text
+
+
+def test_labels_csv_without_split_holds_out_a_tenth_and_names_missing_columns(tmp_path):
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("sad/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / "a.png"), face)
+    lines = ["path,valence,arousal"] + [f"a.png,{i / 40:.3f},0" for i in range(20)]
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    sets = train.load_labels_csv(tmp_path / "l.csv", seed=0)
+    assert (len(sets["train"]), len(sets["val"])) == (18, 2)
+    (tmp_path / "bad.csv").write_text("file,valence\na.png,0.1\n")
+    with pytest.raises(SystemExit, match="arousal, path"):
+        train.load_labels_csv(tmp_path / "bad.csv", seed=0)
+
+
+@requires_tensorflow
+def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
+    fixture_data(tmp_path / "fer")
+    out, work = tmp_path / "models", tmp_path / "work"
+    small = ["--epochs", "1", "--warmup", "0", "--batch-size", "16", "--alpha", "0.35"]
+    paths = ["--data", str(tmp_path / "fer"), "--out", str(out), "--work", str(work)]
+    code = train.main([*paths, *small, "--upsample", "64"])
+    assert code == 0
+    card = json.loads((out / "va_mobilenetv3_int8.json").read_text())
+    model = out / card["file"]
+    assert card["task"] == "va" and card["outputs"] == ["valence", "arousal"]
+    assert card["file_size_bytes"] == model.stat().st_size
+    assert card["quantization"]["output"]["dtype"] == "int8"
+    metrics = card["metrics"]["fer2013_val"]
+    assert metrics["n"] == 35 and metrics["valence_sign_n"] == 30
+    assert "fallback_from_emotion_probabilities" in metrics
+    assert {"params", "macs", "training", "architecture", "coordinates_source"} <= set(card)
