@@ -1,4 +1,4 @@
-"""`emotion-appliance` command line: run, status, config check, version.
+"""`emotion-appliance` command line: run, status, config, catalog, recommend, spotify.
 
 Exit codes: 0 ok; 1 runtime failure (camera, models); 2 configuration error (systemd
 does not restart on it); `status` uses the Nagios codes 0-3.
@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 from appliance import __version__
@@ -82,6 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", help="file to check (default: --config)")
     show = config_sub.add_parser("show", help="print the effective configuration as TOML")
     _common(show, suppress=True)
+
+    catalog = sub.add_parser("catalog", help="the local song catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+    imp = catalog_sub.add_parser(
+        "import", help="add or update tracks from a CSV (Spotify Tracks dataset or minimal)"
+    )
+    _common(imp, suppress=True)
+    imp.add_argument("csv", help="CSV file")
+    stats = catalog_sub.add_parser("stats", help="tracks per mood")
+    _common(stats, suppress=True)
+    stats.add_argument("--json", action="store_true")
+
+    rec = sub.add_parser("recommend", help="songs for a valence/arousal (read-only)")
+    _common(rec, suppress=True)
+    rec.add_argument("--valence", type=float, required=True, help="-1..1")
+    rec.add_argument("--arousal", type=float, required=True, help="-1..1")
+    rec.add_argument("--user", help="listener profile (default: music.user)")
+    rec.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    rec.add_argument("--json", action="store_true")
+
+    spotify = sub.add_parser("spotify", help="Spotify login and devices")
+    spotify_sub = spotify.add_subparsers(dest="spotify_command", metavar="ACTION", required=True)
+    login = spotify_sub.add_parser("login", help="log in without a browser on the device")
+    _common(login, suppress=True)
+    login.add_argument("--redirect-url", help="the redirected address (else asked for)")
+    devices = spotify_sub.add_parser("devices", help="list Spotify Connect devices")
+    _common(devices, suppress=True)
+    devices.add_argument("--json", action="store_true")
     return parser
 
 
@@ -167,6 +196,97 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return code
 
 
+def cmd_catalog(args: argparse.Namespace, config: Config) -> int:
+    from appliance.music.catalog import CatalogError, catalog_stats, import_catalog
+    from appliance.store.database import open_database
+
+    db = open_database(config.storage.state_dir)
+    try:
+        if args.catalog_command == "import":
+            try:
+                report = import_catalog(db, Path(args.csv), k=config.music.moods)
+            except CatalogError as exc:
+                log.error("%s", exc)
+                return EXIT_FAILURE
+            for line, reason in report.skipped[:20]:
+                print(f"{args.csv}:{line}: skipped: {reason}", file=sys.stderr)
+            if len(report.skipped) > 20:
+                print(f"... and {len(report.skipped) - 20} more skipped rows", file=sys.stderr)
+            print(report.summary(args.csv))
+            stats = catalog_stats(db)
+        else:
+            stats = catalog_stats(db)
+            if args.json:
+                print(json.dumps(stats))
+                return 0
+        print(f"{stats['tracks']} tracks")
+        for mood in stats["moods"]:
+            print(
+                f"  {mood['mood']:<10} {mood['tracks']:>6} tracks  "
+                f"centre valence {mood['valence']:.2f} energy {mood['energy']:.2f}"
+            )
+        return 0
+    finally:
+        db.conn.close()
+
+
+def cmd_recommend(args: argparse.Namespace, config: Config) -> int:
+    from appliance.music.catalog import load_moods
+    from appliance.music.recommender import Recommender
+    from appliance.store.database import open_database
+
+    if not (-1 <= args.valence <= 1 and -1 <= args.arousal <= 1):
+        log.error("--valence and --arousal must be in -1..1")
+        return EXIT_CONFIG
+    db = open_database(config.storage.state_dir)
+    try:
+        moods = load_moods(db, k=config.music.moods)
+        if moods is None:
+            log.error("the catalog is empty: run emotion-appliance catalog import CSV")
+            return EXIT_FAILURE
+        picks = Recommender(db, moods, config.music).recommend(
+            args.valence, args.arousal, user=args.user or config.music.user, n=args.n
+        )
+    finally:
+        db.conn.close()
+    if args.json:
+        print(json.dumps([p.to_json() for p in picks]))
+    else:
+        for p in picks:
+            print(f"{p.score:.3f}  {p.mood:<10} {p.artist} - {p.name}  ({p.uri})")
+    return 0
+
+
+def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
+    from appliance.music.spotify import SpotifyError, SpotifyPlayer
+
+    try:
+        player = SpotifyPlayer(config.spotify, config.storage.state_dir)
+        if args.spotify_command == "login":
+            url = args.redirect_url
+            if not url:
+                print("Open this address in a browser on any device and allow access:")
+                print(player.authorize_url())
+                print("Then paste the address the browser was sent to (it may not load):")
+                url = input("> ")
+            player.complete_login(url)
+            print(f"logged in; token cached in {player.cache.path} (mode 0600)")
+            return 0
+        found = player.devices()
+    except SpotifyError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(found))
+    else:
+        for d in found:
+            active = " (active)" if d.get("is_active") else ""
+            print(f"{d.get('name')}  [{d.get('type')}] id {d.get('id')}{active}")
+        if not found:
+            print("no Spotify Connect devices online")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -193,8 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return cmd_status(args, config)
+    commands = {"catalog": cmd_catalog, "recommend": cmd_recommend, "spotify": cmd_spotify}
     try:
-        return cmd_run(args, config)
+        return commands.get(args.command, cmd_run)(args, config)
     except (ModelError, CaptureError, StoreError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

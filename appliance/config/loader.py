@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import re
 import textwrap
 import tomllib
 from collections.abc import Sequence
@@ -194,6 +195,7 @@ def _check(spec: KeySpec, value: Any) -> Any:
             value = float(value)
     elif spec.kind is str:
         ok = isinstance(value, str) and (not s.choices or value in s.choices)
+        ok = ok and (s.pattern is None or re.fullmatch(s.pattern, value) is not None)
     if ok and spec.kind in (int, float):
         ok = not (isinstance(value, float) and math.isnan(value))
         ok = ok and (s.min is None or value >= s.min) and (s.max is None or value <= s.max)

@@ -33,6 +33,8 @@ class Setting:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
+    pattern: str | None = None  # strings: a regular expression the whole value must match
+    pattern_doc: str = ""  # what the pattern means, for error messages
 
 
 def setting(
@@ -42,9 +44,13 @@ def setting(
     min: float | None = None,
     max: float | None = None,
     choices: Sequence[str] | None = None,
+    pattern: str | None = None,
+    pattern_doc: str = "",
 ) -> Any:
     """Declare a key: its default, its doc and its limits, in one place."""
-    meta = Setting(doc, min, max, tuple(choices) if choices is not None else None)
+    meta = Setting(
+        doc, min, max, tuple(choices) if choices is not None else None, pattern, pattern_doc
+    )
     return dataclasses.field(default=default, metadata={_SETTING: meta})
 
 
@@ -76,6 +82,8 @@ class KeySpec:
         if self.kind is str:
             if s.choices:
                 return "one of " + ", ".join(f'"{c}"' for c in s.choices)
+            if s.pattern:
+                return s.pattern_doc or f"a string matching {s.pattern}"
             return "a string"
         text = "an integer" if self.kind is int else "a number"
         if s.min is not None and s.max is not None:
@@ -126,7 +134,7 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    """Models: the TFLite face detector and emotion classifier."""
+    """Models: the TFLite face detector, emotion classifier and valence-arousal regressor."""
 
     dir: str = setting(
         "",
@@ -142,6 +150,12 @@ class ModelsConfig:
         "emotion_cnn_int8",
         "Emotion classifier: a model card name in dir, or a path to a model card .json "
         "(emotion_cnn_int8: this project's int8 CNN; fer_baseline: the fer package's model).",
+    )
+    va: str = setting(
+        "va_mobilenetv3_int8",
+        "Valence-arousal regressor: a model card name in dir, or a path to a card .json; "
+        '"" = no VA model: valence and arousal then come from the emotion probabilities '
+        "through the coordinates in appliance/affect/va.py (status says which).",
     )
     threads: int = setting(1, "CPU threads for TFLite inference.", min=1, max=8)
 
@@ -231,6 +245,102 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class MusicConfig:
+    """Music: moods from the catalog, and when the daemon queues a song."""
+
+    enabled: bool = setting(
+        True, "Recommend songs from the local catalog as the mood changes (needs a catalog)."
+    )
+    user: str = setting("default", "Listener profile: likes, skips and history are kept per user.")
+    moods: int = setting(
+        4, "k of the k-means mood clusters over the catalog's valence/energy.", min=2, max=8
+    )
+    mood_hold_s: float = setting(
+        20.0,
+        "Seconds a new mood must stay nearest before the mood changes (no flapping).",
+        min=0.0,
+        max=3600.0,
+    )
+    mood_margin: float = setting(
+        0.05,
+        "A new mood must be this much closer (valence/energy units) than the current one.",
+        min=0.0,
+        max=1.0,
+    )
+    min_interval_s: float = setting(
+        30.0, "Least seconds between two queued songs.", min=0.0, max=3600.0
+    )
+    queue_low: int = setting(
+        2, "Queue another song when fewer than this many are waiting or unplayed.", min=1, max=50
+    )
+    no_repeat_hours: float = setting(
+        6.0,
+        "A song is not recommended again to the same user within this time.",
+        min=0.0,
+        max=720.0,
+    )
+    history_half_life_days: float = setting(
+        14.0, "Likes and skips weigh half as much after this many days.", min=0.1, max=3650.0
+    )
+
+
+@dataclass(frozen=True)
+class SpotifyConfig:
+    """Spotify: where queued songs are played. Empty client_id = the queue stays local."""
+
+    client_id: str = setting("", 'Spotify app client id (developer dashboard); "" = no Spotify.')
+    client_secret_file: str = setting(
+        "/etc/emotion-appliance/spotify_client_secret",
+        "File holding the app's client secret (mode 0600 or 0640; never world-readable).",
+    )
+    redirect_uri: str = setting(
+        "http://127.0.0.1:8888/callback",
+        "Redirect URI registered for the app; after login the browser lands there and you "
+        "paste the address it shows into `emotion-appliance spotify login`.",
+    )
+    device_name: str = setting(
+        "", 'Spotify Connect device to queue on (e.g. "Living room"); "" = the active one.'
+    )
+    api_base: str = setting(
+        "https://api.spotify.com/v1", "Web API base URL (change only for tests or a proxy)."
+    )
+    token_url: str = setting(
+        "https://accounts.spotify.com/api/token",
+        "OAuth token endpoint (change only for tests or a proxy).",
+    )
+    authorize_url: str = setting(
+        "https://accounts.spotify.com/authorize",
+        "OAuth authorize page (change only for tests or a proxy).",
+    )
+    timeout_s: float = setting(10.0, "HTTP timeout per Spotify request.", min=1.0, max=120.0)
+    poll_s: float = setting(
+        5.0, "Seconds between sync rounds (queue pushes, now-playing checks).", min=0.2, max=600.0
+    )
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """GPIO: like/skip buttons and status LEDs (BCM pin numbers; 0 = not fitted)."""
+
+    enabled: bool = setting(True, "Use the buttons and LEDs when GPIO hardware is present.")
+    like_pin: int = setting(17, "Like button: pin to ground, internal pull-up.", min=0, max=27)
+    skip_pin: int = setting(27, "Skip button: pin to ground, internal pull-up.", min=0, max=27)
+    bounce_s: float = setting(0.05, "Button debounce time in seconds.", min=0.0, max=1.0)
+    led_pin: int = setting(
+        0,
+        "Sync LED: on = synced, blinking = offline or failing, off = local only.",
+        min=0,
+        max=27,
+    )
+    rgb_pins: str = setting(
+        "",
+        'Mood RGB LED as "R,G,B" pins (common cathode), "" = none.',
+        pattern=r"|([1-9]|1[0-9]|2[0-7]),([1-9]|1[0-9]|2[0-7]),([1-9]|1[0-9]|2[0-7])",
+        pattern_doc='"" or three BCM pins 1..27 as "R,G,B"',
+    )
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Logging: how much the daemon reports."""
 
@@ -249,6 +359,9 @@ class Config:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    music: MusicConfig = field(default_factory=MusicConfig)
+    spotify: SpotifyConfig = field(default_factory=SpotifyConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @classmethod

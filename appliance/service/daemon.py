@@ -12,12 +12,15 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from appliance.capture import CaptureError, FrameSource, open_source
 from appliance.config import Config
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.publisher import Board, Publisher
+
+if TYPE_CHECKING:
+    from appliance.music.stack import MusicStack
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class Daemon:
         events: IO[str] | None = None,
         on_result: Callable[[FrameResult], None] | None = None,
         pipeline: Pipeline | None = None,
+        pin_factory: Any = None,
     ) -> None:
         self.config = config
         self.spec = source or config.camera.source
@@ -46,6 +50,7 @@ class Daemon:
         self.events = events
         self.on_result = on_result
         self.pipeline = pipeline
+        self.pin_factory = pin_factory  # gpiozero factory; tests pass MockFactory
         self.frames = 0
         self._stop = threading.Event()
 
@@ -68,12 +73,16 @@ class Daemon:
             info={**pipeline.describe(), "source": source.describe()},
             sample_period_s=1.0 / self.config.storage.sample_hz,
         )
+        music = self._music()
         publisher = Publisher(
             board,
             state_dir=self.config.storage.state_dir,
             runtime_dir=self.config.service.runtime_dir,
             status_interval_s=self.config.service.status_interval_s,
+            companions=[music] if music else [],
         )
+        if music:
+            music.start()
         publisher.start()
         log.info("running on %s with %s", source.describe(), board.info)
         try:
@@ -86,7 +95,16 @@ class Daemon:
             return 1
         finally:
             publisher.stop()
+            if music:
+                music.stop()
             self._restore_signals(previous)
+
+    def _music(self) -> MusicStack | None:
+        if not self.config.music.enabled:
+            return None
+        from appliance.music.stack import MusicStack  # spotipy, gpiozero: only when used
+
+        return MusicStack(self.config, pin_factory=self.pin_factory)
 
     def _capture_loop(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
         """True when the source ended by itself (end of file or max_frames)."""

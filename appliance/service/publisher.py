@@ -12,9 +12,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from appliance import __version__
 from appliance.pipeline import FrameResult
@@ -98,6 +98,15 @@ class Board:
             )
 
 
+class Companion(Protocol):
+    """Something slow that follows the frame loop (the music side): ticked each status
+    period on the publisher thread, its snapshot merged into status."""
+
+    def tick(self, view: BoardView) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
 class Publisher(threading.Thread):
     """Writes status every status_interval_s and flushes the samples the board picked
     (one per sample period of stream time) to SQLite, until stopped."""
@@ -111,6 +120,7 @@ class Publisher(threading.Thread):
         status_interval_s: float,
         flush_interval_s: float = 1.0,
         store_retry_s: float = STORE_RETRY_S,
+        companions: Sequence[Companion] = (),
     ) -> None:
         super().__init__(name="publisher", daemon=True)
         self.board = board
@@ -119,6 +129,7 @@ class Publisher(threading.Thread):
         self.flush_period = flush_interval_s
         self.store_retry_s = store_retry_s
         self.status_period = status_interval_s
+        self.companions = tuple(companions)
         self.started_at = time.time()
         self.storage_error: str | None = None
         self.samples_written = 0
@@ -145,6 +156,7 @@ class Publisher(threading.Thread):
                 self._guarded(self._flush_samples)
                 next_flush = now + self.flush_period
             if now >= next_status:
+                self._guarded(self._tick_companions)
                 self._guarded(self._write_status)
                 next_status = now + self.status_period
             self._stop_event.wait(max(0.01, min(next_flush, next_status) - time.monotonic()))
@@ -162,6 +174,11 @@ class Publisher(threading.Thread):
             if str(exc) != self._last_bug:
                 log.exception("publisher %s failed", step.__name__)
                 self._last_bug = str(exc)
+
+    def _tick_companions(self) -> None:
+        view = self.board.read()
+        for companion in self.companions:
+            self._guarded(lambda c=companion: c.tick(view))
 
     def _flush_samples(self) -> None:
         self._pending.extend(self.board.take_samples())
@@ -218,9 +235,16 @@ class Publisher(threading.Thread):
                 confidence=latest.smoothed.confidence,
                 face_presence=latest.smoothed.face_presence,
                 probs=latest.smoothed.probs,
+                valence=latest.smoothed.valence,
+                arousal=latest.smoothed.arousal,
                 faces=len(latest.faces),
                 stream_t=latest.t,
             )
+        for companion in self.companions:
+            try:
+                snap.update(companion.snapshot())
+            except Exception:
+                log.exception("status of %s failed", type(companion).__name__)
         return snap
 
     def _write_status(self) -> None:

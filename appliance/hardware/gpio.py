@@ -1,0 +1,124 @@
+"""Like/skip buttons and status LEDs through gpiozero.
+
+gpiozero picks the pin library at run time; tests pass its MockFactory. Without GPIO
+hardware (a laptop, a container) the buttons are disabled with one log line: the
+appliance runs on, it just cannot be told likes and skips by button.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from appliance.config.schema import GpioConfig
+
+log = logging.getLogger(__name__)
+
+MOOD_COLOURS: dict[str, tuple[float, float, float]] = {
+    "happy": (1.0, 0.6, 0.0),  # warm yellow
+    "energetic": (1.0, 0.0, 0.2),  # red
+    "calm": (0.0, 0.8, 0.4),  # green
+    "sad": (0.0, 0.2, 1.0),  # blue
+}
+
+
+def parse_rgb_pins(text: str) -> tuple[int, int, int] | None:
+    """`"R,G,B"` BCM pins -> tuple; "" -> None. ValueError names the config key."""
+    if not text.strip():
+        return None
+    try:
+        pins = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        pins = ()
+    if len(pins) != 3 or not all(1 <= p <= 27 for p in pins):
+        raise ValueError(f'gpio.rgb_pins: expected "R,G,B" BCM pins 1..27, got {text!r}')
+    return pins  # type: ignore[return-value]
+
+
+class FeedbackPanel:
+    """Two buttons (like, skip) and optional sync LED and mood RGB LED."""
+
+    def __init__(
+        self,
+        settings: GpioConfig,
+        on_like: Callable[[], Any],
+        on_skip: Callable[[], Any],
+        *,
+        pin_factory: Any = None,
+    ) -> None:
+        self.available = False
+        self.reason = "disabled in config"
+        self._devices: list[Any] = []
+        self._led = self._rgb = None
+        self._sync_state: str | None = None
+        rgb_pins = parse_rgb_pins(settings.rgb_pins)
+        if not settings.enabled:
+            return
+        try:
+            from gpiozero import LED, RGBLED, Button
+            from gpiozero.exc import GPIOZeroError
+        except ImportError:
+            self.reason = "gpiozero not installed"
+            log.info("GPIO buttons disabled: %s", self.reason)
+            return
+        try:
+            options = {"pull_up": True, "bounce_time": settings.bounce_s or None}
+            for pin, action in ((settings.like_pin, on_like), (settings.skip_pin, on_skip)):
+                if pin:
+                    button = Button(pin, hold_repeat=False, pin_factory=pin_factory, **options)
+                    button.when_pressed = _quietly(action)
+                    self._devices.append(button)
+            if settings.led_pin:
+                self._led = LED(settings.led_pin, pin_factory=pin_factory)
+                self._devices.append(self._led)
+            if rgb_pins:
+                self._rgb = RGBLED(*rgb_pins, pin_factory=pin_factory)
+                self._devices.append(self._rgb)
+        except (GPIOZeroError, OSError, RuntimeError) as exc:
+            self.close()
+            self.reason = f"no GPIO here ({exc.__class__.__name__}: {exc})"
+            log.info("GPIO buttons disabled: %s", self.reason)
+            return
+        self.available, self.reason = True, ""
+        log.info(
+            "GPIO: like on BCM %s, skip on BCM %s",
+            settings.like_pin or "-",
+            settings.skip_pin or "-",
+        )
+
+    def show_sync(self, state: str) -> None:
+        """online: steady; offline or login needed: blinking; local only: off."""
+        if self._led is None or state == self._sync_state:
+            return
+        self._sync_state = state
+        if state == "online":
+            self._led.on()
+        elif state in ("offline", "login needed"):
+            self._led.blink(on_time=0.2, off_time=1.0)
+        else:
+            self._led.off()
+
+    def show_mood(self, mood: str | None) -> None:
+        if self._rgb is not None:
+            self._rgb.color = MOOD_COLOURS.get((mood or "").split("-")[0], (0.0, 0.0, 0.0))
+
+    def close(self) -> None:
+        for device in self._devices:
+            try:
+                device.close()
+            except Exception:  # closing must never raise on shutdown
+                log.debug("closing %s failed", device, exc_info=True)
+        self._devices.clear()
+
+
+def _quietly(action: Callable[[], Any]) -> Callable[[], None]:
+    """gpiozero runs callbacks on its own thread: an exception there would vanish."""
+
+    def run() -> None:
+        try:
+            action()
+        except Exception:
+            log.exception("button action failed")
+
+    return run

@@ -1,0 +1,127 @@
+"""Turns the smoothed affect stream into queued songs. Runs on the publisher thread.
+
+A song is queued when the listener's mood changes, or when fewer than `queue_low` songs
+are waiting, and never more often than every `min_interval_s`. Without a face (valence
+None) nothing changes: looking away does not change the music.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+from appliance.affect.smoothing import AffectState
+from appliance.config.schema import MusicConfig
+from appliance.music.catalog import load_moods
+from appliance.music.moods import MoodTracker
+from appliance.music.outbox import Outbox
+from appliance.music.recommender import Recommender
+from appliance.store.database import StoreError, open_database
+
+log = logging.getLogger(__name__)
+
+
+class MusicDirector:
+    def __init__(
+        self,
+        state_dir: str,
+        settings: MusicConfig,
+        *,
+        on_queued: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.state_dir = state_dir
+        self.settings = settings
+        self.on_queued = on_queued
+        self.clock = clock
+        self.state = "starting"
+        self.mood: str | None = None
+        self.last_song: dict | None = None
+        self.queue_depth = 0
+        self.error: str | None = None
+        self._db = None
+        self._tracker: MoodTracker | None = None
+        self._recommender: Recommender | None = None
+        self._last_queued = float("-inf")
+        self._retry_at = 0.0
+
+    def _open(self) -> bool:
+        if self._db is not None:
+            return True
+        if self.clock() < self._retry_at:
+            return False
+        try:
+            self._db = open_database(self.state_dir)
+            moods = load_moods(self._db, k=self.settings.moods)
+        except StoreError as exc:
+            self._fail(exc)
+            return False
+        if moods is None:
+            self.state = "no catalog (emotion-appliance catalog import CSV)"
+            self._retry_at = self.clock() + 60.0  # look again later: an import may come
+            self._db.conn.close()
+            self._db = None
+            return False
+        self._tracker = MoodTracker(moods, self.settings.mood_hold_s, self.settings.mood_margin)
+        self._recommender = Recommender(self._db, moods, self.settings)
+        self.state = "ready"
+        return True
+
+    def update(self, affect: AffectState | None) -> None:
+        """Called with the latest smoothed state every publisher tick."""
+        if affect is None or affect.valence is None or affect.arousal is None:
+            return
+        if not self._open():
+            return
+        assert self._tracker is not None and self._recommender is not None
+        now = self.clock()
+        previous = self.mood
+        self.mood = self._tracker.update(now, affect.valence, affect.arousal)
+        try:
+            outbox = Outbox(self._db)
+            self.queue_depth = outbox.waiting(self.settings.user)
+            changed = previous is not None and self.mood != previous
+            if changed:
+                log.info("mood: %s -> %s", previous, self.mood)
+            low = self.queue_depth < self.settings.queue_low
+            if (changed or low) and now - self._last_queued >= self.settings.min_interval_s:
+                picks = self._recommender.recommend(
+                    affect.valence, affect.arousal, user=self.settings.user, mood=self.mood
+                )
+                if picks:
+                    outbox.add(picks[0], self.settings.user)
+                    self.last_song = picks[0].to_json()
+                    self.queue_depth += 1
+                    self._last_queued = now
+                    log.info("queued %s - %s (%s)", picks[0].artist, picks[0].name, self.mood)
+                    self.on_queued()
+            self.error = None
+        except (StoreError, sqlite3.Error) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error != str(exc):
+            log.error("music: %s", exc)
+        self.error = str(exc)
+        self.state = "storage error"
+        if self._db is not None:
+            self._db.conn.close()
+        self._db = None
+        self._retry_at = self.clock() + 30.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "music": self.state,
+            "mood": self.mood,
+            "last_song": self.last_song,
+            "queue_depth": self.queue_depth,
+            "music_error": self.error,
+        }
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None

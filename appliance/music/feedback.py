@@ -1,0 +1,96 @@
+"""Like/skip presses: which song they mean, stored durably before anything else happens.
+
+A press means the song playing now: Spotify's currently-playing while online, else the
+song last sent to the player, else the last one recommended. The feedback row is
+committed with synchronous=FULL before the press is acknowledged, so it survives a
+crash or a power cut the moment after; skip then marks the song skipped and asks the
+sync worker for Spotify's next-track.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from appliance.music.outbox import Outbox
+from appliance.store.database import StoreError, open_database
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("like", "skip")
+
+
+class FeedbackRecorder:
+    def __init__(
+        self,
+        state_dir: str,
+        user: str,
+        *,
+        now_playing: Callable[[], dict | None] = lambda: None,
+        request_next: Callable[[], None] = lambda: None,
+        source: str = "gpio",
+    ) -> None:
+        self.state_dir = state_dir
+        self.user = user
+        self.now_playing = now_playing
+        self.request_next = request_next
+        self.source = source
+        self._lock = threading.Lock()  # presses come from GPIO callback threads
+
+    def press(self, action: str) -> dict | None:
+        """Record a like or skip of the current song; returns the stored row (None: no
+        song known yet). Raises StoreError when the press could not be stored."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown feedback {action!r}; expected like or skip")
+        with self._lock:
+            db = open_database(self.state_dir)
+            try:
+                db.execute("PRAGMA synchronous = FULL")  # a press is rare and precious
+                outbox = Outbox(db)
+                track = self._current(db, outbox)
+                if track is None:
+                    log.info("%s pressed, but no song is known yet", action)
+                    return None
+                row = {
+                    "user": self.user,
+                    "uri": track["uri"],
+                    "artist": track.get("main_artist") or track.get("artist"),
+                    "action": action,
+                    "t": time.time(),
+                    "source": self.source,
+                }
+                try:
+                    with db.conn:
+                        db["feedback"].insert(row)
+                        if action == "skip":
+                            db.execute(
+                                "UPDATE queue SET state = 'skipped', updated_at = ? WHERE"
+                                " user = ? AND uri = ? AND state IN ('sent', 'played',"
+                                " 'recommended')",
+                                [row["t"], self.user, track["uri"]],
+                            )
+                except sqlite3.Error as exc:
+                    raise StoreError(f"cannot store the {action}: {exc}") from exc
+            finally:
+                db.conn.close()
+        log.info("%s: %s", action, track.get("name") or track["uri"])
+        if action == "skip":
+            self.request_next()
+        return row
+
+    def _current(self, db, outbox: Outbox) -> dict | None:
+        playing = self.now_playing()
+        if playing:
+            main = db.execute(
+                "SELECT main_artist FROM tracks WHERE uri = ?", [playing["uri"]]
+            ).fetchone()
+            artist = main[0] if main else (playing.get("artist") or "").split(", ")[0]
+            return {**playing, "main_artist": artist}
+        last = outbox.last_sent(self.user) or outbox.last(self.user)
+        if last is None:
+            return None
+        main = db.execute("SELECT main_artist FROM tracks WHERE uri = ?", [last["uri"]]).fetchone()
+        return {**last, "main_artist": main[0] if main else last.get("artist")}

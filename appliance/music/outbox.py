@@ -1,0 +1,121 @@
+"""The local song queue: every recommendation is stored before anything is sent.
+
+    recommended -> sending -> sent -> played | skipped
+                          \\-> recommended (retry later)   \\-> failed (Spotify refused it)
+
+Each change is its own committed transaction, so a power cut loses at most the change in
+flight. `sending` marks a push whose outcome is unknown (the process died during the
+call); the sync worker settles it against Spotify's queue before pushing again, so a
+song is neither lost nor queued twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import sqlite_utils
+
+from appliance.music.recommender import Recommendation
+from appliance.store.database import StoreError
+
+WAITING = ("recommended", "sending", "sent")  # still ahead of the listener
+
+
+class Outbox:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def _write(self, sql: str, params: list[Any]) -> int:
+        try:
+            with self.db.conn:
+                cursor = self.db.conn.execute(sql, params)
+                return int(cursor.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update the song queue: {exc}") from exc
+
+    def add(self, rec: Recommendation, user: str, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return self._write(
+            "INSERT INTO queue (user, uri, name, artist, mood, score, state, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'recommended', ?, ?)",
+            [user, rec.uri, rec.name, rec.artist, rec.mood, rec.score, now, now],
+        )
+
+    def set_state(
+        self,
+        item_id: int,
+        state: str,
+        *,
+        error: str | None = None,
+        retry_at: float | None = None,
+        attempt: bool = False,
+    ) -> None:
+        now = time.time()
+        self._write(
+            "UPDATE queue SET state = ?, updated_at = ?, error = ?,"
+            " next_attempt_at = coalesce(?, next_attempt_at),"
+            " attempts = attempts + ? WHERE id = ?",
+            [state, now, error, retry_at, int(attempt), item_id],
+        )
+
+    def due(self, now: float | None = None, limit: int = 10) -> list[dict]:
+        """Recommended songs whose next attempt is due, oldest first."""
+        now = time.time() if now is None else now
+        return self._rows(
+            "SELECT * FROM queue WHERE state = 'recommended' AND next_attempt_at <= ?"
+            " ORDER BY id LIMIT ?",
+            [now, limit],
+        )
+
+    def in_state(self, state: str) -> list[dict]:
+        return self._rows("SELECT * FROM queue WHERE state = ? ORDER BY id", [state])
+
+    def waiting(self, user: str) -> int:
+        """Songs queued for the user and not yet played, skipped or failed."""
+        marks = ",".join("?" * len(WAITING))
+        return self.db.execute(
+            f"SELECT count(*) FROM queue WHERE user = ? AND state IN ({marks})", [user, *WAITING]
+        ).fetchone()[0]
+
+    def last_sent(self, user: str) -> dict | None:
+        """The newest song pushed to the player (or played), for feedback when offline."""
+        rows = self._rows(
+            "SELECT * FROM queue WHERE user = ? AND state IN ('sent', 'played')"
+            " ORDER BY updated_at DESC, id DESC LIMIT 1",
+            [user],
+        )
+        return rows[0] if rows else None
+
+    def last(self, user: str) -> dict | None:
+        rows = self._rows("SELECT * FROM queue WHERE user = ? ORDER BY id DESC LIMIT 1", [user])
+        return rows[0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, count(*) FROM queue GROUP BY state").fetchall())
+
+    def mark_played(self, uri: str) -> int:
+        """The player is on `uri`: that song and the sent ones before it are played."""
+        rows = self._rows(
+            "SELECT id FROM queue WHERE uri = ? AND state = 'sent' ORDER BY id DESC LIMIT 1",
+            [uri],
+        )
+        if not rows:
+            return 0
+        now = time.time()
+        try:
+            with self.db.conn:
+                cursor = self.db.conn.execute(
+                    "UPDATE queue SET state = 'played', updated_at = ? WHERE state = 'sent'"
+                    " AND id <= ?",
+                    [now, rows[0]["id"]],
+                )
+                return cursor.rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update the song queue: {exc}") from exc
+
+    def _rows(self, sql: str, params: list[Any]) -> list[dict]:
+        cursor = self.db.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

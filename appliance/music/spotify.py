@@ -1,0 +1,264 @@
+"""Spotify through spotipy: headless login, Connect devices, queue, skip, now playing.
+
+Every failure becomes a `SpotifyError` that says whether trying again later can help
+(`transient`) and how long to wait (`retry_after`, from Retry-After on 429), so the sync
+worker's backoff needs no knowledge of HTTP. A 401 refreshes the token once and retries.
+
+The Pi has no browser: `spotify login` prints the authorize URL, the user opens it on a
+phone or laptop, and pastes back the address the browser was redirected to. The token
+cache lives in the state dir, mode 0600, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+import spotipy
+from spotipy.cache_handler import CacheHandler
+from spotipy.exceptions import SpotifyException, SpotifyOauthError
+from spotipy.oauth2 import SpotifyOAuth
+
+from appliance.config.schema import SpotifyConfig
+
+log = logging.getLogger(__name__)
+
+SCOPES = "user-modify-playback-state user-read-playback-state user-read-currently-playing"
+TOKEN_FILE = "spotify_token.json"
+T = TypeVar("T")
+
+
+class SpotifyError(RuntimeError):
+    """A Spotify call failed. transient: retrying later may work; retry_after: seconds."""
+
+    def __init__(
+        self, message: str, *, transient: bool, retry_after: float | None = None, status: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+        self.status = status
+
+
+class SpotifyAuthError(SpotifyError):
+    """Not logged in, or the login was revoked: `emotion-appliance spotify login`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+def read_secret(path: str | Path, what: str) -> str:
+    """A secret from a file that must not be world-readable (refused otherwise)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        if mode & stat.S_IROTH:
+            raise SpotifyError(
+                f"{path}: {what} file is world-readable; run: chmod 600 {path}", transient=False
+            )
+        secret = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise SpotifyError(f"{what} file not found: {path}", transient=False) from None
+    except OSError as exc:
+        raise SpotifyError(f"cannot read {what} file {path}: {exc}", transient=False) from exc
+    if not secret:
+        raise SpotifyError(f"{path}: {what} file is empty", transient=False)
+    return secret
+
+
+class TokenCache(CacheHandler):
+    """spotipy token cache: one JSON file, 0600 from the first byte, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get_cached_token(self) -> dict | None:
+        try:
+            token = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable Spotify token cache %s: %s", self.path, exc)
+            return None
+        return token if isinstance(token, dict) else None
+
+    def save_token_to_cache(self, token_info: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".token.", dir=self.path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(token_info, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class SpotifyPlayer:
+    """The few Web API calls the appliance makes, with errors classified."""
+
+    def __init__(
+        self,
+        settings: SpotifyConfig,
+        state_dir: str | Path,
+        *,
+        client_secret: str | None = None,
+    ) -> None:
+        if not settings.client_id:
+            raise SpotifyError("Spotify is not configured ([spotify] client_id)", transient=False)
+        self.settings = settings
+        secret = client_secret or read_secret(settings.client_secret_file, "Spotify client secret")
+        self.cache = TokenCache(Path(state_dir) / TOKEN_FILE)
+        self.oauth = SpotifyOAuth(
+            client_id=settings.client_id,
+            client_secret=secret,
+            redirect_uri=settings.redirect_uri,
+            scope=SCOPES,
+            open_browser=False,
+            cache_handler=self.cache,
+            requests_timeout=settings.timeout_s,
+        )
+        self.oauth.OAUTH_TOKEN_URL = settings.token_url
+        self.oauth.OAUTH_AUTHORIZE_URL = settings.authorize_url
+        # A plain session: no hidden urllib3 retries, so 429/5xx reach us with headers.
+        self.client = spotipy.Spotify(
+            auth_manager=self.oauth,
+            requests_session=requests.Session(),
+            requests_timeout=settings.timeout_s,
+        )
+        self.client.prefix = settings.api_base.rstrip("/") + "/"
+        self._device_id: str | None = None
+
+    # ---------------------------------------------------------------- login
+
+    def authorize_url(self) -> str:
+        return self.oauth.get_authorize_url()
+
+    def complete_login(self, redirected_url: str) -> None:
+        """Exchange the code in the pasted redirect URL for tokens (cached, 0600)."""
+        code = self.oauth.parse_response_code(redirected_url.strip())
+        if not code or code == redirected_url.strip():
+            raise SpotifyAuthError("no ?code= in that address; paste the full redirect URL")
+        self._call(lambda: self.oauth.get_access_token(code, as_dict=False, check_cache=False))
+
+    def logged_in(self) -> bool:
+        token = self.cache.get_cached_token()
+        return bool(token and token.get("refresh_token"))
+
+    # ---------------------------------------------------------------- player
+
+    def devices(self) -> list[dict]:
+        reply = self._call(self.client.devices) or {}
+        devices = reply.get("devices") if isinstance(reply, dict) else None
+        if not isinstance(devices, list):
+            raise SpotifyError("malformed devices reply", transient=True)
+        return [d for d in devices if isinstance(d, dict)]
+
+    def device_id(self, refresh: bool = False) -> str | None:
+        """The configured Connect device's id (None = let Spotify use the active one)."""
+        if not self.settings.device_name:
+            return None
+        if self._device_id is None or refresh:
+            wanted = self.settings.device_name.casefold()
+            matches = [d for d in self.devices() if str(d.get("name", "")).casefold() == wanted]
+            if not matches:
+                raise SpotifyError(
+                    f"Spotify Connect device {self.settings.device_name!r} not found",
+                    transient=True,
+                )
+            self._device_id = str(matches[0].get("id"))
+        return self._device_id
+
+    def add_to_queue(self, uri: str) -> None:
+        device = self.device_id()
+        try:
+            self._call(lambda: self.client.add_to_queue(uri, device_id=device))
+        except SpotifyError as exc:
+            if exc.status == 404:
+                self._device_id = None  # the device went away: look it up again next time
+            raise
+
+    def next_track(self) -> None:
+        device = self.device_id()
+        self._call(lambda: self.client.next_track(device_id=device))
+
+    def now_playing(self) -> dict | None:
+        """{"uri", "name", "artist", "is_playing"} of the current track, or None."""
+        reply = self._call(self.client.currently_playing)
+        if not isinstance(reply, dict):
+            return None  # 204 No Content: nothing playing
+        return _track(reply.get("item"), is_playing=bool(reply.get("is_playing")))
+
+    def queued_uris(self) -> list[str]:
+        """URIs now playing and queued on the player (GET me/player/queue)."""
+        reply = self._call(self.client.queue)
+        if not isinstance(reply, dict):
+            return []
+        items = [reply.get("currently_playing"), *(reply.get("queue") or [])]
+        return [item["uri"] for item in items if isinstance(item, dict) and "uri" in item]
+
+    # ---------------------------------------------------------------- errors
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            try:
+                return fn()
+            except SpotifyException as exc:
+                if exc.http_status != 401:
+                    raise
+                self._refresh()  # expired or revoked access token: refresh once
+                return fn()
+        except SpotifyException as exc:
+            raise _classify(exc) from exc
+        except SpotifyOauthError as exc:
+            raise SpotifyAuthError(
+                f"Spotify login failed or was revoked ({exc}); run: emotion-appliance spotify login"
+            ) from exc
+        except requests.RequestException as exc:
+            raise SpotifyError(f"Spotify unreachable: {exc}", transient=True) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SpotifyError(f"malformed Spotify reply: {exc}", transient=True) from exc
+
+    def _refresh(self) -> None:
+        token = self.cache.get_cached_token()
+        if not token or not token.get("refresh_token"):
+            raise SpotifyAuthError("not logged in to Spotify; run: emotion-appliance spotify login")
+        self.oauth.refresh_access_token(token["refresh_token"])
+
+
+def _track(item: Any, **extra: Any) -> dict | None:
+    if not isinstance(item, dict) or not isinstance(item.get("uri"), str):
+        return None
+    artists = item.get("artists") or []
+    names = [a.get("name") for a in artists if isinstance(a, dict) and a.get("name")]
+    return {"uri": item["uri"], "name": item.get("name"), "artist": ", ".join(names), **extra}
+
+
+def _classify(exc: SpotifyException) -> SpotifyError:
+    status = int(exc.http_status or 0)
+    if status == 401:
+        return SpotifyAuthError(
+            "Spotify refused the token after a refresh; run: emotion-appliance spotify login"
+        )
+    if status == 429:
+        headers = exc.headers or {}
+        try:
+            retry_after = float(headers.get("Retry-After", 1))
+        except (TypeError, ValueError):
+            retry_after = 1.0
+        return SpotifyError(
+            "Spotify rate limit", transient=True, retry_after=max(0.0, retry_after), status=429
+        )
+    message = f"Spotify HTTP {status}: {exc.msg}".strip()
+    if status >= 500 or status == 404:  # 404: no active device (yet); 5xx: Spotify's side
+        return SpotifyError(message, transient=True, status=status)
+    return SpotifyError(message, transient=False, status=status)

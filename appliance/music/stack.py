@@ -1,0 +1,77 @@
+"""The music side of the daemon, assembled from config: director, sync worker, buttons.
+
+It plugs into the publisher as a companion (`tick` each status period, `snapshot` into
+status), so none of it ever runs on the frame loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from appliance.config import Config
+from appliance.hardware.gpio import FeedbackPanel
+from appliance.music.director import MusicDirector
+from appliance.music.feedback import FeedbackRecorder
+from appliance.music.spotify import SpotifyError, SpotifyPlayer
+from appliance.music.sync import SyncWorker
+from appliance.store.database import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class MusicStack:
+    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+        state_dir = config.storage.state_dir
+        self.spotify_error: str | None = None
+        player = None
+        if config.spotify.client_id:
+            try:
+                player = SpotifyPlayer(config.spotify, state_dir)
+            except SpotifyError as exc:
+                self.spotify_error = str(exc)
+                log.error("Spotify disabled: %s", exc)
+        self.sync = SyncWorker(state_dir, player, config.spotify.poll_s)
+        if player is None:
+            reason = self.spotify_error or "no [spotify] client_id"
+            log.info("songs stay in the local queue (%s)", reason)
+        self.director = MusicDirector(state_dir, config.music, on_queued=self.sync.wake)
+        self.recorder = FeedbackRecorder(
+            state_dir,
+            config.music.user,
+            now_playing=lambda: self.sync.now_playing,
+            request_next=self.sync.request_next_track,
+        )
+        self.panel = FeedbackPanel(
+            config.gpio,
+            lambda: self._press("like"),
+            lambda: self._press("skip"),
+            pin_factory=pin_factory,
+        )
+
+    def _press(self, action: str) -> None:
+        try:
+            self.recorder.press(action)
+        except StoreError as exc:
+            log.error("%s not stored: %s", action, exc)
+
+    def start(self) -> None:
+        self.sync.start()
+
+    def tick(self, view: Any) -> None:
+        latest = view.latest
+        self.director.update(latest.smoothed if latest is not None else None)
+        self.panel.show_sync(self.sync.state)
+        self.panel.show_mood(self.director.mood)
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = {**self.director.snapshot(), **self.sync.snapshot()}
+        if self.spotify_error:
+            snap["spotify"], snap["spotify_error"] = "error", self.spotify_error
+        snap["buttons"] = "ready" if self.panel.available else f"off: {self.panel.reason}"
+        return snap
+
+    def stop(self) -> None:
+        self.sync.stop()
+        self.panel.close()
+        self.director.close()

@@ -1,0 +1,151 @@
+"""The sync worker: pushes the local song queue to Spotify when it can, on its own thread.
+
+Offline, rate-limited or logged out, songs simply wait in SQLite; the worker backs off
+(1, 2, 4 ... 300 s, or Retry-After) and tries again. After a restart it first settles
+pushes whose outcome was lost (state `sending`) against Spotify's queue, then resumes.
+It also polls what is playing (to mark songs played, and to tell the like/skip buttons
+which song they are about) and runs the skip commands the buttons ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from appliance.music.outbox import Outbox
+from appliance.music.spotify import SpotifyAuthError, SpotifyError, SpotifyPlayer
+from appliance.store.database import StoreError, open_database
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+
+class SyncWorker(threading.Thread):
+    """States: local only (no Spotify configured), online, offline, login needed."""
+
+    def __init__(self, state_dir: str, player: SpotifyPlayer | None, poll_s: float) -> None:
+        super().__init__(name="spotify-sync", daemon=True)
+        self.state_dir = state_dir
+        self.player = player
+        self.poll_s = poll_s
+        self.state = "local only" if player is None else "starting"
+        self.last_error: str | None = None
+        self.now_playing: dict | None = None
+        self.sent = 0
+        self._failures = 0
+        self._resume_at = 0.0
+        self._settled = False
+        self._commands: queue.Queue[str] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop_event = threading.Event()
+
+    # ------------------------------------------------------------ other threads
+
+    def request_next_track(self) -> None:
+        """Ask for Spotify's next-track (a skip press); done on this thread, never blocking."""
+        self._commands.put("next")
+        self._wake.set()
+
+    def wake(self) -> None:
+        """New songs were queued: push them now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout=5.0)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "spotify": self.state,
+            "spotify_error": self.last_error,
+            "now_playing": self.now_playing,
+            "songs_sent": self.sent,
+        }
+
+    # ------------------------------------------------------------ the thread
+
+    def run(self) -> None:
+        if self.player is None:
+            return
+        db = None
+        while not self._stop_event.is_set():
+            try:
+                if db is None:
+                    db = open_database(self.state_dir)
+                if time.monotonic() >= self._resume_at:
+                    self.sync_once(Outbox(db))
+            except StoreError as exc:
+                self.last_error = str(exc)
+                log.error("sync: %s", exc)
+                if db is not None:
+                    db.conn.close()
+                db = None
+                self._stop_event.wait(self.poll_s)
+            except Exception:
+                log.exception("sync round failed")  # a bug must not end syncing for good
+            self._wake.wait(max(0.05, min(self.poll_s, self._resume_at - time.monotonic())))
+            self._wake.clear()
+        if db is not None:
+            db.conn.close()
+
+    def sync_once(self, outbox: Outbox) -> None:
+        """One round: commands, settle unknown pushes, push due songs, check now playing."""
+        assert self.player is not None
+        try:
+            while not self._commands.empty():
+                if self._commands.get_nowait() == "next":
+                    self.player.next_track()
+            if not self._settled:
+                self._settle(outbox)
+            for item in outbox.due():
+                outbox.set_state(item["id"], "sending", attempt=True)
+                try:
+                    self.player.add_to_queue(item["uri"])
+                except SpotifyError as exc:
+                    if exc.transient or isinstance(exc, SpotifyAuthError):
+                        outbox.set_state(item["id"], "recommended", error=str(exc))
+                        raise
+                    outbox.set_state(item["id"], "failed", error=str(exc))
+                    log.warning("Spotify refused %s: %s", item["uri"], exc)
+                    continue
+                outbox.set_state(item["id"], "sent")
+                self.sent += 1
+                log.info("queued on Spotify: %s - %s", item["artist"], item["name"])
+            self.now_playing = self.player.now_playing()
+            if self.now_playing:
+                outbox.mark_played(self.now_playing["uri"])
+        except SpotifyAuthError as exc:
+            self._failed("login needed", exc)
+        except SpotifyError as exc:
+            self._failed("offline", exc)
+        else:
+            if self.state != "online":
+                log.info("Spotify sync online")
+            self.state, self.last_error, self._failures = "online", None, 0
+
+    def _settle(self, outbox: Outbox) -> None:
+        """Pushes interrupted by a crash: queued on Spotify already -> sent, else retry."""
+        stuck = outbox.in_state("sending")
+        if stuck:
+            on_player = set(self.player.queued_uris())
+            for item in stuck:
+                outbox.set_state(item["id"], "sent" if item["uri"] in on_player else "recommended")
+        self._settled = True
+
+    def _failed(self, state: str, exc: SpotifyError) -> None:
+        self._failures += 1
+        delay = min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        if isinstance(exc, SpotifyAuthError):
+            delay = max(delay, 60.0)
+        if state != self.state or str(exc) != self.last_error:
+            log.warning("Spotify sync %s: %s; retrying in %.0f s", state, exc, delay)
+        self.state, self.last_error = state, str(exc)
+        self._resume_at = time.monotonic() + delay
