@@ -129,10 +129,10 @@ class FakeSpotify:
                 self._reply(failure.status, failure.body, failure.headers)
                 return True
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 self._dispatch("POST")
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self._dispatch("GET")
 
             def _dispatch(self, method: str) -> None:
@@ -203,7 +203,10 @@ class FakeSpotify:
                         },
                     )
                 if method == "GET" and path == "me/player/queue":
-                    item = lambda uri: {"uri": uri, "name": "x"}
+
+                    def item(uri: str) -> dict:
+                        return {"uri": uri, "name": "x"}
+
                     return self._reply(
                         200,
                         {

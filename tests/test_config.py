@@ -358,9 +358,7 @@ def test_overrides_must_be_a_sequence_of_strings() -> None:
 def test_example_file_is_in_sync_with_schema() -> None:
     expected = config_to_toml(Config())
     assert EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8") == expected, (
-        "appliance/config/example.toml is stale; regenerate it with:\n"
-        "python -c 'from appliance.config import *; "
-        "EXAMPLE_CONFIG_PATH.write_text(config_to_toml(Config()))'"
+        "appliance/config/example.toml is stale; regenerate it with python tools/update_docs.py"
     )
 
 

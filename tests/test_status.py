@@ -128,6 +128,9 @@ def test_read_status_garbage_is_unreadable(tmp_path, content):
         ({"storage_error": "disk I/O error"}, CRITICAL, "disk I/O error"),
         ({"camera_error": "camera unplugged"}, WARNING, "camera unplugged"),
         ({"va_error": "VA model unusable: gone"}, WARNING, "VA from emotion probabilities"),
+        ({"spotify": "login needed", "spotify_error": "revoked"}, WARNING, "revoked"),
+        ({"spotify": "offline", "spotify_error": "unreachable"}, OK, "running"),
+        ({"music_error": "disk I/O error"}, CRITICAL, "music storage"),
         ({"camera_error": "unplugged", "storage_error": "full"}, CRITICAL, "storage"),
         ({"state": "finished"}, WARNING, "finished"),
         ({"state": "stopped"}, WARNING, "stopped"),
@@ -164,7 +167,7 @@ def test_format_status_first_line_is_the_nagios_line(code, name):
     text = format_status(snapshot(), code, "some reason")
     first, *rest = text.splitlines()
     assert first == f"EMOTION-APPLIANCE {name} - some reason"
-    assert len(rest) == 6
+    assert len(rest) == 7  # music off: one line
 
 
 def test_format_status_details():
@@ -199,3 +202,23 @@ def test_format_status_without_snapshot_is_one_line():
     assert format_status(unreadable, *assess(unreadable, STALE_S)) == (
         "EMOTION-APPLIANCE UNKNOWN - status file unreadable: boom"
     )
+
+
+def test_format_status_music_lines():
+    snap = snapshot(
+        music="ready",
+        mood="calm",
+        queue_depth=2,
+        last_song={"artist": "Nina", "name": "Feeling Good", "uri": "spotify:track:x"},
+        spotify="online",
+        spotify_error=None,
+        songs_sent=5,
+        now_playing={"artist": "Nina", "name": "Feeling Good", "uri": "spotify:track:x"},
+        buttons="ready",
+    )
+    text = format_status(snap, OK, "running")
+    assert "music       ready, mood calm, 2 waiting; last queued: Nina - Feeling Good" in text
+    assert "spotify     online, 5 sent; playing Nina - Feeling Good" in text
+    assert "buttons     ready" in text
+    local = format_status(snapshot(music="ready", spotify="local only"), OK, "running")
+    assert "spotify     local only, 0 sent" in local

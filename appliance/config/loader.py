@@ -81,6 +81,33 @@ def config_to_toml(config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_to_markdown() -> str:
+    """The README's configuration tables, one per section, from the schema."""
+    out: list[str] = []
+    for name, cls in Config.sections().items():
+        doc = " ".join((cls.__doc__ or "").split())
+        title, _, rest = doc.partition(": ")
+        out += [f"`[{name}]` — {rest or title}", "", "| key | default | allowed | meaning |"]
+        out.append("|---|---|---|---|")
+        for spec in section_keys(cls):
+            s = spec.setting
+            if spec.kind is bool:
+                allowed = "true/false"
+            elif s.choices:
+                allowed = " / ".join(s.choices)
+            elif spec.kind is str:
+                allowed = s.pattern_doc or "text"
+            elif s.min is not None and s.max is not None:
+                allowed = f"{s.min}..{s.max}"
+            else:
+                allowed = spec.expected()
+            meaning = " ".join(spec.doc.split()).replace("|", "\\|")
+            default = _toml_value(spec.default).replace("|", "\\|")
+            out.append(f"| `{name}.{spec.name}` | `{default}` | {allowed} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def describe_config(config: Config) -> dict[str, dict[str, Any]]:
     """The configuration as plain nested dicts, ready for json.dumps."""
     return dataclasses.asdict(config)

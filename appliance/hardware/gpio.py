@@ -8,6 +8,7 @@ appliance runs on, it just cannot be told likes and skips by button.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,29 +64,28 @@ class FeedbackPanel:
             log.info("GPIO buttons disabled: %s", self.reason)
             return
         try:
-            options = {"pull_up": True, "bounce_time": settings.bounce_s or None}
-            for pin, action in ((settings.like_pin, on_like), (settings.skip_pin, on_skip)):
-                if pin:
-                    button = Button(pin, hold_repeat=False, pin_factory=pin_factory, **options)
-                    button.when_pressed = _quietly(action)
-                    self._devices.append(button)
-            if settings.led_pin:
-                self._led = LED(settings.led_pin, pin_factory=pin_factory)
-                self._devices.append(self._led)
-            if rgb_pins:
-                self._rgb = RGBLED(*rgb_pins, pin_factory=pin_factory)
-                self._devices.append(self._rgb)
+            with warnings.catch_warnings():  # one log line, not a PinFactoryFallback per try
+                warnings.simplefilter("ignore")
+                options = {"pull_up": True, "bounce_time": settings.bounce_s or None}
+                for pin, action in ((settings.like_pin, on_like), (settings.skip_pin, on_skip)):
+                    if pin:
+                        button = Button(pin, hold_repeat=False, pin_factory=pin_factory, **options)
+                        button.when_pressed = _quietly(action)
+                        self._devices.append(button)
+                if settings.led_pin:
+                    self._led = LED(settings.led_pin, pin_factory=pin_factory)
+                    self._devices.append(self._led)
+                if rgb_pins:
+                    self._rgb = RGBLED(*rgb_pins, pin_factory=pin_factory)
+                    self._devices.append(self._rgb)
         except (GPIOZeroError, OSError, RuntimeError) as exc:
             self.close()
             self.reason = f"no GPIO here ({exc.__class__.__name__}: {exc})"
             log.info("GPIO buttons disabled: %s", self.reason)
             return
         self.available, self.reason = True, ""
-        log.info(
-            "GPIO: like on BCM %s, skip on BCM %s",
-            settings.like_pin or "-",
-            settings.skip_pin or "-",
-        )
+        like, skip = settings.like_pin or "-", settings.skip_pin or "-"
+        log.info("GPIO: like on BCM %s, skip on BCM %s", like, skip)
 
     def show_sync(self, state: str) -> None:
         """online: steady; offline or login needed: blinking; local only: off."""

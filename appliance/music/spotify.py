@@ -103,6 +103,13 @@ class TokenCache(CacheHandler):
             raise
 
 
+class HeadlessOAuth(SpotifyOAuth):
+    """spotipy would prompt on stdin for a login it lacks; a daemon must fail instead."""
+
+    def get_auth_response(self, open_browser: bool | None = None) -> str:
+        raise SpotifyOauthError("not logged in to Spotify")
+
+
 class SpotifyPlayer:
     """The few Web API calls the appliance makes, with errors classified."""
 
@@ -118,7 +125,7 @@ class SpotifyPlayer:
         self.settings = settings
         secret = client_secret or read_secret(settings.client_secret_file, "Spotify client secret")
         self.cache = TokenCache(Path(state_dir) / TOKEN_FILE)
-        self.oauth = SpotifyOAuth(
+        self.oauth = HeadlessOAuth(
             client_id=settings.client_id,
             client_secret=secret,
             redirect_uri=settings.redirect_uri,

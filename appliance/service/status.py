@@ -63,6 +63,10 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
             return CRITICAL, f"storage failing: {snapshot['storage_error']}"
         if snapshot.get("camera_error"):
             return WARNING, f"camera: {snapshot['camera_error']}"
+        if snapshot.get("music_error"):
+            return CRITICAL, f"music storage failing: {snapshot['music_error']}"
+        if snapshot.get("spotify") in ("login needed", "error"):
+            return WARNING, f"Spotify {snapshot['spotify']}: {snapshot.get('spotify_error')}"
         if snapshot.get("va_error"):
             return WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"
         return OK, "running"
@@ -90,9 +94,28 @@ def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> st
         f"models      {snapshot.get('detector')} + {snapshot.get('emotion_model')}"
         f"{' + ' + snapshot['va_model'] if snapshot.get('va_model') else ''} "
         f"on {snapshot.get('runtime')}",
+        *_music_lines(snapshot),
         f"last error  {snapshot.get('last_error') or '-'}",
     ]
     return "\n".join(lines)
+
+
+def _music_lines(snapshot: dict[str, Any]) -> list[str]:
+    if "music" not in snapshot:
+        return ["music       off"]
+    song = snapshot.get("last_song") or {}
+    last = f"{song.get('artist')} - {song.get('name')}" if song else "-"
+    lines = [
+        f"music       {snapshot['music']}, mood {snapshot.get('mood') or '-'}, "
+        f"{snapshot.get('queue_depth', 0)} waiting; last queued: {last}"
+    ]
+    spotify = snapshot.get("spotify") or "-"
+    detail = f" ({snapshot['spotify_error']})" if snapshot.get("spotify_error") else ""
+    playing = snapshot.get("now_playing") or {}
+    now = f"; playing {playing.get('artist')} - {playing.get('name')}" if playing else ""
+    lines.append(f"spotify     {spotify}{detail}, {snapshot.get('songs_sent', 0)} sent{now}")
+    lines.append(f"buttons     {snapshot.get('buttons', '-')}")
+    return lines
 
 
 def _signed(value: float | None) -> str:

@@ -1,0 +1,193 @@
+"""Like/skip buttons (gpiozero MockFactory) and the durable feedback they record."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+from support import ROOT
+
+from appliance.config.schema import GpioConfig, MusicConfig
+from appliance.hardware.gpio import FeedbackPanel, parse_rgb_pins
+from appliance.music.catalog import import_catalog, load_moods
+from appliance.music.feedback import FeedbackRecorder
+from appliance.music.outbox import Outbox
+from appliance.music.recommender import Recommender
+from appliance.store.database import open_database
+
+
+@pytest.fixture
+def factory():
+    pins = MockFactory(pin_class=MockPWMPin)
+    yield pins
+    pins.reset()
+
+
+@pytest.fixture
+def songs(tmp_path):
+    """A catalog and two songs in the outbox, the first already sent to the player."""
+    from test_music import write_minimal
+
+    state = tmp_path / "state"
+    db = open_database(state)
+    try:
+        write_minimal(tmp_path / "t.csv", n=40)
+        import_catalog(db, tmp_path / "t.csv")
+        picks = Recommender(db, load_moods(db, k=4), MusicConfig()).recommend(
+            0.5, 0.5, user="ana", n=2
+        )
+        outbox = Outbox(db)
+        first = outbox.add(picks[0], "ana")
+        outbox.add(picks[1], "ana")
+        outbox.set_state(first, "sent")
+    finally:
+        db.conn.close()
+    return state, picks
+
+
+def feedback_rows(state) -> list[tuple]:
+    db = open_database(state)
+    try:
+        return db.execute("SELECT user, uri, artist, action, source FROM feedback").fetchall()
+    finally:
+        db.conn.close()
+
+
+def test_buttons_record_like_and_skip_of_the_song_playing(factory, songs):
+    state, picks = songs
+    nexts = []
+    recorder = FeedbackRecorder(str(state), "ana", request_next=lambda: nexts.append(1))
+    panel = FeedbackPanel(
+        GpioConfig(bounce_s=0.0),
+        lambda: recorder.press("like"),
+        lambda: recorder.press("skip"),
+        pin_factory=factory,
+    )
+    try:
+        assert panel.available
+        like, skip = factory.pin(17), factory.pin(27)
+        like.drive_low()  # pressed: pulled to ground
+        like.drive_high()
+        skip.drive_low()
+        skip.drive_high()
+        deadline = time.monotonic() + 5
+        while len(feedback_rows(state)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        panel.close()
+    main_artist = picks[0].artist  # minimal catalog: artist == main artist
+    assert feedback_rows(state) == [
+        ("ana", picks[0].uri, main_artist, "like", "gpio"),
+        ("ana", picks[0].uri, main_artist, "skip", "gpio"),
+    ]
+    assert nexts == [1]  # skip asks Spotify for the next track
+    db = open_database(state)
+    try:
+        assert db.execute("SELECT state FROM queue ORDER BY id").fetchall() == [
+            ("skipped",),
+            ("recommended",),
+        ]
+    finally:
+        db.conn.close()
+
+
+def test_press_means_spotifys_now_playing_when_known(songs):
+    state, picks = songs
+    playing = {"uri": picks[1].uri, "name": picks[1].name, "artist": "Someone, Else"}
+    recorder = FeedbackRecorder(str(state), "ana", now_playing=lambda: playing)
+    row = recorder.press("like")
+    assert row["uri"] == picks[1].uri and row["artist"] == picks[1].artist
+
+
+def test_press_with_no_song_known_stores_nothing(tmp_path):
+    recorder = FeedbackRecorder(str(tmp_path / "state"), "ana")
+    assert recorder.press("like") is None
+    with pytest.raises(ValueError):
+        recorder.press("love")
+
+
+def test_leds_show_sync_state_and_mood(factory):
+    panel = FeedbackPanel(
+        GpioConfig(led_pin=22, rgb_pins="5,6,13"), lambda: None, lambda: None, pin_factory=factory
+    )
+    try:
+        panel.show_sync("online")
+        assert factory.pin(22).state == 1
+        panel.show_sync("local only")
+        assert factory.pin(22).state == 0
+        panel.show_mood("sad")
+        assert (factory.pin(5).state, factory.pin(13).state) == (0.0, 1.0)
+        panel.show_mood("calm")
+        assert factory.pin(6).state == pytest.approx(0.8)
+    finally:
+        panel.close()
+
+
+def test_no_gpio_hardware_disables_buttons_without_crashing(caplog):
+    caplog.set_level(logging.INFO)
+    panel = FeedbackPanel(GpioConfig(), lambda: None, lambda: None)
+    if panel.available:
+        panel.close()
+        pytest.skip("this machine has GPIO pins")
+    assert "no GPIO here" in panel.reason
+    panel.show_sync("online")  # harmless
+    panel.show_mood("happy")
+    panel.close()
+    assert len([r for r in caplog.records if "GPIO buttons disabled" in r.message]) == 1
+    off = FeedbackPanel(GpioConfig(enabled=False), lambda: None, lambda: None)
+    assert not off.available and off.reason == "disabled in config"
+
+
+def test_rgb_pins_parsing():
+    assert parse_rgb_pins("") is None
+    assert parse_rgb_pins("5,6,13") == (5, 6, 13)
+    for bad in ("5,6", "a,b,c", "0,6,13", "5,6,40"):
+        with pytest.raises(ValueError, match=r"gpio\.rgb_pins"):
+            parse_rgb_pins(bad)
+
+
+def test_acknowledged_presses_survive_sigkill_during_heavy_writes(songs):
+    """A child presses like as fast as it can (printing each acknowledgement) while a
+    thread floods the same database with samples; SIGKILL it mid-way."""
+    state, _ = songs
+    child = textwrap.dedent(
+        f"""
+        import sys, threading, json
+        sys.path.insert(0, {str(ROOT)!r})
+        from appliance.music.feedback import FeedbackRecorder
+        from appliance.store.database import open_database
+        def flood():
+            db = open_database({str(state)!r})
+            row = dict(t_wall=0, t_stream=0, emotion="happy", confidence=1, face_presence=1,
+                       probs="{{}}", faces=1, source="x")
+            while True:
+                with db.conn:
+                    db["affect_samples"].insert_all([row] * 200)
+        threading.Thread(target=flood, daemon=True).start()
+        recorder = FeedbackRecorder({str(state)!r}, "ana", source="test")
+        i = 0
+        while True:
+            recorder.press("like")
+            i += 1
+            print(i, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    acked = 0
+    deadline = time.monotonic() + 30
+    while acked < 25 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert acked >= 25, "the child did not get going"
+    stored = [r for r in feedback_rows(state) if r[4] == "test"]
+    assert len(stored) >= acked  # every acknowledged press is on disk

@@ -1,0 +1,311 @@
+"""Spotify through real spotipy against a local fake of the Web API; the sync worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from fake_spotify import AUTH_CODE, CLIENT_SECRET, FakeSpotify
+from support import ROOT
+
+from appliance.config.schema import MusicConfig
+from appliance.music.catalog import import_catalog, load_moods
+from appliance.music.outbox import Outbox
+from appliance.music.recommender import Recommender
+from appliance.music.spotify import (
+    SpotifyAuthError,
+    SpotifyError,
+    SpotifyPlayer,
+    read_secret,
+)
+from appliance.music.sync import SyncWorker
+from appliance.store.database import open_database
+
+REDIRECT = f"http://127.0.0.1:8888/callback?code={AUTH_CODE}&state=x"
+
+
+@pytest.fixture
+def fake():
+    server = FakeSpotify()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    return tmp_path / "state"
+
+
+def player(fake, state_dir, **changes) -> SpotifyPlayer:
+    return SpotifyPlayer(fake.settings(**changes), state_dir, client_secret=CLIENT_SECRET)
+
+
+def logged_in(fake, state_dir, **changes) -> SpotifyPlayer:
+    p = player(fake, state_dir, **changes)
+    p.complete_login(REDIRECT)
+    return p
+
+
+def test_headless_login_caches_the_token_privately(fake, state_dir):
+    p = player(fake, state_dir)
+    url = p.authorize_url()
+    assert url.startswith(f"{fake.base}/authorize?") and "client_id=test-client" in url
+    assert "user-modify-playback-state" in url
+    assert not p.logged_in()
+    p.complete_login(REDIRECT)
+    assert p.logged_in()
+    mode = stat.S_IMODE(os.stat(p.cache.path).st_mode)
+    assert mode == 0o600
+    assert json.loads(p.cache.path.read_text())["refresh_token"] == "refresh-1"
+    assert fake.state.token_grants == ["authorization_code"]
+
+
+def test_login_with_a_bad_paste_or_code_is_a_clear_error(fake, state_dir):
+    p = player(fake, state_dir)
+    with pytest.raises(SpotifyAuthError, match="redirect URL"):
+        p.complete_login("http://127.0.0.1:8888/callback")
+    with pytest.raises(SpotifyAuthError, match="login"):
+        p.complete_login("http://127.0.0.1:8888/callback?code=wrong")
+
+
+def test_devices_queue_next_and_now_playing(fake, state_dir):
+    p = logged_in(fake, state_dir, device_name="living ROOM")
+    assert [d["name"] for d in p.devices()] == ["Kitchen", "Living room"]
+    p.add_to_queue("spotify:track:" + "a" * 22)
+    assert fake.state.queued_on == [("spotify:track:" + "a" * 22, "dev-living")]
+    assert p.now_playing() is None  # 204: nothing playing
+    p.next_track()
+    playing = p.now_playing()
+    assert playing["uri"] == "spotify:track:" + "a" * 22 and playing["artist"] == "Artist"
+
+
+def test_unknown_device_is_transient(fake, state_dir):
+    p = logged_in(fake, state_dir, device_name="Garage")
+    with pytest.raises(SpotifyError, match="Garage") as info:
+        p.add_to_queue("spotify:track:" + "a" * 22)
+    assert info.value.transient
+
+
+def test_401_refreshes_the_token_once_and_retries(fake, state_dir):
+    p = logged_in(fake, state_dir)
+    fake.revoke_access_tokens()  # the server says the access token expired
+    assert p.devices()
+    assert fake.state.token_grants == ["authorization_code", "refresh_token"]
+
+
+def test_429_honours_retry_after_and_5xx_is_transient(fake, state_dir):
+    p = logged_in(fake, state_dir)
+    fake.fail("/v1/me/player/devices", 429, headers={"Retry-After": "7"})
+    with pytest.raises(SpotifyError) as info:
+        p.devices()
+    assert info.value.transient and info.value.retry_after == 7.0
+    fake.fail("/v1/me/player/devices", 503, body=b"<html>oops</html>")
+    with pytest.raises(SpotifyError) as info:
+        p.devices()
+    assert info.value.transient and info.value.status == 503
+    fake.fail("/v1/me/player/devices", 200, body=b"{not json")
+    with pytest.raises(SpotifyError, match="malformed"):
+        p.devices()
+    assert p.devices()  # and then it works again
+
+
+def test_403_is_permanent(fake, state_dir):
+    p = logged_in(fake, state_dir)
+    fake.fail("/v1/me/player/queue", 403, body=b'{"error": {"status": 403, "message": "Premium"}}')
+    with pytest.raises(SpotifyError, match="Premium") as info:
+        p.add_to_queue("spotify:track:" + "a" * 22)
+    assert not info.value.transient
+
+
+def test_unreachable_spotify_is_transient(fake, state_dir):
+    p = logged_in(fake, state_dir)
+    fake.close()
+    with pytest.raises(SpotifyError, match="unreachable") as info:
+        p.devices()
+    assert info.value.transient
+
+
+def test_not_logged_in_is_an_auth_error(fake, state_dir):
+    with pytest.raises(SpotifyAuthError, match="spotify login"):
+        player(fake, state_dir).devices()
+
+
+def test_client_secret_file_must_not_be_world_readable(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    with pytest.raises(SpotifyError, match="world-readable"):
+        read_secret(secret, "Spotify client secret")
+    secret.chmod(0o600)
+    assert read_secret(secret, "Spotify client secret") == "s3cret"
+    with pytest.raises(SpotifyError, match="not found"):
+        read_secret(tmp_path / "nope", "Spotify client secret")
+
+
+# ------------------------------------------------------------------------ sync worker
+
+
+def queue_songs(state_dir, tmp_path, n: int) -> list[dict]:
+    from test_music import write_minimal
+
+    db = open_database(state_dir)
+    try:
+        write_minimal(tmp_path / "tracks.csv", n=40)
+        import_catalog(db, tmp_path / "tracks.csv")
+        rec = Recommender(db, load_moods(db, k=4), MusicConfig())
+        outbox = Outbox(db)
+        picks = rec.recommend(0.5, 0.5, user="default", n=n)
+        for p in picks:
+            outbox.add(p, "default")
+        return [p.to_json() for p in picks]
+    finally:
+        db.conn.close()
+
+
+def outbox_states(state_dir) -> list[str]:
+    db = open_database(state_dir)
+    try:
+        return [r[0] for r in db.execute("SELECT state FROM queue ORDER BY id").fetchall()]
+    finally:
+        db.conn.close()
+
+
+def run_rounds(worker: SyncWorker, state_dir, rounds: int = 1) -> None:
+    db = open_database(state_dir)
+    try:
+        for _ in range(rounds):
+            worker.sync_once(Outbox(db))
+    finally:
+        db.conn.close()
+
+
+def test_sync_pushes_in_order_once_and_marks_played(fake, state_dir, tmp_path):
+    songs = queue_songs(state_dir, tmp_path, 3)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    run_rounds(worker, state_dir, rounds=3)
+    assert fake.state.player_queue == [s["uri"] for s in songs]  # in order, no duplicates
+    assert outbox_states(state_dir) == ["sent"] * 3
+    assert worker.state == "online"
+    fake.start_playing_next()
+    fake.start_playing_next()  # the listener is on the 2nd song
+    run_rounds(worker, state_dir)
+    assert outbox_states(state_dir) == ["played", "played", "sent"]
+    assert worker.now_playing["uri"] == songs[1]["uri"]
+
+
+def test_offline_keeps_songs_local_then_catches_up(fake, state_dir, tmp_path):
+    songs = queue_songs(state_dir, tmp_path, 2)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/queue", 503, times=1)
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline" and "503" in worker.last_error
+    assert outbox_states(state_dir) == ["recommended", "recommended"]
+    run_rounds(worker, state_dir)
+    assert fake.state.player_queue == [s["uri"] for s in songs]
+    assert worker.state == "online" and worker.last_error is None
+
+
+def test_rate_limit_backoff_uses_retry_after(fake, state_dir, tmp_path):
+    queue_songs(state_dir, tmp_path, 1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/queue", 429, headers={"Retry-After": "42"})
+    before = time.monotonic()
+    run_rounds(worker, state_dir)
+    assert worker._resume_at - before == pytest.approx(42, abs=1)
+    assert outbox_states(state_dir) == ["recommended"]
+
+
+def test_refused_song_is_marked_failed_and_the_rest_go_on(fake, state_dir, tmp_path):
+    songs = queue_songs(state_dir, tmp_path, 2)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/queue", 400, body=b'{"error": {"status": 400, "message": "bad"}}')
+    run_rounds(worker, state_dir)
+    assert outbox_states(state_dir) == ["failed", "sent"]
+    assert fake.state.player_queue == [songs[1]["uri"]]
+
+
+def test_restart_settles_an_interrupted_push_without_sending_twice(fake, state_dir, tmp_path):
+    songs = queue_songs(state_dir, tmp_path, 2)
+    p = logged_in(fake, state_dir)
+    # The previous process pushed song 1, then died before recording it; song 2's push
+    # never happened. Both rows were left in 'sending'.
+    p.add_to_queue(songs[0]["uri"])
+    db = open_database(state_dir)
+    db.execute("UPDATE queue SET state = 'sending'")
+    db.conn.commit()
+    db.conn.close()
+    worker = SyncWorker(str(state_dir), p, poll_s=0.1)  # the restarted process
+    run_rounds(worker, state_dir, rounds=2)
+    assert fake.state.player_queue == [songs[0]["uri"], songs[1]["uri"]]
+    assert outbox_states(state_dir) == ["sent", "sent"]
+
+
+def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):
+    queue_songs(state_dir, tmp_path, 1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while worker.sent < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.request_next_track()
+        while fake.state.next_calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert worker.sent == 1 and fake.state.next_calls == 1
+    assert not worker.is_alive()
+
+
+def test_without_spotify_the_worker_is_local_only(state_dir):
+    worker = SyncWorker(str(state_dir), None, poll_s=0.1)
+    worker.start()
+    worker.stop()
+    assert worker.snapshot()["spotify"] == "local only"
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def test_cli_login_then_devices(fake, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text(CLIENT_SECRET)
+    secret.chmod(0o600)
+    s = fake.settings()
+    sets = [
+        f"spotify.client_id={s.client_id}",
+        f"spotify.client_secret_file={secret}",
+        f"spotify.api_base={s.api_base}",
+        f"spotify.token_url={s.token_url}",
+        f"spotify.authorize_url={s.authorize_url}",
+        f"storage.state_dir={tmp_path / 'state'}",
+    ]
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    common = ["--config", str(config)] + [a for kv in sets for a in ("--set", kv)]
+    login = cli("spotify", "login", *common, stdin=REDIRECT + "\n")
+    assert login.returncode == 0, login.stderr
+    assert f"{fake.base}/authorize?" in login.stdout and "logged in" in login.stdout
+    devices = cli("spotify", "devices", "--json", *common)
+    assert devices.returncode == 0, devices.stderr
+    assert [d["name"] for d in json.loads(devices.stdout)] == ["Kitchen", "Living room"]
+    secret.chmod(0o644)
+    refused = cli("spotify", "devices", *common)
+    assert refused.returncode == 1 and "world-readable" in refused.stderr
