@@ -35,12 +35,15 @@ setup(
         f"tflite-runtime==2.14.0; {TFLITE_RUNTIME}",
         f"ai-edge-litert>=1.2; {LITERT}",
         "sqlite-utils>=3.35",
+        # Pure Python: installed everywhere so a laptop runs (and tests) the music side;
+        # on a Pi, gpiozero drives the pins through apt's python3-lgpio / RPi.GPIO.
+        "spotipy>=2.23,<3",
+        "gpiozero>=2.0,<3",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.5"],
         "pi": [
             "pyrealsense2; platform_machine == 'x86_64'",
-            "gpiozero>=2.0",
             "systemd-python>=235",
         ],
         # TensorFlow only trains models; the device never imports it.

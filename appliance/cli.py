@@ -17,6 +17,7 @@ from typing import IO
 from appliance import __version__
 from appliance.capture import SOURCE_SPECS_HELP, CaptureError
 from appliance.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from appliance.config.secrets import SecretError
 from appliance.pipeline import FrameResult
 from appliance.service.status import assess, format_status, read_status
 from appliance.store.database import StoreError
@@ -316,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"catalog": cmd_catalog, "recommend": cmd_recommend, "spotify": cmd_spotify}
     try:
         return commands.get(args.command, cmd_run)(args, config)
+    except SecretError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     except (ModelError, CaptureError, StoreError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

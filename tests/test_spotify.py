@@ -14,15 +14,11 @@ from fake_spotify import AUTH_CODE, CLIENT_SECRET, FakeSpotify
 from support import ROOT
 
 from appliance.config.schema import MusicConfig
+from appliance.config.secrets import SecretError, read_secret
 from appliance.music.catalog import import_catalog, load_moods
 from appliance.music.outbox import Outbox
 from appliance.music.recommender import Recommender
-from appliance.music.spotify import (
-    SpotifyAuthError,
-    SpotifyError,
-    SpotifyPlayer,
-    read_secret,
-)
+from appliance.music.spotify import SpotifyAuthError, SpotifyError, SpotifyPlayer
 from appliance.music.sync import SyncWorker
 from appliance.store.database import open_database
 
@@ -139,11 +135,11 @@ def test_client_secret_file_must_not_be_world_readable(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
     secret.chmod(0o644)
-    with pytest.raises(SpotifyError, match="world-readable"):
+    with pytest.raises(SecretError, match="world-readable"):
         read_secret(secret, "Spotify client secret")
     secret.chmod(0o600)
     assert read_secret(secret, "Spotify client secret") == "s3cret"
-    with pytest.raises(SpotifyError, match="not found"):
+    with pytest.raises(SecretError, match="not found"):
         read_secret(tmp_path / "nope", "Spotify client secret")
 
 

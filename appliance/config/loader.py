@@ -59,7 +59,15 @@ def load_config(
 
     if problems:
         raise ConfigError(problems)
-    return Config(**{name: cls(**values[name]) for name, cls in sections.items()})
+    config = Config(**{name: cls(**values[name]) for name, cls in sections.items()})
+    for name in sections:  # checks across keys, declared by the section itself
+        section = getattr(config, name)
+        check = getattr(section, "problems", None)
+        for key, problem in check() if check else ():
+            problems.append(f"{label}: [{name}] {key}: {problem}")
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def config_to_toml(config: Config) -> str:

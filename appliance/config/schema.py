@@ -9,7 +9,9 @@ Adding a section takes two steps:
    declared with `setting(default, doc, min=..., max=..., choices=...)`;
 2. add one line `name: NameConfig = field(default_factory=NameConfig)` to `Config`.
 
-Supported key types are int, float, bool and str.
+Supported key types are int, float, bool and str. A section whose keys constrain each
+other defines `problems(self) -> list[tuple[key, message]]`; the loader reports them
+like any other error.
 """
 
 from __future__ import annotations
@@ -340,6 +342,79 @@ class GpioConfig:
     )
 
 
+VLM_DEFAULT_PROMPT = (
+    "An on-device classifier reads this person's face as {emotion} (confidence "
+    "{confidence:.2f}; valence {valence:+.2f}, arousal {arousal:+.2f} on -1..1). Do not "
+    "re-classify the emotion. In one short sentence, describe what in the scene might "
+    "explain or contradict that mood (setting, activity, posture, company)."
+)
+VLM_PROMPT_FIELDS = {"emotion": "happy", "confidence": 0.5, "valence": 0.1, "arousal": 0.1}
+
+
+@dataclass(frozen=True)
+class VlmConfig:
+    """VLM: an occasional sentence of context from a remote vision-language model.
+
+    Off by default: while enabled is false no image or request leaves the device. The
+    endpoint must speak the OpenAI chat-completions API (vLLM, Ollama, llama.cpp's
+    server and hosted APIs do)."""
+
+    enabled: bool = setting(False, "Send occasional images to the VLM endpoint.")
+    endpoint: str = setting(
+        "",
+        "Base URL of the OpenAI-compatible API, e.g. https://vlm.example.org/v1 "
+        "(/chat/completions is appended unless already there).",
+    )
+    model: str = setting("", "Model name sent in each request.")
+    api_key_file: str = setting(
+        "", 'File holding the API key (not world-readable); "" = no key (local servers).'
+    )
+    prompt: str = setting(
+        VLM_DEFAULT_PROMPT,
+        "Prompt sent with the image; {emotion}, {confidence}, {valence} and {arousal} are "
+        "filled in from the smoothed state, so the model adds context instead of "
+        "re-classifying.",
+    )
+    interval_s: float = setting(
+        300.0, "Seconds between requests (while a face is seen).", min=5.0, max=86400.0
+    )
+    on_change: bool = setting(True, "Also ask when the smoothed emotion changes.")
+    min_gap_s: float = setting(
+        30.0,
+        "Never two requests closer than this, whatever triggers them.",
+        min=1.0,
+        max=86400.0,
+    )
+    timeout_s: float = setting(20.0, "Seconds to wait for a reply.", min=1.0, max=600.0)
+    max_image_side: int = setting(
+        256, "The image is downscaled so its longer side is at most this.", min=32, max=2048
+    )
+    send: str = setting(
+        "face", "What is sent: the face crop, or the whole frame.", choices=("face", "frame")
+    )
+    max_reply_chars: int = setting(
+        300, "Replies are trimmed to this many characters.", min=20, max=4000
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.enabled and not self.endpoint.startswith(("https://", "http://")):
+            found.append(("endpoint", "must be an http(s):// URL when enabled = true"))
+        if self.enabled and not self.model:
+            found.append(("model", "must name the model when enabled = true"))
+        try:
+            self.prompt.format_map(VLM_PROMPT_FIELDS)
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
+            found.append(
+                (
+                    "prompt",
+                    f"bad placeholder ({exc!r}); use {{emotion}}, {{confidence}}, "
+                    "{valence}, {arousal}; write {{ }} for literal braces",
+                )
+            )
+        return found
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     """Logging: how much the daemon reports."""
@@ -362,6 +437,7 @@ class Config:
     music: MusicConfig = field(default_factory=MusicConfig)
     spotify: SpotifyConfig = field(default_factory=SpotifyConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
+    vlm: VlmConfig = field(default_factory=VlmConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @classmethod

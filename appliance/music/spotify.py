@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyOAuth
 
 from appliance.config.schema import SpotifyConfig
+from appliance.config.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,6 @@ class SpotifyAuthError(SpotifyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)
-
-
-def read_secret(path: str | Path, what: str) -> str:
-    """A secret from a file that must not be world-readable (refused otherwise)."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        if mode & stat.S_IROTH:
-            raise SpotifyError(
-                f"{path}: {what} file is world-readable; run: chmod 600 {path}", transient=False
-            )
-        secret = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise SpotifyError(f"{what} file not found: {path}", transient=False) from None
-    except OSError as exc:
-        raise SpotifyError(f"cannot read {what} file {path}: {exc}", transient=False) from exc
-    if not secret:
-        raise SpotifyError(f"{path}: {what} file is empty", transient=False)
-    return secret
 
 
 class TokenCache(CacheHandler):
@@ -123,7 +104,12 @@ class SpotifyPlayer:
         if not settings.client_id:
             raise SpotifyError("Spotify is not configured ([spotify] client_id)", transient=False)
         self.settings = settings
-        secret = client_secret or read_secret(settings.client_secret_file, "Spotify client secret")
+        try:
+            secret = client_secret or read_secret(
+                settings.client_secret_file, "Spotify client secret"
+            )
+        except SecretError as exc:
+            raise SpotifyError(str(exc), transient=False) from exc
         self.cache = TokenCache(Path(state_dir) / TOKEN_FILE)
         self.oauth = HeadlessOAuth(
             client_id=settings.client_id,

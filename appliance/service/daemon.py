@@ -11,16 +11,21 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from appliance.capture import CaptureError, FrameSource, open_source
+from appliance.capture.base import Frame
 from appliance.config import Config
+from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.publisher import Board, Publisher
+from appliance.vision.preprocess import crop_face
 
 if TYPE_CHECKING:
     from appliance.music.stack import MusicStack
+    from appliance.vlm.worker import VlmWorker
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ class Daemon:
         self.pipeline = pipeline
         self.pin_factory = pin_factory  # gpiozero factory; tests pass MockFactory
         self.frames = 0
+        self._vlm_worker: VlmWorker | None = None
+        self.loop_s = 0.0  # wall time of the frame loop alone (benchmarks, tests)
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
@@ -74,19 +81,27 @@ class Daemon:
             sample_period_s=1.0 / self.config.storage.sample_hz,
         )
         music = self._music()
+        vlm = self._vlm()
         publisher = Publisher(
             board,
             state_dir=self.config.storage.state_dir,
             runtime_dir=self.config.service.runtime_dir,
             status_interval_s=self.config.service.status_interval_s,
-            companions=[music] if music else [],
+            companions=[c for c in (music, vlm) if c is not None],
         )
         if music:
             music.start()
+        if vlm:
+            vlm.start()
+        self._vlm_worker = vlm
         publisher.start()
         log.info("running on %s with %s", source.describe(), board.info)
         try:
-            ended = self._capture_loop(source, pipeline, board)
+            loop_start = time.perf_counter()
+            try:
+                ended = self._capture_loop(source, pipeline, board)
+            finally:
+                self.loop_s = time.perf_counter() - loop_start
             board.set(state="finished" if ended else "stopped")
             return 0
         except CaptureError as exc:
@@ -94,6 +109,8 @@ class Daemon:
             log.error("%s", exc)
             return 1
         finally:
+            if vlm:
+                vlm.stop()
             publisher.stop()
             if music:
                 music.stop()
@@ -105,6 +122,38 @@ class Daemon:
         from appliance.music.stack import MusicStack  # spotipy, gpiozero: only when used
 
         return MusicStack(self.config, pin_factory=self.pin_factory)
+
+    def _vlm(self) -> VlmWorker | None:
+        """The remote VLM worker, only when enabled: otherwise nothing leaves the device."""
+        settings = self.config.vlm
+        if not settings.enabled:
+            return None
+        from appliance.vlm.client import VlmClient
+        from appliance.vlm.worker import VlmWorker
+
+        key = read_secret(settings.api_key_file, "VLM API key") if settings.api_key_file else None
+        log.info("VLM context from %s (%s) every %.0f s", settings.endpoint, settings.model,
+                 settings.interval_s)  # fmt: skip
+        return VlmWorker(settings, self.config.storage.state_dir, VlmClient(settings, key))
+
+    def _offer_to_vlm(self, frame: Frame, result: FrameResult) -> None:
+        """On the frame loop: a few comparisons, and a copy of the crop when one is due."""
+        vlm = self._vlm_worker
+        state = result.smoothed
+        now = time.monotonic()
+        if vlm is None or not result.faces or not vlm.wants(now, state.emotion):
+            return
+        image = frame.image
+        if self.config.vlm.send == "face":
+            det = self.config.detection
+            image = crop_face(image, result.faces[0].face.box, det.margin, det.crop_shift)
+        context = {
+            "emotion": state.emotion,
+            "confidence": state.confidence,
+            "valence": state.valence if state.valence is not None else 0.0,
+            "arousal": state.arousal if state.arousal is not None else 0.0,
+        }
+        vlm.offer(image, context, now)
 
     def _capture_loop(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
         """True when the source ended by itself (end of file or max_frames)."""
@@ -135,6 +184,7 @@ class Daemon:
                 return True
             result = pipeline.process(frame)
             board.post(result)
+            self._offer_to_vlm(frame, result)
             self.frames += 1
             if self.events is not None:
                 self.events.write(json.dumps(result.to_event()) + "\n")

@@ -67,6 +67,8 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
             return CRITICAL, f"music storage failing: {snapshot['music_error']}"
         if snapshot.get("spotify") in ("login needed", "error"):
             return WARNING, f"Spotify {snapshot['spotify']}: {snapshot.get('spotify_error')}"
+        if (snapshot.get("vlm") or {}).get("breaker") == "open":
+            return WARNING, f"VLM circuit breaker open: {snapshot['vlm'].get('error')}"
         if snapshot.get("va_error"):
             return WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"
         return OK, "running"
@@ -95,6 +97,7 @@ def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> st
         f"{' + ' + snapshot['va_model'] if snapshot.get('va_model') else ''} "
         f"on {snapshot.get('runtime')}",
         *_music_lines(snapshot),
+        _vlm_line(snapshot),
         f"last error  {snapshot.get('last_error') or '-'}",
     ]
     return "\n".join(lines)
@@ -116,6 +119,19 @@ def _music_lines(snapshot: dict[str, Any]) -> list[str]:
     lines.append(f"spotify     {spotify}{detail}, {snapshot.get('songs_sent', 0)} sent{now}")
     lines.append(f"buttons     {snapshot.get('buttons', '-')}")
     return lines
+
+
+def _vlm_line(snapshot: dict[str, Any]) -> str:
+    vlm = snapshot.get("vlm")
+    if not vlm:
+        return "vlm         off (nothing leaves the device)"
+    last = vlm.get("last") or {}
+    said = f'"{last.get("text")}" ({last.get("latency_ms")} ms, on {last.get("emotion")})'
+    error = f"; error: {vlm['error']}" if vlm.get("error") else ""
+    return (
+        f"vlm         {vlm.get('model')} breaker {vlm.get('breaker')}, "
+        f"{vlm.get('requests', 0)} requests; last {said if last else '-'}{error}"
+    )
 
 
 def _signed(value: float | None) -> str:

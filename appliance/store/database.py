@@ -97,6 +97,22 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX feedback_user ON feedback (user, t);
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE vlm_notes (           -- remote VLM context; never the image
+            id INTEGER PRIMARY KEY,
+            t_wall REAL NOT NULL,
+            emotion TEXT,                  -- the smoothed emotion it annotated
+            valence REAL,
+            arousal REAL,
+            reply TEXT NOT NULL,           -- trimmed to vlm.max_reply_chars
+            latency_ms REAL NOT NULL,
+            model TEXT
+        );
+        CREATE INDEX vlm_notes_t ON vlm_notes (t_wall);
+        """,
+    ),
 )
 
 

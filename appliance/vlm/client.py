@@ -1,0 +1,140 @@
+"""One request to an OpenAI-compatible chat-completions endpoint, parsed defensively.
+
+The image goes as a JPEG base64 data URL in an `image_url` content part, beside a text
+part carrying the smoothed emotion and VA, so the model adds context instead of
+re-classifying. Replies are read up to a size cap and accepted only when they carry
+`choices[0].message.content`; HTML error pages, non-JSON and missing fields become a
+`VlmError` with a short reason. TLS certificates are always verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import requests
+
+from appliance.config.schema import VlmConfig
+
+MAX_REPLY_BYTES = 64 * 1024
+JPEG_QUALITY = 85
+
+
+class VlmError(RuntimeError):
+    """A request failed: unreachable, timed out, refused, or an unusable reply."""
+
+
+@dataclass(frozen=True)
+class VlmReply:
+    text: str
+    latency_ms: float
+    model: str
+
+
+def completions_url(endpoint: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/chat/completions") else f"{endpoint}/chat/completions"
+
+
+def encode_image(image: np.ndarray, max_side: int) -> str:
+    """Downscale so the longer side is <= max_side, JPEG, base64 data URL."""
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise VlmError("could not encode the image as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+def build_request(settings: VlmConfig, image_url: str, context: dict) -> dict:
+    """The chat-completions request body (one user message: text + image)."""
+    return {
+        "model": settings.model,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": settings.prompt.format_map(context)},
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                ],
+            }
+        ],
+        "max_tokens": 96,
+        "temperature": 0.2,
+    }
+
+
+def parse_reply(body: bytes, max_chars: int) -> str:
+    """choices[0].message.content as one trimmed line of at most max_chars."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise VlmError(f"reply is not JSON: {body[:60]!r}") from None
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise VlmError("reply lacks choices[0].message.content") from None
+    if isinstance(content, list):  # some servers return content parts
+        content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if not isinstance(content, str) or not content.strip():
+        raise VlmError("reply content is empty")
+    text = " ".join(content.split())
+    return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
+
+
+class VlmClient:
+    def __init__(self, settings: VlmConfig, api_key: str | None = None) -> None:
+        self.settings = settings
+        self.url = completions_url(settings.endpoint)
+        self.session = requests.Session()  # no hidden retries: the worker decides
+        self.session.verify = True
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def describe(self, image: np.ndarray, context: dict) -> VlmReply:
+        body = build_request(
+            self.settings, encode_image(image, self.settings.max_image_side), context
+        )
+        started = time.monotonic()
+        try:
+            with self.session.post(
+                self.url,
+                json=body,
+                headers=self.headers,
+                timeout=self.settings.timeout_s,
+                stream=True,
+            ) as response:
+                data = _read_capped(response, started + self.settings.timeout_s)
+                if response.status_code != 200:
+                    kind = response.headers.get("Content-Type", "?").split(";")[0]
+                    raise VlmError(f"HTTP {response.status_code} ({kind}): {data[:80]!r}")
+        except requests.Timeout:
+            raise VlmError(f"no reply within {self.settings.timeout_s:.0f} s") from None
+        except requests.RequestException as exc:
+            raise VlmError(f"unreachable: {exc.__class__.__name__}") from exc
+        text = parse_reply(data, self.settings.max_reply_chars)
+        return VlmReply(text, (time.monotonic() - started) * 1e3, self.settings.model)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
+    """The body, refusing more than MAX_REPLY_BYTES or a trickle past the deadline."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(8192):
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise VlmError(f"reply larger than {MAX_REPLY_BYTES // 1024} KB")
+        if time.monotonic() > deadline:
+            raise VlmError("reply still arriving at the timeout")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,336 @@
+"""The remote VLM: request schema, defensive parsing, worker triggers/backoff/breaker, and
+the frame loop's speed with a hanging endpoint. Local servers on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pytest
+from support import FIXTURE_FACES, load_tool, requires_models
+
+from appliance.config import load_config
+from appliance.config.schema import VlmConfig
+from appliance.vlm.client import (
+    MAX_REPLY_BYTES,
+    VlmClient,
+    VlmError,
+    build_request,
+    completions_url,
+    encode_image,
+    parse_reply,
+)
+from appliance.vlm.worker import BREAKER_FAILURES, VlmWorker
+
+make_face_clip = load_tool("make_face_clip")
+CONTEXT = {"emotion": "sad", "confidence": 0.71, "valence": -0.5, "arousal": -0.2}
+
+
+def ok_reply(text: str = "  A person sits alone\n at a desk late at night.  ") -> bytes:
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    return json.dumps({"id": "x", "object": "chat.completion", "choices": [choice]}).encode()
+
+
+class VlmServer:
+    """A chat-completions endpoint whose behaviour each test sets: answer, hang, 500,
+    garbage. Records every request body."""
+
+    def __init__(self, mode: str = "answer") -> None:
+        self.mode = mode
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.release = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                server.bodies.append(json.loads(self.rfile.read(length)))
+                server.headers.append(dict(self.headers))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, b"not here", "text/plain")
+                if server.mode == "hang":
+                    server.release.wait(30)
+                    return
+                if server.mode == "500":
+                    return self._send(500, b"<html><body>Bad gateway</body></html>", "text/html")
+                if server.mode == "garbage":
+                    return self._send(200, b"\x00\xffnot json", "application/json")
+                if server.mode == "missing":
+                    return self._send(200, b'{"choices": []}', "application/json")
+                if server.mode == "huge":
+                    return self._send(200, b"x" * (MAX_REPLY_BYTES + 10), "application/json")
+                self._send(200, ok_reply(), "application/json")
+
+            def _send(self, status, body, kind):
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = VlmServer()
+    yield s
+    s.close()
+
+
+def settings(endpoint: str, **changes) -> VlmConfig:
+    values = {"enabled": True, "endpoint": endpoint, "model": "test-vlm", "timeout_s": 2.0}
+    values.update(changes)
+    return VlmConfig(**values)
+
+
+def face() -> np.ndarray:
+    return cv2.imread(str(next(FIXTURE_FACES.glob("sad/*.jpg"))))
+
+
+# ------------------------------------------------------------------------ client
+
+
+def test_request_body_follows_the_chat_completions_schema(server):
+    client = VlmClient(settings(server.endpoint, max_image_side=32), api_key="k-123")
+    reply = client.describe(cv2.resize(face(), (200, 100)), CONTEXT)
+    assert reply.text == "A person sits alone at a desk late at night."
+    assert reply.latency_ms > 0
+    body = server.bodies[0]
+    assert body["model"] == "test-vlm" and isinstance(body["max_tokens"], int)
+    (message,) = body["messages"]
+    assert message["role"] == "user"
+    text, image = message["content"]
+    assert text["type"] == "text" and "sad" in text["text"] and "-0.50" in text["text"]
+    assert "re-classify" in text["text"]
+    assert image["type"] == "image_url"
+    url = image["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    jpeg = cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), 1)
+    assert max(jpeg.shape[:2]) == 32  # downscaled to max_image_side
+    assert server.headers[0]["Authorization"] == "Bearer k-123"
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("500", r"HTTP 500 \(text/html\)"),
+        ("garbage", "not JSON"),
+        ("missing", "lacks choices"),
+        ("huge", "larger than"),
+        ("hang", "no reply within"),
+    ],
+)
+def test_bad_replies_are_errors_not_exceptions_escaping(mode, words):
+    s = VlmServer(mode)
+    try:
+        client = VlmClient(settings(s.endpoint, timeout_s=1.0))
+        with pytest.raises(VlmError, match=words):
+            client.describe(face(), CONTEXT)
+    finally:
+        s.close()
+
+
+def test_unreachable_endpoint_is_an_error():
+    client = VlmClient(settings("http://127.0.0.1:9/v1", timeout_s=1.0))
+    with pytest.raises(VlmError, match="unreachable"):
+        client.describe(face(), CONTEXT)
+
+
+def test_parse_reply_trims_and_caps():
+    assert parse_reply(ok_reply("a " * 500), 20).endswith("…")
+    assert len(parse_reply(ok_reply("a " * 500), 20)) == 20
+    parts = json.dumps({"choices": [{"message": {"content": [{"type": "text", "text": "hi"}]}}]})
+    assert parse_reply(parts.encode(), 50) == "hi"
+    with pytest.raises(VlmError, match="empty"):
+        parse_reply(ok_reply("   "), 50)
+
+
+def test_urls_and_images():
+    assert completions_url("https://h/v1/") == "https://h/v1/chat/completions"
+    assert completions_url("https://h/v1/chat/completions") == "https://h/v1/chat/completions"
+    small = encode_image(np.zeros((10, 20, 3), np.uint8), 256)
+    assert small.startswith("data:image/jpeg;base64,")
+    body = build_request(settings("http://x/v1"), small, CONTEXT)
+    assert body["messages"][0]["content"][1]["image_url"]["url"] == small
+
+
+def test_config_is_checked_up_front(tmp_path):
+    with pytest.raises(Exception, match="endpoint") as info:
+        load_config(None, ["vlm.enabled=true", "vlm.model=m"])
+    assert "[vlm] endpoint" in str(info.value)
+    with pytest.raises(Exception, match="prompt"):
+        load_config(None, ["vlm.prompt=about {face}"])
+    assert not load_config(None, []).vlm.enabled  # off unless asked for
+
+
+# ------------------------------------------------------------------------ worker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert predicate()
+
+
+def test_triggers_interval_change_and_min_gap(tmp_path, server):
+    cfg = settings(server.endpoint, interval_s=60.0, min_gap_s=10.0, on_change=True)
+    worker = VlmWorker(cfg, str(tmp_path), VlmClient(cfg))
+    assert not worker.wants(0.0, None)  # no face, no request
+    assert worker.wants(0.0, "sad")
+    worker.offer(face(), CONTEXT, now=0.0)
+    assert not worker.wants(5.0, "happy")  # changed, but within min_gap
+    assert worker.wants(11.0, "happy")  # changed, gap respected
+    assert not worker.wants(11.0, "sad")  # same emotion, interval not up
+    assert worker.wants(61.0, "sad")  # interval
+
+
+def test_worker_stores_replies_and_status_never_images(tmp_path, server):
+    cfg = settings(server.endpoint)
+    worker = VlmWorker(cfg, str(tmp_path), VlmClient(cfg))
+    worker.start()
+    try:
+        worker.offer(face(), CONTEXT, now=time.monotonic())
+        wait_for(lambda: worker.last is not None)
+    finally:
+        worker.stop()
+    snap = worker.snapshot()["vlm"]
+    assert snap["last"]["text"].startswith("A person") and snap["last"]["emotion"] == "sad"
+    assert snap["breaker"] == "closed" and snap["requests"] == 1
+    db = sqlite3.connect(tmp_path / "appliance.db")
+    rows = db.execute("SELECT emotion, reply, latency_ms, model FROM vlm_notes").fetchall()
+    assert rows[0][0] == "sad" and rows[0][1].startswith("A person") and rows[0][3] == "test-vlm"
+    columns = {r[1] for r in db.execute("PRAGMA table_info(vlm_notes)")}
+    assert not columns & {"image", "jpeg", "frame"}
+
+
+def test_failures_back_off_then_open_the_breaker(tmp_path):
+    s = VlmServer("500")
+    clock = FakeClock()
+    try:
+        cfg = settings(s.endpoint, interval_s=600.0, min_gap_s=1.0)
+        worker = VlmWorker(cfg, str(tmp_path), VlmClient(cfg), clock=clock)
+        waits = []
+        for _ in range(BREAKER_FAILURES):
+            assert worker.wants(clock.now, "sad")
+            worker.offer(face(), CONTEXT, clock.now)
+            worker._handle(worker._job)
+            waits.append(worker._not_before - clock.now)
+            clock.now = worker._not_before  # retry as soon as allowed
+        assert waits[:2] == [5.0, 10.0]  # backoff
+        assert worker.breaker == "open" and waits[2] == 60.0
+        assert not worker.wants(clock.now - 1, "happy")  # open: nothing is sent
+        worker.tick(None)
+        assert worker.breaker == "half-open"
+        s.mode = "answer"
+        worker.offer(face(), CONTEXT, clock.now)
+        worker._handle(worker._job)
+        assert worker.breaker == "closed" and worker.failures == 0
+    finally:
+        s.close()
+
+
+def test_half_open_failure_reopens_with_a_longer_cooldown(tmp_path):
+    s = VlmServer("garbage")
+    clock = FakeClock()
+    try:
+        cfg = settings(s.endpoint, min_gap_s=1.0)
+        worker = VlmWorker(cfg, str(tmp_path), VlmClient(cfg), clock=clock)
+        for _ in range(BREAKER_FAILURES):
+            worker.offer(face(), CONTEXT, clock.now)
+            worker._handle(worker._job)
+        clock.now = worker._not_before
+        worker.tick(None)
+        worker.offer(face(), CONTEXT, clock.now)
+        worker._handle(worker._job)
+        assert worker.breaker == "open" and worker._not_before - clock.now == 120.0
+    finally:
+        s.close()
+
+
+def test_newest_offer_wins(tmp_path, server):
+    cfg = settings(server.endpoint)
+    worker = VlmWorker(cfg, str(tmp_path), VlmClient(cfg))
+    worker.offer(np.zeros((8, 8, 3), np.uint8), {**CONTEXT, "emotion": "sad"}, 0.0)
+    worker.offer(np.zeros((8, 8, 3), np.uint8), {**CONTEXT, "emotion": "happy"}, 1.0)
+    assert worker._job.context["emotion"] == "happy"
+
+
+# ------------------------------------------------------------------------ frame loop
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "faces.mp4"
+    faces = make_face_clip.list_faces(FIXTURE_FACES)[::5]
+    make_face_clip.compose(faces, path, frames_per_face=40, seed=5)  # 280 frames
+    return path
+
+
+def timed_run(config, clip) -> tuple[int, float]:
+    from appliance.pipeline import Pipeline
+    from appliance.service.daemon import Daemon
+
+    pipeline = Pipeline.from_config(config)
+    daemon = Daemon(config, source=str(clip), pipeline=pipeline)
+    started = time.perf_counter()
+    assert daemon.run() == 0
+    assert time.perf_counter() - started < daemon.loop_s + 2.0  # shutdown does not hang
+    return daemon.frames, daemon.loop_s
+
+
+@requires_models
+def test_a_hanging_vlm_does_not_slow_the_frame_loop(tmp_path, clip):
+    hanging = VlmServer("hang")
+    try:
+        base = [
+            f"storage.state_dir={tmp_path / 'state'}",
+            f"service.runtime_dir={tmp_path / 'run'}",
+            "music.enabled=false",
+        ]
+        off = load_config(None, base)
+        on = load_config(
+            None,
+            [*base, "vlm.enabled=true", f"vlm.endpoint={hanging.endpoint}", "vlm.model=m",
+             "vlm.interval_s=5", "vlm.min_gap_s=1", "vlm.timeout_s=30"],
+        )  # fmt: skip
+        timed_run(off, clip)  # warm caches
+        runs = {"off": [], "on": []}
+        for _ in range(3):
+            for name, config in (("off", off), ("on", on)):
+                runs[name].append(timed_run(config, clip))
+        assert hanging.bodies, "the VLM was never asked: the test would prove nothing"
+    finally:
+        hanging.close()
+    frames = {name: {f for f, _ in r} for name, r in runs.items()}
+    assert frames["off"] == frames["on"] == {280}
+    best = {name: min(t for _, t in r) for name, r in runs.items()}
+    assert best["on"] <= best["off"] * 1.05, best
