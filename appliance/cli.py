@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=5, help="how many (default 5)")
     rec.add_argument("--json", action="store_true")
 
+    doctor = sub.add_parser("doctor", help="check camera, models, storage, Spotify, VLM")
+    _common(doctor, suppress=True)
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--no-camera", action="store_true", help="skip the camera check")
+
     spotify = sub.add_parser("spotify", help="Spotify login and devices")
     spotify_sub = spotify.add_subparsers(dest="spotify_command", metavar="ACTION", required=True)
     login = spotify_sub.add_parser("login", help="log in without a browser on the device")
@@ -288,6 +293,24 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
+    from appliance.service.doctor import as_json, run_checks
+
+    label = args.config or DEFAULT_CONFIG_PATH
+    if args.config is None and not Path(DEFAULT_CONFIG_PATH).is_file():
+        label = "built-in defaults"
+    checks = run_checks(config, label, camera=not args.no_camera)
+    if args.json:
+        print(json.dumps(as_json(checks)))
+    else:
+        for check in checks:
+            print(check.line())
+    failures = sum(c.status == "fail" for c in checks)
+    if not args.json:
+        print(f"{failures} problem(s)" if failures else "all checks passed")
+    return EXIT_FAILURE if failures else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -314,7 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return cmd_status(args, config)
-    commands = {"catalog": cmd_catalog, "recommend": cmd_recommend, "spotify": cmd_spotify}
+    commands = {
+        "catalog": cmd_catalog,
+        "recommend": cmd_recommend,
+        "spotify": cmd_spotify,
+        "doctor": cmd_doctor,
+    }
     try:
         return commands.get(args.command, cmd_run)(args, config)
     except SecretError as exc:

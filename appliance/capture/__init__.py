@@ -12,6 +12,7 @@ from .base import CaptureError, Frame, FrameSource
 from .files import ImageFolderSource, VideoFileSource
 from .picamera import PiCameraSource
 from .realsense import RealSenseSource
+from .stream import STREAM_SCHEMES, StreamSource
 from .v4l2 import V4L2Source
 
 __all__ = ["SOURCE_SPECS_HELP", "CaptureError", "Frame", "FrameSource", "open_source"]
@@ -26,6 +27,7 @@ picamera       Raspberry Pi CSI camera (needs python3-picamera2 from apt)
 realsense      Intel RealSense colour stream (needs pyrealsense2)
 v4l2:N         USB/V4L2 camera number N, e.g. v4l2:0
 /dev/videoN    the same, by device path (any /dev/... path works)
+rtsp://...     a network camera (RTSP, or http(s):// MJPEG/HLS), reconnected when it drops
 demo           the bundled demo clip (appliance/data/demo_faces.mp4)
 PATH/TO/DIR    a folder of .jpg/.jpeg/.png/.bmp images, played in name order
 PATH/TO/FILE   a video file (anything OpenCV/FFmpeg can decode)"""
@@ -53,6 +55,8 @@ def open_source(
         return V4L2Source(int(m.group(1)), width, height, fps)
     if text.startswith("/dev/"):
         return V4L2Source(text, width, height, fps)
+    if key.startswith(STREAM_SCHEMES):
+        return StreamSource(text)
     if key == "demo":
         if not DEMO_CLIP.is_file():
             raise CaptureError(

@@ -58,7 +58,7 @@ class SyncWorker(threading.Thread):
         self._stop_event.set()
         self._wake.set()
         if self.is_alive():
-            self.join(timeout=5.0)
+            self.join(timeout=1.0)  # a request in flight is abandoned (daemon thread)
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ from appliance.capture.base import Frame
 from appliance.config import Config
 from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
+from appliance.service.notify import Notifier, ServiceHeartbeat
 from appliance.service.publisher import Board, Publisher
 from appliance.vision.preprocess import crop_face
 
@@ -47,6 +48,7 @@ class Daemon:
         on_result: Callable[[FrameResult], None] | None = None,
         pipeline: Pipeline | None = None,
         pin_factory: Any = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.spec = source or config.camera.source
@@ -59,10 +61,14 @@ class Daemon:
         self.frames = 0
         self._vlm_worker: VlmWorker | None = None
         self.loop_s = 0.0  # wall time of the frame loop alone (benchmarks, tests)
+        self.heartbeat = time.monotonic()  # last progress of the frame loop (watchdog)
+        self.notifier = notifier or Notifier()
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
         """Ask the loop to end after the current frame (safe from signal handlers)."""
+        if not self._stop.is_set():
+            self.notifier.stopping()
         self._stop.set()
 
     def _source(self) -> FrameSource:
@@ -82,12 +88,14 @@ class Daemon:
         )
         music = self._music()
         vlm = self._vlm()
+        self.heartbeat = time.monotonic()
+        systemd = ServiceHeartbeat(self.notifier, lambda: self.heartbeat)
         publisher = Publisher(
             board,
             state_dir=self.config.storage.state_dir,
             runtime_dir=self.config.service.runtime_dir,
             status_interval_s=self.config.service.status_interval_s,
-            companions=[c for c in (music, vlm) if c is not None],
+            companions=[c for c in (systemd, music, vlm) if c is not None],
         )
         if music:
             music.start()
@@ -171,6 +179,7 @@ class Daemon:
                 failures += 1
                 log.warning("%s; reconnecting in %.1f s", exc, delay)
                 board.set(camera_error=str(exc))
+                self.heartbeat = time.monotonic()  # reconnecting is progress, not a hang
                 pipeline.reset()
                 self._stop.wait(delay)
             finally:
@@ -180,6 +189,7 @@ class Daemon:
     def _consume(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
         while not self._stop.is_set():
             frame = source.read(timeout=READ_TIMEOUT_S)
+            self.heartbeat = time.monotonic()
             if frame is None:
                 return True
             result = pipeline.process(frame)

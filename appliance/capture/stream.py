@@ -1,0 +1,65 @@
+"""Network cameras: RTSP, HTTP MJPEG and HLS streams through OpenCV's FFmpeg backend.
+
+IP cameras and phone camera apps serve these; a stream that drops (Wi-Fi, power) turns
+into a CaptureError and the daemon reconnects with backoff like any live camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import cv2
+import numpy as np
+
+from .base import CaptureError
+from .latest import LiveSource
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+OPEN_TIMEOUT_MS = 5000
+READ_TIMEOUT_MS = 5000
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for logs and status."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+class StreamSource(LiveSource):
+    def __init__(self, url: str) -> None:
+        super().__init__(redact(url))
+        self.url = url
+
+    def describe(self) -> str:
+        return f"stream {redact(self.url)}"
+
+    def open(self) -> None:
+        if self._grabber is not None:
+            return
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            OPEN_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            READ_TIMEOUT_MS,
+        ]
+        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise CaptureError(f"{self.describe()} unreachable or not a video stream")
+        log.info("opened %s", self.describe())
+        self._cap = cap
+
+        def grab() -> np.ndarray | None:
+            ok, image = cap.read()
+            return image if ok else None
+
+        self._start_grabber(grab)
+
+    def close(self) -> None:
+        self._stop_grabber()
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+            self._cap = None

@@ -1,0 +1,216 @@
+"""`emotion-appliance doctor`: check what the appliance needs, one line and one fix each.
+
+Each check passes, fails (with a hint that says what to do) or is skipped (not
+configured). The command exits 1 when any check fails, so it also works in scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from appliance.capture import CaptureError, open_source
+from appliance.config import Config
+from appliance.config.secrets import SecretError, read_secret
+from appliance.pipeline import models_dir
+from appliance.store.database import StoreError, open_database
+from appliance.vision.model_card import load_card, resolve_card
+from appliance.vision.runtime import ModelError
+
+log = logging.getLogger(__name__)
+
+MIN_FREE_MB = 200
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass, fail, skip
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status.upper():<5} {self.name:<11} {self.detail}"
+        return text + (f"\n      fix: {self.hint}" if self.hint and self.status == "fail" else "")
+
+
+def passed(name: str, detail: str) -> Check:
+    return Check(name, "pass", detail)
+
+
+def failed(name: str, detail: str, hint: str) -> Check:
+    return Check(name, "fail", detail, hint)
+
+
+def skipped(name: str, detail: str) -> Check:
+    return Check(name, "skip", detail)
+
+
+def check_models(config: Config) -> Check:
+    names = [config.models.detector, config.models.emotion]
+    if config.models.va:
+        names.append(config.models.va)
+    good, bad = [], []
+    for name in names:
+        try:
+            card = load_card(resolve_card(name, models_dir(config)))
+            card.check_file()
+            good.append(card.name)
+        except ModelError as exc:
+            bad.append(str(exc))
+    if bad:
+        return failed(
+            "models",
+            "; ".join(bad),
+            "run tools/fetch_models.py (BlazeFace) or reinstall the package; a model that "
+            "fails its sha256 is damaged",
+        )
+    return passed("models", f"{', '.join(good)}: files match their cards' sha256")
+
+
+def check_camera(config: Config) -> Check:
+    spec = config.camera.source
+    try:
+        source = open_source(spec, width=config.camera.width, height=config.camera.height)
+        source.open()
+        try:
+            frame = source.read(timeout=5.0)
+        finally:
+            source.close()
+    except CaptureError as exc:
+        hint = "connect the camera, check camera.source, and the 'video' group membership"
+        return failed("camera", str(exc).splitlines()[0], hint)
+    if frame is None:
+        return failed("camera", f"{spec}: no frame within 5 s", "check the cable and power")
+    height, width = frame.image.shape[:2]
+    return passed("camera", f"{source.describe()}: {width}x{height} frame read")
+
+
+def check_storage(config: Config) -> list[Check]:
+    checks = []
+    for name, folder in (
+        ("state", config.storage.state_dir),
+        ("runtime", config.service.runtime_dir),
+    ):
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor."):
+                pass
+        except OSError as exc:
+            checks.append(
+                failed(f"{name} dir", f"{path}: not writable ({exc.strerror or exc})",
+                       f"sudo chown emotion-appliance: {path} (the service creates it itself)")
+            )  # fmt: skip
+            continue
+        free_mb = shutil.disk_usage(path).free / 2**20
+        if name == "state" and free_mb < MIN_FREE_MB:
+            checks.append(
+                failed("state dir", f"{path}: only {free_mb:.0f} MB free",
+                       f"free space on that filesystem (at least {MIN_FREE_MB} MB)")
+            )  # fmt: skip
+        else:
+            checks.append(passed(f"{name} dir", f"{path}: writable, {free_mb:.0f} MB free"))
+    try:
+        db = open_database(config.storage.state_dir)
+        try:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+            tracks = db.execute("SELECT count(*) FROM tracks").fetchone()[0]
+        finally:
+            db.conn.close()
+    except (StoreError, sqlite3.Error) as exc:
+        checks.append(failed("database", str(exc), "move the damaged appliance.db aside"))
+        return checks
+    if result != "ok":
+        checks.append(failed("database", f"quick_check: {result}", "restore appliance.db"))
+    else:
+        checks.append(passed("database", "opens, schema current, quick_check ok"))
+    if not config.music.enabled:
+        checks.append(skipped("catalog", "music disabled"))
+    elif tracks == 0:
+        checks.append(failed("catalog", "no songs", "emotion-appliance catalog import CSV"))
+    else:
+        checks.append(passed("catalog", f"{tracks} tracks"))
+    return checks
+
+
+def check_spotify(config: Config) -> Check:
+    if not config.spotify.client_id:
+        return skipped("spotify", "not configured: songs stay in the local queue")
+    from appliance.music.spotify import SpotifyError, SpotifyPlayer
+
+    try:
+        player = SpotifyPlayer(config.spotify, config.storage.state_dir)
+        if not player.logged_in():
+            return failed("spotify", "not logged in", "emotion-appliance spotify login")
+        devices = player.devices()
+    except SpotifyError as exc:
+        return failed("spotify", str(exc), "check the network; if the login was revoked, "
+                      "run emotion-appliance spotify login")  # fmt: skip
+    names = ", ".join(str(d.get("name")) for d in devices) or "none online"
+    return passed("spotify", f"token ok; Connect devices: {names}")
+
+
+def check_vlm(config: Config) -> Check:
+    settings = config.vlm
+    if not settings.enabled:
+        return skipped("vlm", "disabled: no image leaves the device")
+    headers = {}
+    try:
+        if settings.api_key_file:
+            headers["Authorization"] = "Bearer " + read_secret(settings.api_key_file, "VLM key")
+    except SecretError as exc:
+        return failed("vlm", str(exc), f"chmod 600 {settings.api_key_file}")
+    url = settings.endpoint.rstrip("/").removesuffix("/chat/completions") + "/models"
+    try:
+        reply = requests.get(url, headers=headers, timeout=min(10.0, settings.timeout_s))
+    except requests.RequestException as exc:
+        return failed("vlm", f"{url}: unreachable ({exc.__class__.__name__})",
+                      "check vlm.endpoint and the network")  # fmt: skip
+    if reply.status_code in (401, 403):
+        return failed("vlm", f"{url}: key refused (HTTP {reply.status_code})",
+                      "check vlm.api_key_file")  # fmt: skip
+    return passed("vlm", f"{url}: reachable (HTTP {reply.status_code})")
+
+
+def check_gpio(config: Config) -> Check:
+    from appliance.hardware.gpio import FeedbackPanel
+
+    panel = FeedbackPanel(config.gpio, lambda: None, lambda: None)
+    try:
+        if panel.available:
+            return passed("gpio", f"buttons on BCM {config.gpio.like_pin}/{config.gpio.skip_pin}")
+        return skipped("gpio", panel.reason)
+    finally:
+        panel.close()
+
+
+def run_checks(config: Config, config_label: str, *, camera: bool = True) -> list[Check]:
+    checks = [passed("config", f"{config_label}: valid")]
+    steps: list[Callable[[], Check | list[Check]]] = [
+        lambda: check_models(config),
+        (lambda: check_camera(config)) if camera else (lambda: skipped("camera", "--no-camera")),
+        lambda: check_storage(config),
+        lambda: check_spotify(config),
+        lambda: check_vlm(config),
+        lambda: check_gpio(config),
+    ]
+    for step in steps:
+        try:
+            result = step()
+        except Exception as exc:  # a doctor must report, never crash
+            log.debug("check failed", exc_info=True)
+            result = failed("internal", f"{exc.__class__.__name__}: {exc}", "report this bug")
+        checks += result if isinstance(result, list) else [result]
+    return checks
+
+
+def as_json(checks: list[Check]) -> list[dict]:
+    return [asdict(c) for c in checks]

@@ -1,0 +1,319 @@
+"""The appliance as a service: systemd unit, notify protocol and watchdog, doctor, and
+faults (camera unplugged, disk full, bad config), each with a real process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from mjpeg_server import MjpegCamera
+from support import FIXTURE_FACES, ROOT, requires_models
+
+from appliance.service.notify import Notifier
+
+UNIT = ROOT / "systemd" / "emotion-appliance.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+# --------------------------------------------------------------------------- unit file
+
+
+def test_unit_declares_what_the_appliance_relies_on():
+    s = unit_settings()
+    assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"]
+    assert int(s["WatchdogSec"][0]) > 0
+    assert s["RestartPreventExitStatus"] == ["2"]  # config errors: fail once, no storm
+    assert {"StartLimitIntervalSec", "StartLimitBurst"} <= set(s)
+    assert set(s["SupplementaryGroups"][0].split()) == {"video", "gpio", "i2c"}
+    for key in ("StateDirectory", "RuntimeDirectory", "ConfigurationDirectory"):
+        assert s[key] == ["emotion-appliance"]
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
+        assert s[key] == ["yes"]
+    assert s["ProtectSystem"] == ["strict"]
+    assert set(s["RestrictAddressFamilies"][0].split()) >= {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert s["User"] == ["emotion-appliance"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_systemd_analyze_verify(tmp_path):
+    # verify checks that ExecStart exists: point it at this checkout's interpreter.
+    text = UNIT.read_text().replace(
+        "/opt/emotion-appliance/venv/bin/emotion-appliance", sys.executable
+    )
+    unit = tmp_path / "emotion-appliance.service"
+    unit.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "emotion-appliance.service" in line and "Failed to" not in line
+    ]
+    assert result.returncode == 0 and not problems, result.stderr
+
+
+# --------------------------------------------------------------------------- notify
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    yield sock, path
+    sock.close()
+
+
+def drain(sock: socket.socket, seconds: float) -> list[str]:
+    messages, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            messages.append(sock.recv(4096).decode())
+    return messages
+
+
+def test_notifier_speaks_the_protocol_on_a_real_socket(notify_socket):
+    sock, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "4000000"},
+                        use_library=False)  # fmt: skip
+    assert notifier.watchdog_s == 4.0
+    notifier.ready("starting up")
+    notifier.status("running,\n 12 fps")
+    notifier.watchdog()
+    notifier.stopping()
+    assert drain(sock, 0.5) == [
+        "READY=1\nSTATUS=starting up",
+        "STATUS=running, 12 fps",
+        "WATCHDOG=1",
+        "STOPPING=1",
+    ]
+
+
+def test_notifier_outside_systemd_is_silent_and_watchdog_pid_is_respected():
+    assert not Notifier({}).send("READY=1")
+    other = Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_s is None  # the watchdog is meant for another process
+
+
+def daemon_env(notify_path: Path, watchdog_usec: int = 4_000_000) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC=str(watchdog_usec))
+    return env
+
+
+def dirs(tmp_path) -> list[str]:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    pairs = [
+        f"storage.state_dir={tmp_path / 'state'}",
+        f"service.runtime_dir={tmp_path / 'run'}",
+        "service.status_interval_s=0.2",
+        "music.enabled=false",
+        "models.va=",  # VA from probabilities: these tests are about the service
+    ]
+    return ["--config", str(config), *[a for kv in pairs for a in ("--set", kv)]]
+
+
+def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--quiet", *args],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def status(args: list[str]) -> tuple[int, dict]:
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance", "status", "--json", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    return out.returncode, report.get("status") or {}
+
+
+@requires_models
+def test_ready_status_watchdog_and_stopping_from_a_real_daemon(tmp_path, notify_socket):
+    sock, path = notify_socket
+    proc = start(["--source", "demo", "--loop", *dirs(tmp_path)], daemon_env(path))
+    try:
+        messages = drain(sock, 6.0)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        proc.wait(timeout=5)
+        stopped_in = time.monotonic() - sent
+        messages += drain(sock, 0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert stopped_in < 3.0
+    ready = [m for m in messages if m.startswith("READY=1")]
+    assert len(ready) == 1 and "frames" in ready[0]
+    assert sum(m == "WATCHDOG=1" for m in messages) >= 5
+    assert any(m.startswith("STATUS=running") for m in messages)
+    assert messages[-1] == "STOPPING=1" or "STOPPING=1" in messages
+
+
+@requires_models
+def test_a_stuck_frame_loop_stops_the_watchdog_pings(tmp_path, notify_socket):
+    """The frame loop blocks for good: its --events go to a pipe whose reader stalled,
+    so once the pipe buffer is full the loop hangs in write(). The pings must stop
+    (systemd then restarts the service) although the publisher thread runs on."""
+    sock, path = notify_socket
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a consumer that never reads
+    proc = start(
+        ["--source", "demo", "--loop", "--events", str(fifo), *dirs(tmp_path)],
+        daemon_env(path, 4_000_000),
+    )
+    try:
+        messages = drain(sock, 4.0)
+        late = drain(sock, 4.0)  # stale after 2 s (half of WatchdogSec=4)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(reader)
+    assert any(m.startswith("READY=1") for m in messages)
+    assert "WATCHDOG=1" in messages
+    assert any(m.startswith("STATUS=") for m in late)  # the service is alive ...
+    assert "WATCHDOG=1" not in late[-8:]  # ... but its loop is not: no more pings
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def camera():
+    frames = [cv2.resize(cv2.imread(str(p)), (320, 320)) for p in
+              sorted(FIXTURE_FACES.glob("happy/*.jpg"))]  # fmt: skip
+    cam = MjpegCamera(frames, fps=15)
+    cam.start()
+    yield cam
+    cam.stop()
+
+
+def wait_status(args, predicate, timeout: float) -> tuple[int, dict, float]:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        code, snap = status(args)
+        if snap and predicate(code, snap):
+            return code, snap, time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"status never matched within {timeout} s: {snap}")
+
+
+@requires_models
+def test_camera_unplugged_is_a_warning_and_recovery_takes_under_5_s(tmp_path, camera):
+    args = dirs(tmp_path)
+    proc = start(["--source", camera.url, *args])
+    try:
+        wait_status(args, lambda c, s: c == 0 and s.get("frames", 0) > 10, 30)
+        camera.stop()  # unplug
+        _, snap, _ = wait_status(args, lambda c, s: c == 1, 15)
+        assert "stream" in snap["camera_error"] and snap["state"] == "running"
+        frames_before = snap["frames"]
+        camera.start()  # plug back in
+        _, snap, took = wait_status(
+            args, lambda c, s: c == 0 and s.get("frames", 0) > frames_before, 10
+        )
+        assert took <= 5.0, f"recovered after {took:.1f} s"
+        assert proc.poll() is None  # never exited
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@requires_models
+def test_disk_full_is_critical_without_a_crash_loop(tmp_path):
+    """The daemon may write at most a few KB more than the database already holds
+    (RLIMIT_FSIZE): SQLite gets 'disk full'; the daemon keeps running, CRITICAL."""
+    args = dirs(tmp_path)
+    subprocess.run([sys.executable, "-m", "appliance", "run", "--source", "demo",
+                    "--max-frames", "5", "--quiet", *args], cwd=ROOT, check=True)  # fmt: skip
+    db_path = tmp_path / "state" / "appliance.db"
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    biggest = max(p.stat().st_size for p in db_path.parent.iterdir())
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (biggest + 4096, biggest + 4096))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--source", "demo", "--loop", "--quiet",
+         "--set", "storage.sample_hz=10", *args],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=limit_file_size,
+    )  # fmt: skip
+    try:
+        _, snap, _ = wait_status(args, lambda c, s: c == 2, 40)
+        assert snap["state"] == "running" and snap["storage_error"]
+        assert re.search(r"full|large|I/O", snap["storage_error"], re.I)
+        frames = snap["frames"]
+        _, later, _ = wait_status(args, lambda c, s: s.get("frames", 0) > frames + 20, 20)
+        assert later["storage_error"]  # still failing, still processing frames
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_malformed_config_at_boot_fails_once_with_the_error(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[camera]\nfps = 'fast'\n[nonsense]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "--config", str(config), "run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2  # RestartPreventExitStatus=2 in the unit: no restart storm
+    assert f"{config}" in result.stderr and "camera.fps" in result.stderr.replace("] ", ".")
+    assert "nonsense" in result.stderr
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def test_doctor_reports_each_check_and_fails_on_problems(tmp_path):
+    args = dirs(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "doctor", "--json", *args,
+         "--set", "camera.source=demo", "--set", "music.enabled=true"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert {"config", "models", "camera", "state dir", "database", "catalog", "spotify",
+            "vlm", "gpio"} <= set(checks)  # fmt: skip
+    assert checks["catalog"]["status"] == "fail" and "catalog import" in checks["catalog"]["hint"]
+    assert checks["spotify"]["status"] == "skip" and checks["vlm"]["status"] == "skip"
+    assert checks["database"]["status"] == "pass"
+    assert result.returncode == 1
+    text = subprocess.run(
+        [sys.executable, "-m", "appliance", "doctor", "--no-camera", *args,
+         "--set", "camera.source=/dev/video99", "--set", "music.enabled=true"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    ).stdout  # fmt: skip
+    assert "SKIP  camera" in text and "fix:" in text
