@@ -164,8 +164,8 @@ def test_stage_install_script_in_a_throwaway_root(tmp_path):
     venv_python = app / "venv" / "bin" / "python"
     cfg = (app / "venv" / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg
-    out = subprocess.run([str(venv_python), "-c", "import appliance; print(appliance.__file__)"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout  # fmt: skip
+    probe = [str(venv_python), "-c", "import appliance; print(appliance.__file__)"]
+    out = subprocess.run(probe, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert str(app / "venv") in out  # the installed wheel, not this checkout
     assert os.readlink(root / "usr/local/bin/emotion-appliance").endswith(
         "venv/bin/emotion-appliance"
