@@ -177,7 +177,7 @@ class ChangePrinter:
             return "no frames processed"
         return (
             f"{self.frames} frames, face found in {100 * self.with_face / self.frames:.1f}%, "
-            f"{self.total_ms / self.frames:.2f} ms per frame (detect+classify+smooth)"
+            f"{self.total_ms / self.frames:.2f} ms per frame (detect+classify+VA+smooth)"
         )
 
 

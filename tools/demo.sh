@@ -1,9 +1,34 @@
 #!/usr/bin/env bash
-# Set up and run the appliance on the bundled demo clip; prints each change of emotion.
+# Set up and run the appliance on the bundled demo clip; prints each change of emotion,
+# and - when the shared song catalog is at ../shared/data/catalog - the moods it sees and
+# the songs it would queue (kept in the local queue: no Spotify account needed).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/tools/bootstrap.sh"
-mkdir -p "$root/.cache/demo"
-exec "$root/.venv/bin/emotion-appliance" run --source demo \
-    --set storage.state_dir="$root/.cache/demo/state" \
-    --set service.runtime_dir="$root/.cache/demo/run" "$@"
+demo="$root/.cache/demo"
+mkdir -p "$demo"
+app="$root/.venv/bin/emotion-appliance"
+settings=(
+    --set storage.state_dir="$demo/state"
+    --set service.runtime_dir="$demo/run"
+    --set music.mood_hold_s=3
+    --set music.min_interval_s=5
+)
+catalog="$root/../shared/data/catalog/spotify_tracks_sample.csv"
+if [ -f "$catalog" ]; then
+    "$app" catalog import "$catalog" "${settings[@]}" 2>/dev/null
+else
+    echo "(no song catalog at $catalog: moods and songs are skipped)"
+fi
+"$app" run --source demo "${settings[@]}" "$@"
+if [ -f "$catalog" ]; then
+    echo "songs queued locally during the demo:"
+    "$root/.venv/bin/python" - "$demo/state/appliance.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for mood, artist, name in db.execute(
+    "SELECT mood, artist, name FROM queue ORDER BY id DESC LIMIT 8"
+).fetchall()[::-1]:
+    print(f"  [{mood}] {artist} - {name}")
+PY
+fi

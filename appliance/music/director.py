@@ -1,8 +1,11 @@
 """Turns the smoothed affect stream into queued songs. Runs on the publisher thread.
 
-A song is queued when the listener's mood changes, or when fewer than `queue_low` songs
-are waiting, and never more often than every `min_interval_s`. Without a face (valence
-None) nothing changes: looking away does not change the music.
+It reads the affect samples the board picks (one per `storage.sample_hz` period of
+stream time), so moods follow the stream's own clock: a recording processed faster than
+real time gets the same songs as watching it live. A song is queued when the listener's
+mood changes, or when fewer than `queue_low` songs are waiting, and never more often
+than every `min_interval_s` of stream time. Without a face (valence None) nothing
+changes: looking away does not change the music.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from appliance.affect.smoothing import AffectState
 from appliance.config.schema import MusicConfig
 from appliance.music.catalog import load_moods
 from appliance.music.moods import MoodTracker
@@ -70,16 +72,18 @@ class MusicDirector:
         self.state = "ready"
         return True
 
-    def update(self, affect: AffectState | None) -> None:
-        """Called with the latest smoothed state every publisher tick."""
-        if affect is None or affect.valence is None or affect.arousal is None:
+    def update(self, t: float, valence: float | None, arousal: float | None) -> None:
+        """One smoothed sample at stream time t (seconds)."""
+        if valence is None or arousal is None:
             return
         if not self._open():
             return
         assert self._tracker is not None and self._recommender is not None
-        now = self.clock()
+        now = t
+        if now < self._last_queued:  # the stream restarted (a looped file, a new camera)
+            self._last_queued = float("-inf")
         previous = self.mood
-        self.mood = self._tracker.update(now, affect.valence, affect.arousal)
+        self.mood = self._tracker.update(now, valence, arousal)
         try:
             outbox = Outbox(self._db)
             self.queue_depth = outbox.waiting(self.settings.user)
@@ -89,7 +93,7 @@ class MusicDirector:
             low = self.queue_depth < self.settings.queue_low
             if (changed or low) and now - self._last_queued >= self.settings.min_interval_s:
                 picks = self._recommender.recommend(
-                    affect.valence, affect.arousal, user=self.settings.user, mood=self.mood
+                    valence, arousal, user=self.settings.user, mood=self.mood
                 )
                 if picks:
                     outbox.add(picks[0], self.settings.user)

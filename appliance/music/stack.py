@@ -58,9 +58,12 @@ class MusicStack:
     def start(self) -> None:
         self.sync.start()
 
+    def samples(self, rows: list[dict]) -> None:
+        """The affect samples just taken from the board, oldest first."""
+        for row in rows:
+            self.director.update(row["t_stream"], row.get("valence"), row.get("arousal"))
+
     def tick(self, view: Any) -> None:
-        latest = view.latest
-        self.director.update(latest.smoothed if latest is not None else None)
         self.panel.show_sync(self.sync.state)
         self.panel.show_mood(self.director.mood)
 

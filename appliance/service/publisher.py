@@ -100,7 +100,8 @@ class Board:
 
 class Companion(Protocol):
     """Something slow that follows the frame loop (the music side): ticked each status
-    period on the publisher thread, its snapshot merged into status."""
+    period on the publisher thread, its snapshot merged into status. A companion with a
+    `samples(rows)` method also gets each batch of affect samples the board picked."""
 
     def tick(self, view: BoardView) -> None: ...
 
@@ -181,7 +182,11 @@ class Publisher(threading.Thread):
             self._guarded(lambda c=companion: c.tick(view))
 
     def _flush_samples(self) -> None:
-        self._pending.extend(self.board.take_samples())
+        taken = self.board.take_samples()
+        for companion in self.companions:
+            if taken and hasattr(companion, "samples"):
+                self._guarded(lambda c=companion: c.samples(taken))
+        self._pending.extend(taken)
         del self._pending[:-MAX_BACKLOG]
         if not self._pending:
             return
