@@ -20,7 +20,9 @@ from appliance.config import (
 )
 from appliance.config.schema import section_keys
 
-SECTIONS = "camera, detection, logging, models, service, smoothing, storage"
+SECTIONS = (
+    "camera, detection, gpio, logging, models, music, service, smoothing, spotify, storage, vlm"
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -395,7 +397,8 @@ def test_rendered_toml_documents_every_key() -> None:
             i = next(i for i, line in enumerate(lines) if line.startswith(f"{spec.name} = "))
             assert lines[i - 1].startswith("# ") and "default" in lines[i - 1]
             assert lines[i - 2].startswith("# ")
-    assert all(len(line) <= 88 for line in lines)
+    # Comments wrap at 88; a long default value (the VLM prompt) stays on its key's line.
+    assert all(len(line) <= 88 for line in lines if line.startswith("#"))
 
 
 def test_schema_is_well_formed() -> None:

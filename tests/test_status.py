@@ -167,7 +167,7 @@ def test_format_status_first_line_is_the_nagios_line(code, name):
     text = format_status(snapshot(), code, "some reason")
     first, *rest = text.splitlines()
     assert first == f"EMOTION-APPLIANCE {name} - some reason"
-    assert len(rest) == 7  # music off: one line
+    assert len(rest) == 8  # music off and VLM off: one line each
 
 
 def test_format_status_details():

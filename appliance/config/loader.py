@@ -84,7 +84,10 @@ def config_to_toml(config: Config) -> str:
         lines += ["", "", *_comment(cls.__doc__ or ""), f"[{name}]"]
         for spec in section_keys(cls):
             lines += ["", *_comment(spec.doc)]
-            lines.append(f"# {_capitalise(spec.expected())}; default {_toml_value(spec.default)}.")
+            default = _toml_value(spec.default)
+            if len(default) > 50:  # a long text (the VLM prompt): its start is enough here
+                default = default[:40].rstrip() + '..." (see the key below)'
+            lines.append(f"# {_capitalise(spec.expected())}; default {default}.")
             lines.append(f"{spec.name} = {_toml_value(getattr(current, spec.name))}")
     return "\n".join(lines) + "\n"
 
