@@ -141,7 +141,9 @@ def derived_targets(data: dict[str, fer.Dataset], teacher: Path | None, distill:
     return sets
 
 
-def build_model(alpha: float, upsample: int, dropout: float, aux_classes: int = 0):
+def build_model(
+    alpha: float, upsample: int, dropout: float, aux_classes: int = 0, frozen: bool = False
+):
     """48x48 gray -> bilinear upsample -> MobileNetV3-Small body -> GAP -> 2 x tanh.
 
     With aux_classes, a second head predicts the class distribution during training
@@ -166,14 +168,17 @@ def build_model(alpha: float, upsample: int, dropout: float, aux_classes: int = 
             # moving variance kept its initial 1.0 for epochs, and inference-mode outputs
             # were constant (measured: val predictions with std 2e-6 after 60 steps).
             layer.momentum = 0.9
-    x = body(x)
+    x = body(x, training=False) if frozen else body(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(dropout)(x)
     va = keras.layers.Dense(2, activation="tanh", name="va")(x)
     if not aux_classes:
-        return keras.Model(inputs, va, name="va_mobilenetv3")
-    emotion = keras.layers.Dense(aux_classes, name="emotion")(x)
-    return keras.Model(inputs, {"va": va, "emotion": emotion}, name="va_mobilenetv3_train")
+        model = keras.Model(inputs, va, name="va_mobilenetv3")
+    else:
+        emotion = keras.layers.Dense(aux_classes, name="emotion")(x)
+        model = keras.Model(inputs, {"va": va, "emotion": emotion}, name="va_mobilenetv3_train")
+    model._va_build_args = (alpha, upsample, dropout)  # for inference_converter
+    return model
 
 
 def count_macs(model) -> int:
@@ -279,33 +284,120 @@ def train(args, sets: dict[str, VASet]):
         ],
     )
     model.load_weights(best)
-    if aux:  # ship the VA head only
-        model = keras.Model(model.input, model.output["va"], name="va_mobilenetv3")
     val_loss = history.history[monitor]
     return model, int(np.argmin(val_loss)) + 1, len(val_loss)
 
 
+def reload(args):
+    """--export-only: the weights of an earlier run (--init) and its history.csv."""
+
+    if not args.init:
+        raise SystemExit(
+            "--export-only needs --init WEIGHTS (e.g. .cache/train_va/best.weights.h5)"
+        )
+    aux = not args.labels and args.aux_weight > 0
+    model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
+    model.load_weights(args.init)
+    with (args.work / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    key = "val_va_loss" if aux else "val_loss"
+    losses = [float(r[key]) for r in rows]
+    return model, int(np.argmin(losses)) + 1, len(losses)
+
+
+def va_head(model):
+    """The shipped network: the training-only class head removed."""
+    from tensorflow import keras
+
+    if not isinstance(model.output, dict):
+        return model
+    return keras.Model(model.input, model.output["va"], name="va_mobilenetv3")
+
+
+def inference_converter(model):
+    """from_keras_model on a copy whose keras.applications body is wired with
+    training=False.
+
+    Converting the trained model directly traced the nested body's BatchNorm in training
+    mode (batch statistics): with a batch of one face every output came out the same
+    (measured: the int8 file gave one constant VA for all of val). The copy has the same
+    weights and no training path."""
+    import tensorflow as tf
+
+    aux = isinstance(model.output, dict)
+    frozen = build_model(
+        *model._va_build_args, aux_classes=len(fer.LABELS) if aux else 0, frozen=True
+    )
+    frozen.set_weights(model.get_weights())
+    return tf.lite.TFLiteConverter.from_keras_model(va_head(frozen))
+
+
+CALIBRATION_SIZES = (500, 300, 200, 100)
+
+
 def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int):
-    """Float reference (work dir) and full-integer int8 TFLite (int8 in, int8 out)."""
+    """Float reference (work dir) and full-integer int8 TFLite (int8 in, int8 out).
+
+    Calibration uses min/max ranges, and one unusual face can stretch a range until the
+    int8 network outputs a constant (measured here: 500 calibration faces gave one VA
+    for every input, 200 gave a model within 0.03 of float). So each int8 candidate is
+    checked against the float model on 300 other train faces, and the largest
+    calibration set that agrees (valence r >= 0.95) is kept."""
     import tensorflow as tf
 
     float_path = work / f"{name}_float.tflite"
-    float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    picks = np.random.default_rng(seed).permutation(len(train_set))[:500]
-
-    def representative():
-        for i in picks:
-            yield [(train_set.images[i][None, ..., None].astype(np.float32) - MEAN) / STD]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    float_path.write_bytes(inference_converter(model).convert())
+    order = np.random.default_rng(seed).permutation(len(train_set))
+    check = [
+        (train_set.images[i][None, ..., None].astype(np.float32) - MEAN) / STD for i in order[-300:]
+    ]
+    reference = _run_tflite(float_path, check)
     int8_path = out / f"{name}_int8.tflite"
-    int8_path.write_bytes(converter.convert())
-    return float_path, int8_path
+    for size in CALIBRATION_SIZES:
+        picks = order[:size]
+
+        def representative(picks=picks):
+            for i in picks:
+                yield [(train_set.images[i][None, ..., None].astype(np.float32) - MEAN) / STD]
+
+        converter = inference_converter(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        int8_path.write_bytes(converter.convert())
+        got = _run_tflite(int8_path, check)
+        r = float(np.corrcoef(got[:, 0], reference[:, 0])[0, 1]) if got[:, 0].std() > 0 else 0.0
+        log.info("int8 with %d calibration faces: valence r=%.3f vs float", size, r)
+        if r >= 0.95:
+            return (
+                float_path,
+                int8_path,
+                {"calibration_faces": size, "valence_r_vs_float": round(r, 4)},
+            )
+    raise SystemExit("no calibration set gave an int8 model that agrees with the float one")
+
+
+def _run_tflite(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for x in inputs:
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).astype(np.float32)
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            y = (y - zero) * scale
+        results.append(y.reshape(-1))
+    return np.array(results)
 
 
 def _measure(cards: list[Path], images: np.ndarray, targets: np.ndarray, classes: list[str]):
@@ -369,6 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2013)
+    parser.add_argument("--init", type=Path, help="start from these weights (.weights.h5)")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="skip training: export --init's weights and write the card (history from --work)",
+    )
+    parser.add_argument(
+        "--train-seconds", type=float, default=0.0, help="with --export-only: for the card"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--time-budget-min", type=float, default=60.0)
     parser.add_argument("--limit", type=int, default=0, help="use N train faces (smoke tests)")
@@ -403,9 +504,15 @@ def main(argv: list[str] | None = None) -> int:
             "not a rater's continuous VA judgement"
         )
     log.info("data: %d train, %d val faces", len(sets["train"]), len(sets["val"]))
-    model, best_epoch, epochs_run = train(args, sets)
-    train_s = time.monotonic() - started
-    float_path, int8_path = export(model, sets["train"], args.out, args.work, args.name, args.seed)
+    if args.export_only:
+        model, best_epoch, epochs_run = reload(args)
+        train_s = args.train_seconds
+    else:
+        model, best_epoch, epochs_run = train(args, sets)
+        train_s = time.monotonic() - started
+    float_path, int8_path, calibration = export(
+        model, sets["train"], args.out, args.work, args.name, args.seed
+    )
 
     common = {
         "architecture": {
@@ -417,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             "why": "same 48x48 gray input as the emotion CNN, so the daemon prepares each "
             "face once; in-graph upsampling lets the stride-32 body end on 3x3",
         },
-        "params": int(model.count_params()),
-        "macs": count_macs(model),
+        "params": int(va_head(model).count_params()),
+        "macs": count_macs(va_head(model)),
         "preprocessing": "gray, resize to 48x48, (x - 127.5) / 127.5: the emotion CNN's "
         "input, shared in the daemon",
         "trained_against": trained_against,
@@ -451,13 +558,23 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, "
             f"TensorFlow {__import__('tensorflow').__version__}",
             "command": "python tools/train_va.py " + " ".join(argv or sys.argv[1:]),
+            **(
+                {
+                    "note": "trained by `python tools/train_va.py` (defaults); this file was "
+                    "exported again from its best checkpoint with --export-only after fixing "
+                    "the export (inference-mode BatchNorm, checked calibration)"
+                }
+                if args.export_only
+                else {}
+            ),
         },
         "licence": "model weights: this project's; trained on FER2013 (research use)",
     }
     float_card = args.work / f"{args.name}_float.json"
     int8_card = args.out / f"{args.name}_int8.json"
     write_card(float_card, float_path, {**common, "quantization": {"input": None}})
-    write_card(int8_card, int8_path, {**common, "quantization": fer.tensor_quantization(int8_path)})
+    quantization = {**fer.tensor_quantization(int8_path), **calibration}
+    write_card(int8_card, int8_path, {**common, "quantization": quantization})
     cards = [float_card, int8_card]
     if not args.labels and args.teacher.is_file():
         cards.append(args.teacher)  # the fallback (emotion probabilities), for comparison
