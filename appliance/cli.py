@@ -12,16 +12,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from appliance import __version__
-from appliance.capture import SOURCE_SPECS_HELP, CaptureError
 from appliance.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from appliance.config.secrets import SecretError
-from appliance.pipeline import FrameResult
 from appliance.service.status import assess, format_status, read_status
-from appliance.store.database import StoreError
-from appliance.vision.runtime import ModelError
+
+if TYPE_CHECKING:
+    from appliance.pipeline import FrameResult
+
+# Heavier modules (numpy, OpenCV, TFLite, sqlite-utils) are imported by the commands
+# that need them, so `--version`, `status` and `config check` stay instant on a Pi.
 
 log = logging.getLogger("appliance")
 
@@ -51,6 +53,8 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from appliance.sources import SOURCE_SPECS_HELP
+
     parser = argparse.ArgumentParser(
         prog="emotion-appliance",
         description="Recognise emotion from a camera on the device and turn mood into music.",
@@ -387,6 +391,9 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"emotion-appliance {__version__}")  # without loading OpenCV and numpy
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = args.overrides or []
@@ -412,6 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return cmd_status(args, config)
+    from appliance.capture import CaptureError
+    from appliance.store.database import StoreError
+    from appliance.vision.runtime import ModelError
+
     commands = {
         "catalog": cmd_catalog,
         "recommend": cmd_recommend,

@@ -199,6 +199,17 @@ def test_the_shared_catalog_imports_cleanly(db):
     stats = catalog_stats(db)
     assert {m["mood"] for m in stats["moods"]} == {"happy", "energetic", "calm", "sad"}
     assert sum(m["tracks"] for m in stats["moods"]) == stats["tracks"]
+    centre = {m["mood"]: (m["valence"], m["energy"]) for m in stats["moods"]}
+    assert max(centre, key=lambda m: centre[m][0]) == "happy"  # most positive
+    assert min(centre, key=lambda m: centre[m][0]) == "sad"  # least positive ...
+    assert min(centre, key=lambda m: centre[m][1]) == "sad"  # ... and least energetic
+    assert max(centre, key=lambda m: centre[m][1]) in ("energetic", "happy")
+    assert centre["energetic"][1] > centre["calm"][1] and centre["calm"][0] > centre["sad"][0]
+    rec = Recommender(db, load_moods(db, k=4), MusicConfig())
+    high = rec.recommend(0.8, 0.7, user="u", n=20)
+    low = rec.recommend(-0.7, -0.6, user="u", n=20)
+    assert np.mean([p.valence for p in high]) > np.mean([p.valence for p in low]) + 0.3
+    assert np.mean([p.energy for p in high]) > np.mean([p.energy for p in low]) + 0.3
 
 
 def test_moods_refit_when_k_changes(db, catalog):
@@ -257,6 +268,14 @@ def test_no_repeats_within_the_window(db, catalog):
     second = rec.recommend(0.8, 0.6, user="ana", n=1, now=now + 60)[0]
     assert second.uri != first.uri
     assert rec.recommend(0.8, 0.6, user="ana", n=1, now=now + 7200)[0].uri == first.uri
+
+
+def test_high_va_gets_brighter_songs_than_low_va(db, catalog):
+    rec = recommender(db)
+    high = rec.recommend(0.7, 0.7, user="u", n=10)
+    low = rec.recommend(-0.7, -0.7, user="u", n=10)
+    assert np.mean([p.valence for p in high]) > np.mean([p.valence for p in low])
+    assert np.mean([p.energy for p in high]) > np.mean([p.energy for p in low])
 
 
 def test_empty_catalog_recommends_nothing(db):

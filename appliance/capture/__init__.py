@@ -6,6 +6,8 @@ import logging
 import re
 from pathlib import Path
 
+from appliance.sources import SOURCE_SPECS_HELP
+
 from . import picamera as _picamera
 from . import realsense as _realsense
 from .base import CaptureError, Frame, FrameSource
@@ -20,17 +22,6 @@ __all__ = ["SOURCE_SPECS_HELP", "CaptureError", "Frame", "FrameSource", "open_so
 log = logging.getLogger(__name__)
 
 DEMO_CLIP = Path(__file__).parent.parent / "data" / "demo_faces.mp4"
-
-SOURCE_SPECS_HELP = """\
-auto           Pi camera if present, else Intel RealSense, else /dev/video0
-picamera       Raspberry Pi CSI camera (needs python3-picamera2 from apt)
-realsense      Intel RealSense colour stream (needs pyrealsense2)
-v4l2:N         USB/V4L2 camera number N, e.g. v4l2:0
-/dev/videoN    the same, by device path (any /dev/... path works)
-rtsp://...     a network camera (RTSP, or http(s):// MJPEG/HLS), reconnected when it drops
-demo           the bundled demo clip (appliance/data/demo_faces.mp4)
-PATH/TO/DIR    a folder of .jpg/.jpeg/.png/.bmp images, played in name order
-PATH/TO/FILE   a video file (anything OpenCV/FFmpeg can decode)"""
 
 _V4L2_SPEC = re.compile(r"v4l2:(\d+)")
 
