@@ -25,7 +25,10 @@ requires_fer_val = pytest.mark.skipif(
 
 
 def load_tool(name: str):
-    """Import a script from tools/ as a module."""
+    """Import a script from tools/ as a module (once: tools import each other, and
+    multiprocessing pickles their functions by module name)."""
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -222,3 +222,20 @@ def test_format_status_music_lines():
     assert "buttons     ready" in text
     local = format_status(snapshot(music="ready", spotify="local only"), OK, "running")
     assert "spotify     local only, 0 sent" in local
+
+
+def test_pi_health_from_sysfs_files(tmp_path):
+    from appliance.hardware.pi_health import read_health
+
+    (tmp_path / "temp").write_text("54230\n")
+    (tmp_path / "throttled").write_text("50005\n")  # under-voltage now + since boot
+    health = read_health(tmp_path / "temp", tmp_path / "throttled")
+    assert health["cpu_temp_c"] == 54.2
+    assert health["throttled_now"] == ["under-voltage", "throttled"]
+    assert health["throttled_since_boot"] == ["under-voltage", "throttled"]
+    assert read_health(tmp_path / "nope", tmp_path / "nope") == {}
+    snap = snapshot(**health)
+    code, reason = assess(snap, STALE_S)
+    assert code == WARNING and "under-voltage" in reason
+    text = format_status(snap, code, reason)
+    assert "cpu         54.2 °C; throttled now: under-voltage, throttled" in text

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-from support import FIXTURE_FACES, load_tool, requires_models
+from support import FIXTURE_FACES, ROOT, load_tool, requires_models
 
 from appliance.config import load_config
 from appliance.config.schema import VlmConfig
@@ -323,6 +325,7 @@ def test_a_hanging_vlm_does_not_slow_the_frame_loop(tmp_path, clip):
              "vlm.interval_s=5", "vlm.min_gap_s=1", "vlm.timeout_s=30"],
         )  # fmt: skip
         timed_run(off, clip)  # warm caches
+        assert not hanging.bodies  # enabled = false: nothing left the device
         runs = {"off": [], "on": []}
         for _ in range(3):
             for name, config in (("off", off), ("on", on)):
@@ -334,3 +337,21 @@ def test_a_hanging_vlm_does_not_slow_the_frame_loop(tmp_path, clip):
     assert frames["off"] == frames["on"] == {280}
     best = {name: min(t for _, t in r) for name, r in runs.items()}
     assert best["on"] <= best["off"] * 1.05, best
+
+
+def test_world_readable_key_file_is_refused_at_start(tmp_path, server):
+    key = tmp_path / "key"
+    key.write_text("sk-test")
+    key.chmod(0o644)
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "--config", str(config), "run", "--source", "demo",
+         "--max-frames", "3", "--set", f"storage.state_dir={tmp_path / 's'}",
+         "--set", f"service.runtime_dir={tmp_path / 'r'}", "--set", "vlm.enabled=true",
+         "--set", f"vlm.endpoint={server.endpoint}", "--set", "vlm.model=m",
+         "--set", f"vlm.api_key_file={key}"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "world-readable" in result.stderr
+    assert not server.bodies

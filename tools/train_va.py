@@ -353,10 +353,11 @@ def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int)
     ]
     reference = _run_tflite(float_path, check)
     int8_path = out / f"{name}_int8.tflite"
-    for size in CALIBRATION_SIZES:
+
+    def convert(size: int) -> None:
         picks = order[:size]
 
-        def representative(picks=picks):
+        def representative():
             for i in picks:
                 yield [(train_set.images[i][None, ..., None].astype(np.float32) - MEAN) / STD]
 
@@ -367,6 +368,14 @@ def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int)
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
         int8_path.write_bytes(converter.convert())
+
+    if reference[:, 0].std() < 2 / 128:  # below two int8 steps (an untrained smoke run)
+        convert(CALIBRATION_SIZES[0])
+        log.warning("float output nearly constant: int8 agreement not checked")
+        return float_path, int8_path, {"calibration_faces": min(500, len(order))}
+    best = (-2.0, CALIBRATION_SIZES[0])
+    for size in CALIBRATION_SIZES:
+        convert(size)
         got = _run_tflite(int8_path, check)
         r = float(np.corrcoef(got[:, 0], reference[:, 0])[0, 1]) if got[:, 0].std() > 0 else 0.0
         log.info("int8 with %d calibration faces: valence r=%.3f vs float", size, r)
@@ -374,9 +383,27 @@ def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int)
             return (
                 float_path,
                 int8_path,
-                {"calibration_faces": size, "valence_r_vs_float": round(r, 4)},
+                {
+                    "calibration_faces": min(size, len(order)),
+                    "valence_r_vs_float": round(r, 4),
+                },
             )
-    raise SystemExit("no calibration set gave an int8 model that agrees with the float one")
+        best = max(best, (r, size))
+    log.error(
+        "no calibration set gave an int8 model within r>=0.95 of float; keeping the best "
+        "(%d faces, r=%.3f): check the card's int8 metrics",
+        best[1],
+        best[0],
+    )
+    convert(best[1])
+    return (
+        float_path,
+        int8_path,
+        {
+            "calibration_faces": min(best[1], len(order)),
+            "valence_r_vs_float": round(best[0], 4),
+        },
+    )
 
 
 def _run_tflite(path: Path, inputs: list[np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance import __version__
+from appliance.hardware.pi_health import read_health
 from appliance.pipeline import FrameResult
 from appliance.service.status import write_status
 from appliance.store.database import StoreError, open_database
@@ -233,6 +234,7 @@ class Publisher(threading.Thread):
             "storage_error": self.storage_error,
             "last_error": view.last_error or self.storage_error or view.camera_error,
             "samples_written": self.samples_written,
+            **read_health(),
         }
         if (latest := view.latest) is not None:
             snap.update(

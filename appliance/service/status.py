@@ -69,6 +69,8 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
             return WARNING, f"Spotify {snapshot['spotify']}: {snapshot.get('spotify_error')}"
         if (snapshot.get("vlm") or {}).get("breaker") == "open":
             return WARNING, f"VLM circuit breaker open: {snapshot['vlm'].get('error')}"
+        if snapshot.get("throttled_now"):
+            return WARNING, f"Pi {', '.join(snapshot['throttled_now'])} (check the power supply)"
         if snapshot.get("va_error"):
             return WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"
         return OK, "running"
@@ -98,6 +100,7 @@ def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> st
         f"on {snapshot.get('runtime')}",
         *_music_lines(snapshot),
         _vlm_line(snapshot),
+        *_pi_line(snapshot),
         f"last error  {snapshot.get('last_error') or '-'}",
     ]
     return "\n".join(lines)
@@ -132,6 +135,18 @@ def _vlm_line(snapshot: dict[str, Any]) -> str:
         f"vlm         {vlm.get('model')} breaker {vlm.get('breaker')}, "
         f"{vlm.get('requests', 0)} requests; last {said if last else '-'}{error}"
     )
+
+
+def _pi_line(snapshot: dict[str, Any]) -> list[str]:
+    if "cpu_temp_c" not in snapshot and "throttled_hex" not in snapshot:
+        return []
+    temp = snapshot.get("cpu_temp_c")
+    text = f"cpu         {temp:.1f} °C" if temp is not None else "cpu         -"
+    if "throttled_hex" in snapshot:
+        now = ", ".join(snapshot.get("throttled_now") or []) or "no"
+        past = ", ".join(snapshot.get("throttled_since_boot") or []) or "none"
+        text += f"; throttled now: {now}; since boot: {past} ({snapshot['throttled_hex']})"
+    return [text]
 
 
 def _signed(value: float | None) -> str:
