@@ -170,8 +170,14 @@ class ChangePrinter:
         if emotion != self.last:
             self.last = emotion
             shown = emotion or "(no face)"
+            state = result.smoothed
+            va = (
+                f"  valence {state.valence:+.2f} arousal {state.arousal:+.2f}"
+                if state.valence is not None and state.arousal is not None
+                else ""
+            )
             print(
-                f"{result.t:8.2f}s  {shown:<10} confidence {result.smoothed.confidence:.2f}",
+                f"{result.t:8.2f}s  {shown:<10} confidence {state.confidence:.2f}{va}",
                 file=self.out,
                 flush=True,
             )

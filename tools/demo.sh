@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/tools/bootstrap.sh"
 demo="$root/.cache/demo"
+rm -rf "$demo/state"  # every demo starts from an empty history
 mkdir -p "$demo"
 app="$root/.venv/bin/emotion-appliance"
 settings=(
