@@ -38,6 +38,7 @@ setup(
         # Pure Python: installed everywhere so a laptop runs (and tests) the music side;
         # on a Pi, gpiozero drives the pins through apt's python3-lgpio / RPi.GPIO.
         "spotipy>=2.23,<3",
+        "requests>=2.28",  # the VLM client and doctor (spotipy uses it too)
         "gpiozero>=2.0,<3",
     ],
     extras_require={
