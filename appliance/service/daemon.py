@@ -79,15 +79,15 @@ class Daemon:
 
     def run(self) -> int:
         """Process until the source ends, max_frames, or a signal; returns an exit code."""
-        previous = self._install_signals()
         source = self._source()  # parse the spec before loading models: fail fast
         pipeline = self.pipeline or Pipeline.from_config(self.config)
         board = Board(
             info={**pipeline.describe(), "source": source.describe()},
             sample_period_s=1.0 / self.config.storage.sample_hz,
         )
+        vlm = self._vlm()  # a refused key file fails here, before any hardware is claimed
         music = self._music()
-        vlm = self._vlm()
+        previous = self._install_signals()
         self.heartbeat = time.monotonic()
         systemd = ServiceHeartbeat(self.notifier, lambda: self.heartbeat)
         publisher = Publisher(
