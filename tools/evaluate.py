@@ -234,30 +234,11 @@ def predict_va(
     return np.array([predict(image) for image in images], dtype=np.float64).reshape(-1, 2)
 
 
-def evaluate_va(card_path: Path, data: Path, *, seed: int, limit: int = 0) -> dict:
-    labels = tuple(VA_LABELS)
+def load_images(
+    data: Path, labels: tuple[str, ...], *, seed: int, limit: int = 0
+) -> tuple[list[np.ndarray], list[int]]:
+    """Gray images and label indices of a <class>/*.jpg folder (a random `limit` subset)."""
     items = list_images(data, labels)
-    if limit:
-        picks = np.random.default_rng(seed).permutation(len(items))[:limit]
-        items = [items[i] for i in sorted(picks)]
-    images, classes = [], []
-    for path, label in items:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            log.warning("skipping unreadable %s", path)
-            continue
-        images.append(image)
-        classes.append(labels[label])
-    target = coordinates_for(classes)
-    pred = predict_va(va_predictor(card_path), images)
-    return {"model": str(card_path), "data": str(data), **va_scores(pred, target, classes)}
-
-
-def evaluate_emotion(
-    card_path: Path, data: Path, *, robustness: bool, seed: int, limit: int = 0
-) -> tuple[dict, np.ndarray, tuple[str, ...]]:
-    classifier = EmotionClassifier(load_card(card_path))
-    items = list_images(data, classifier.labels)
     if limit:
         picks = np.random.default_rng(seed).permutation(len(items))[:limit]
         items = [items[i] for i in sorted(picks)]
@@ -269,6 +250,22 @@ def evaluate_emotion(
             continue
         images.append(image)
         truth.append(label)
+    return images, truth
+
+
+def evaluate_va(card_path: Path, data: Path, *, seed: int, limit: int = 0) -> dict:
+    images, truth = load_images(data, VA_LABELS, seed=seed, limit=limit)
+    classes = [VA_LABELS[i] for i in truth]
+    target = coordinates_for(classes)
+    pred = predict_va(va_predictor(card_path), images)
+    return {"model": str(card_path), "data": str(data), **va_scores(pred, target, classes)}
+
+
+def evaluate_emotion(
+    card_path: Path, data: Path, *, robustness: bool, seed: int, limit: int = 0
+) -> tuple[dict, np.ndarray, tuple[str, ...]]:
+    classifier = EmotionClassifier(load_card(card_path))
+    images, truth = load_images(data, classifier.labels, seed=seed, limit=limit)
     confusion = confusion_of(classifier, images, truth)
     report = {
         "model": str(card_path),

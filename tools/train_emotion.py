@@ -136,11 +136,18 @@ def build_model(widths: tuple[int, ...], depths: tuple[int, ...], dropout: float
 
 
 def count_macs(model) -> int:
+    """Multiply-accumulates of the conv, depthwise and dense layers, nested models too
+    (tools/train_va.py's MobileNetV3 body is one)."""
     from tensorflow import keras
 
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            h, w, c = layer.output.shape[1:]
+            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.Conv2D):
             h, w, c = layer.output.shape[1:]
             kh, kw = layer.kernel_size
             total += h * w * c * kh * kw * layer.input.shape[-1]

@@ -46,6 +46,7 @@ import train_emotion as fer  # noqa: E402  (data loading, augmentation, card hel
 from appliance.affect.va import VA_COORDINATES, VA_SOURCE, coordinates_for  # noqa: E402
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
 from appliance.vision.model_card import load_card  # noqa: E402
+from appliance.vision.runtime import TFLiteModel  # noqa: E402
 
 log = logging.getLogger("train_va")
 
@@ -179,26 +180,6 @@ def build_model(
         model = keras.Model(inputs, {"va": va, "emotion": emotion}, name="va_mobilenetv3_train")
     model._va_build_args = (alpha, upsample, dropout)  # for inference_converter
     return model
-
-
-def count_macs(model) -> int:
-    """Multiply-accumulates of the conv, depthwise and dense layers, nested models too."""
-    from tensorflow import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_macs(layer)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            h, w, c = layer.output.shape[1:]
-            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
-        elif isinstance(layer, keras.layers.Conv2D):
-            h, w, c = layer.output.shape[1:]
-            kh, kw = layer.kernel_size
-            total += h * w * c * kh * kw * layer.input.shape[-1]
-        elif isinstance(layer, keras.layers.Dense):
-            total += layer.input.shape[-1] * layer.units
-    return int(total)
 
 
 def sign_accuracy(y_true, y_pred):
@@ -407,24 +388,10 @@ def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int)
 
 
 def _run_tflite(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for x in inputs:
-        if inp["dtype"] == np.int8:
-            scale, zero = inp["quantization"]
-            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"]).astype(np.float32)
-        if out["dtype"] == np.int8:
-            scale, zero = out["quantization"]
-            y = (y - zero) * scale
-        results.append(y.reshape(-1))
-    return np.array(results)
+    """Outputs of a .tflite for each input, through the daemon's runtime wrapper (which
+    quantises int8 inputs and dequantises outputs)."""
+    model = TFLiteModel(path)
+    return np.array([model.run(x)[0].reshape(-1) for x in inputs])
 
 
 def _measure(cards: list[Path], images: np.ndarray, targets: np.ndarray, classes: list[str]):
@@ -552,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             "face once; in-graph upsampling lets the stride-32 body end on 3x3",
         },
         "params": int(va_head(model).count_params()),
-        "macs": count_macs(va_head(model)),
+        "macs": fer.count_macs(va_head(model)),
         "preprocessing": "gray, resize to 48x48, (x - 127.5) / 127.5: the emotion CNN's "
         "input, shared in the daemon",
         "trained_against": trained_against,
