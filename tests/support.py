@@ -49,3 +49,16 @@ def face_found(box, truth) -> bool:
     cx, cy = x + w / 2, y + h / 2
     ratio = max(w, h) / side
     return tx <= cx <= tx + side and ty <= cy <= ty + side and 0.4 <= ratio <= 2.5
+
+
+def cli_settings(tmp_path: Path, *pairs: str) -> list[str]:
+    """Arguments that keep a CLI run inside tmp_path: an empty config (never the
+    machine's /etc one), state and runtime dirs, and extra `section.key=value` pairs."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    pairs = (
+        f"storage.state_dir={tmp_path / 'state'}",
+        f"service.runtime_dir={tmp_path / 'run'}",
+        *pairs,
+    )
+    return ["--config", str(config), *[arg for kv in pairs for arg in ("--set", kv)]]

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from support import FIXTURE_FACES, ROOT, load_tool, requires_models
+from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models
 
 from appliance import __version__
 
@@ -32,16 +32,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 @pytest.fixture
 def dirs(tmp_path):
     """An empty config (never the machine's /etc one) and state/runtime dirs in tmp_path."""
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    return [
-        "--config",
-        str(config),
-        "--set",
-        f"storage.state_dir={tmp_path / 'state'}",
-        "--set",
-        f"service.runtime_dir={tmp_path / 'run'}",
-    ]
+    return cli_settings(tmp_path)
 
 
 @pytest.fixture(scope="module")

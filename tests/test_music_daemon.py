@@ -12,7 +12,7 @@ import time
 
 import pytest
 from fake_spotify import CLIENT_SECRET, FakeSpotify
-from support import FIXTURE_FACES, ROOT, load_tool, requires_models
+from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models
 from test_spotify import REDIRECT
 
 from appliance.music.spotify import SpotifyPlayer
@@ -30,11 +30,7 @@ def clip(tmp_path_factory):
 
 
 def settings(tmp_path, fake: FakeSpotify | None) -> list[str]:
-    config = tmp_path / "config.toml"
-    config.write_text("")
     pairs = [
-        f"storage.state_dir={tmp_path / 'state'}",
-        f"service.runtime_dir={tmp_path / 'run'}",
         "service.status_interval_s=0.2",
         "music.min_interval_s=0",
         "music.mood_hold_s=0",
@@ -52,7 +48,7 @@ def settings(tmp_path, fake: FakeSpotify | None) -> list[str]:
             f"spotify.token_url={s.token_url}",
             "spotify.poll_s=0.2",
         ]
-    return ["--config", str(config)] + [a for kv in pairs for a in ("--set", kv)]
+    return cli_settings(tmp_path, *pairs)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

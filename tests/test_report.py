@@ -10,7 +10,7 @@ import sys
 
 import cv2
 import pytest
-from support import FIXTURE_FACES, ROOT, load_tool, requires_models
+from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models
 
 from appliance.report import ReportError, Timeline, extrema, render, smooth, timeline_from_db
 
@@ -36,15 +36,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def dirs(tmp_path) -> list[str]:
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    return [
-        "--config", str(config),
-        "--set", f"storage.state_dir={tmp_path / 'state'}",
-        "--set", f"service.runtime_dir={tmp_path / 'run'}",
-        "--set", "music.enabled=false",
-        "--set", "storage.sample_hz=2",
-    ]  # fmt: skip
+    return cli_settings(tmp_path, "music.enabled=false", "storage.sample_hz=2")
 
 
 # ------------------------------------------------------------------------------ report

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import pytest
 from mjpeg_server import MjpegCamera
-from support import FIXTURE_FACES, ROOT, requires_models
+from support import FIXTURE_FACES, ROOT, cli_settings, requires_models
 
 from appliance.service.notify import Notifier
 
@@ -125,16 +125,12 @@ def daemon_env(notify_path: Path, watchdog_usec: int = 4_000_000) -> dict[str, s
 
 
 def dirs(tmp_path) -> list[str]:
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    pairs = [
-        f"storage.state_dir={tmp_path / 'state'}",
-        f"service.runtime_dir={tmp_path / 'run'}",
+    return cli_settings(
+        tmp_path,
         "service.status_interval_s=0.2",
         "music.enabled=false",
         "models.va=",  # VA from probabilities: these tests are about the service
-    ]
-    return ["--config", str(config), *[a for kv in pairs for a in ("--set", kv)]]
+    )
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from fake_spotify import AUTH_CODE, CLIENT_SECRET, FakeSpotify
-from support import ROOT
+from support import ROOT, cli_settings
 
 from appliance.config.schema import MusicConfig
 from appliance.config.secrets import SecretError, read_secret
@@ -285,17 +285,14 @@ def test_cli_login_then_devices(fake, tmp_path):
     secret.write_text(CLIENT_SECRET)
     secret.chmod(0o600)
     s = fake.settings()
-    sets = [
+    common = cli_settings(
+        tmp_path,
         f"spotify.client_id={s.client_id}",
         f"spotify.client_secret_file={secret}",
         f"spotify.api_base={s.api_base}",
         f"spotify.token_url={s.token_url}",
         f"spotify.authorize_url={s.authorize_url}",
-        f"storage.state_dir={tmp_path / 'state'}",
-    ]
-    config = tmp_path / "c.toml"
-    config.write_text("")
-    common = ["--config", str(config)] + [a for kv in sets for a in ("--set", kv)]
+    )
     login = cli("spotify", "login", *common, stdin=REDIRECT + "\n")
     assert login.returncode == 0, login.stderr
     assert f"{fake.base}/authorize?" in login.stdout and "logged in" in login.stdout

@@ -144,3 +144,27 @@ class LiveSource(FrameSource):
         if self._grabber is None:
             raise CaptureError(f"{self.describe()} is not open; call open() first")
         return self._grabber.get(self.default_timeout if timeout is None else timeout)
+
+
+class OpenCVLiveSource(LiveSource):
+    """A LiveSource reading a cv2.VideoCapture (V4L2 webcams, network streams)."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__(spec)
+        self._cap = None
+
+    def _start_capture(self, cap) -> None:
+        """Own an opened cv2.VideoCapture and grab from it on the background thread."""
+        self._cap = cap
+
+        def grab() -> np.ndarray | None:
+            ok, image = cap.read()
+            return image if ok else None
+
+        self._start_grabber(grab)
+
+    def close(self) -> None:
+        self._stop_grabber()  # before release: cap.read() must not race cap.release()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

@@ -10,10 +10,9 @@ import logging
 import re
 
 import cv2
-import numpy as np
 
 from .base import CaptureError
-from .latest import LiveSource
+from .latest import OpenCVLiveSource
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
-class StreamSource(LiveSource):
+class StreamSource(OpenCVLiveSource):
     def __init__(self, url: str) -> None:
         super().__init__(redact(url))
         self.url = url
@@ -49,17 +48,4 @@ class StreamSource(LiveSource):
             cap.release()
             raise CaptureError(f"{self.describe()} unreachable or not a video stream")
         log.info("opened %s", self.describe())
-        self._cap = cap
-
-        def grab() -> np.ndarray | None:
-            ok, image = cap.read()
-            return image if ok else None
-
-        self._start_grabber(grab)
-
-    def close(self) -> None:
-        self._stop_grabber()
-        cap = getattr(self, "_cap", None)
-        if cap is not None:
-            cap.release()
-            self._cap = None
+        self._start_capture(cap)

@@ -7,17 +7,16 @@ import re
 import sys
 
 import cv2
-import numpy as np
 
 from .base import CaptureError
-from .latest import LiveSource
+from .latest import OpenCVLiveSource
 
 log = logging.getLogger(__name__)
 
 _DEV_VIDEO = re.compile(r"/dev/video(\d+)")
 
 
-class V4L2Source(LiveSource):
+class V4L2Source(OpenCVLiveSource):
     """A V4L2 camera, grabbed on a background thread so reads always get the newest frame.
 
     `device` is an index (0 -> /dev/video0), "/dev/videoN", or another device path
@@ -37,7 +36,6 @@ class V4L2Source(LiveSource):
         self.width = width
         self.height = height
         self.fps = fps
-        self._cap: cv2.VideoCapture | None = None
 
     def describe(self) -> str:
         return f"camera {self.device_path}"
@@ -70,16 +68,4 @@ class V4L2Source(LiveSource):
             self.height,
             self.fps,
         )
-        self._cap = cap
-
-        def grab() -> np.ndarray | None:
-            ok, image = cap.read()
-            return image if ok else None
-
-        self._start_grabber(grab)
-
-    def close(self) -> None:
-        self._stop_grabber()  # before release: cap.read() must not race cap.release()
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self._start_capture(cap)
