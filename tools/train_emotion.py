@@ -15,7 +15,11 @@ Why this network: on a Pi-class ARM core and on x86, TFLite's int8 3x3 convoluti
 several times more MACs per second than depthwise-separable blocks, and TF trains them
 faster on CPU too (measured here: a 33 M-MAC separable net ran 1.9 ms, a 30 M-MAC plain
 VGG-style net 0.57 ms). So the net is a small VGG-style stack of 3x3 conv + BN + ReLU
-with global average pooling, sized for the per-face latency budget.
+with global average pooling, sized for the per-face latency budget: the full-resolution
+stages stay narrow (16 and 48 channels, one conv each) and the capacity sits at 12x12 and
+6x6. Measured with untrained weights: 32/64/128/192 with two convs in stage 2 ran 1.4 ms,
+this 0.9 ms. Trained for 150 epochs it scored 67.9% int8 on val, against 66.95% for the
+wider net after 60 epochs (the longer schedule, not the narrower net, is the likely gain).
 """
 
 from __future__ import annotations
@@ -438,14 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=ROOT / ".cache/train_emotion", help="checkpoints and history"
     )
-    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 192])
-    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 2, 2])
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 48, 128, 192])
+    parser.add_argument("--depths", type=int, nargs="+", default=[1, 1, 2, 2])
     parser.add_argument("--dropout", type=float, default=0.4)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--patience", type=int, default=15)
+    parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--seed", type=int, default=2013)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--time-budget-min", type=float, default=110.0)
@@ -476,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             "widths": list(args.widths),
             "depths": list(args.depths),
             "why": "int8 3x3 convolutions are the fastest MACs in TFLite on ARM and x86; "
-            "depthwise blocks measured 3x slower per MAC here",
+            "depthwise blocks measured 3x slower per MAC here. The default widths keep "
+            "the full-resolution stages narrow (16, 48 channels, one conv each) and put "
+            "the capacity at 12x12 and 6x6, for <=1 ms per face on one core",
         },
         "params": int(model.count_params()),
         "macs": count_macs(model),
