@@ -15,7 +15,7 @@ Why this network: on a Pi-class ARM core and on x86, TFLite's int8 3x3 convoluti
 several times more MACs per second than depthwise-separable blocks, and TF trains them
 faster on CPU too (measured here: a 33 M-MAC separable net ran 1.9 ms, a 30 M-MAC plain
 VGG-style net 0.57 ms). So the net is a small VGG-style stack of 3x3 conv + BN + ReLU
-with global average pooling, sized for the per-face latency budget: the full-resolution
+with global average pooling, sized for the per-face latency budget: the 48x48 and 24x24
 stages stay narrow (16 and 48 channels, one conv each) and the capacity sits at 12x12 and
 6x6. Measured with untrained weights: 32/64/128/192 with two convs in stage 2 ran 1.4 ms,
 this 0.9 ms. Trained for 150 epochs it scored 67.9% int8 on val, against 66.95% for the
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             "depths": list(args.depths),
             "why": "int8 3x3 convolutions are the fastest MACs in TFLite on ARM and x86; "
             "depthwise blocks measured 3x slower per MAC here. The default widths keep "
-            "the full-resolution stages narrow (16, 48 channels, one conv each) and put "
+            "the 48x48 and 24x24 stages narrow (16, 48 channels, one conv each) and put "
             "the capacity at 12x12 and 6x6, for <=1 ms per face on one core",
         },
         "params": int(model.count_params()),
