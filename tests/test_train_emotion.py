@@ -104,10 +104,13 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
             "--depths",
             "1",
             "1",
+            "--ema",  # the optional weight averaging path: validated and exported weights
+            "0.9",
         ]
     )
     assert code == 0
     card = json.loads((out / "emotion_cnn_int8.json").read_text())
+    assert "weight EMA 0.9" in card["training"]["optimizer"]
     model = out / card["file"]
     assert card["labels"] == list(train.LABELS)
     assert card["file_size_bytes"] == model.stat().st_size
