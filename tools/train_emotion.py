@@ -469,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget-min", type=float, default=110.0)
     parser.add_argument("--limit", type=int, default=0, help="use N train faces (smoke tests)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.ema < 1.0:
+        parser.error(f"--ema {args.ema}: a momentum in [0, 1), e.g. 0.998 (0 turns it off)")
     args.widths, args.depths = tuple(args.widths), tuple(args.depths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
