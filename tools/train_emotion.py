@@ -115,7 +115,7 @@ def load_data(data: Path) -> dict[str, Dataset]:
     return {split: load_folder(data, split) for split in ("train", "val")}
 
 
-def build_model(widths: tuple[int, ...], depths: tuple[int, ...], dropout: float, l2: float = 5e-5):
+def build_model(widths: tuple[int, ...], depths: tuple[int, ...], dropout: float, l2: float):
     """VGG-style: per stage `depth` x (3x3 conv, BN, ReLU), then 2x2 max-pool; GAP head."""
     from tensorflow import keras
 
@@ -276,6 +276,7 @@ def train(args, data: dict[str, Dataset]):
     val_x = normalise(val_set.images[..., None].astype(np.float32))
     val_y = tf.one_hot(val_set.labels, len(LABELS))
     model = build_model(args.widths, args.depths, args.dropout, args.l2)
+    use_ema = args.ema > 0
     steps = len(train_set) // args.batch_size
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=args.lr * 0.1,
@@ -289,8 +290,8 @@ def train(args, data: dict[str, Dataset]):
             schedule,
             momentum=0.9,
             nesterov=True,
-            use_ema=args.ema > 0,
-            ema_momentum=args.ema or 0.99,
+            use_ema=use_ema,
+            ema_momentum=args.ema,
         ),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
         metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
@@ -305,7 +306,7 @@ def train(args, data: dict[str, Dataset]):
         verbose=1 if sys.stderr.isatty() else 2,
         callbacks=[
             # EMA weights (when on) are what validation, checkpoints and early stopping see
-            *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if args.ema > 0 else []),
+            *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if use_ema else []),
             keras.callbacks.ModelCheckpoint(
                 best, monitor="val_acc", mode="max", save_best_only=True, save_weights_only=True
             ),
