@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from support import FIXTURE_FACES, load_tool
+from support import FIXTURE_FACES, MODELS, load_tool
 
 train = load_tool("train_emotion")
 
@@ -77,6 +77,49 @@ def test_class_weights_favour_rare_classes():
     assert (weights * counts).sum() == pytest.approx(counts.sum())  # mean sample weight 1
 
 
+def fixture_images() -> np.ndarray:
+    return np.stack(
+        [
+            train.cv2.imread(str(path), train.cv2.IMREAD_GRAYSCALE)
+            for label in train.LABELS
+            for path in sorted((FIXTURE_FACES / label).glob("*.jpg"))
+        ]
+    )
+
+
+def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():
+    images = fixture_images()
+    card = MODELS / "emotion_cnn_int8.json"
+    sharp = train.teacher_targets(card, images, temperature=1.0)
+    soft = train.teacher_targets(card, images, temperature=4.0)
+    assert sharp.shape == soft.shape == (len(images), len(train.LABELS))
+    np.testing.assert_allclose(sharp.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+    assert (soft.argmax(axis=1) == sharp.argmax(axis=1)).all()  # softening keeps the order
+    assert (soft.max(axis=1) < sharp.max(axis=1)).all()
+
+    classifier = train.EmotionClassifier(train.load_card(card))
+    face = images[0]
+    both = classifier.classify(face) + classifier.classify(np.ascontiguousarray(face[:, ::-1]))
+    expected = both[[classifier.labels.index(label) for label in train.LABELS]] / 2
+    np.testing.assert_allclose(sharp[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--ema", "1.0", "[0, 1)"),
+        ("--distill", "0", "(0, 1]"),
+        ("--temperature", "0", "> 0"),
+        ("--teacher", "missing.json", "no such model card"),
+    ],
+)
+def test_bad_training_options_are_refused_with_the_valid_range(capsys, flag, value, says):
+    with pytest.raises(SystemExit):
+        train.main([flag, value])
+    assert says in capsys.readouterr().err
+
+
 @requires_tensorflow
 def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     data = tmp_path / "fer"
@@ -106,11 +149,14 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
             "1",
             "--ema",  # the optional weight averaging path: validated and exported weights
             "0.9",
+            "--teacher",  # and distillation from the shipped model
+            str(MODELS / "emotion_cnn_int8.json"),
         ]
     )
     assert code == 0
     card = json.loads((out / "emotion_cnn_int8.json").read_text())
     assert "weight EMA 0.9" in card["training"]["optimizer"]
+    assert "teacher: emotion_cnn_int8.json" in card["training"]["loss"]
     model = out / card["file"]
     assert card["labels"] == list(train.LABELS)
     assert card["file_size_bytes"] == model.stat().st_size

@@ -226,6 +226,29 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return weights / (weights * counts).sum() * counts.sum()
 
 
+def teacher_targets(card_path: Path, images: np.ndarray, temperature: float) -> np.ndarray:
+    """Soft targets (N x 7, LABELS order) from a shipped model, for distillation.
+
+    The teacher sees each face and its mirror image (test-time flip, the teacher's best
+    reading) through the daemon's own classifier; its probabilities are softened with
+    `temperature` (p ** (1 / T), renormalised) so the student learns which wrong classes
+    are near misses, not only the argmax.
+    """
+    classifier = EmotionClassifier(load_card(card_path))
+    missing = set(LABELS) - set(classifier.labels)
+    if missing:
+        raise SystemExit(f"{card_path}: teacher lacks labels {sorted(missing)}")
+    order = [classifier.labels.index(label) for label in LABELS]
+    probs = np.empty((len(images), len(LABELS)), np.float64)
+    for i, image in enumerate(images):
+        both = classifier.classify(image) + classifier.classify(
+            np.ascontiguousarray(image[:, ::-1])
+        )
+        probs[i] = both[order] / 2.0
+    softened = np.power(np.clip(probs, 1e-12, None), 1.0 / temperature)
+    return (softened / softened.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class TimeBudget:
     """Keras callback: stop cleanly when the next epoch would overrun the budget."""
 
@@ -245,7 +268,12 @@ class TimeBudget:
         return _TimeBudget()
 
 
-def train(args, data: dict[str, Dataset]):
+def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
+    """Fit and return (model with the best val epoch's weights, best epoch, epochs run).
+
+    `soft` (N x 7 teacher targets) is mixed into the one-hot labels with weight
+    `args.distill`; class weights still follow the hard label.
+    """
     import tensorflow as tf
     from tensorflow import keras
 
@@ -261,15 +289,16 @@ def train(args, data: dict[str, Dataset]):
         return (images - MEAN) / STD
 
     def train_batches():
+        onehot = np.eye(len(LABELS), dtype=np.float32)[train_set.labels]
+        targets = onehot if soft is None else (1 - args.distill) * onehot + args.distill * soft
         ds = tf.data.Dataset.from_tensor_slices(
-            (train_set.images[..., None].astype(np.float32), train_set.labels)
+            (train_set.images[..., None].astype(np.float32), targets, train_set.labels)
         )
         ds = ds.shuffle(len(train_set), seed=args.seed, reshuffle_each_iteration=True)
         ds = ds.batch(args.batch_size, drop_remainder=True)
 
-        def prepare(images, labels):
-            onehot = tf.one_hot(labels, len(LABELS))
-            return normalise(augment(images)), onehot, tf.gather(weights, labels)
+        def prepare(images, targets, labels):
+            return normalise(augment(images)), targets, tf.gather(weights, labels)
 
         return ds.map(prepare, num_parallel_calls=1).prefetch(2)
 
@@ -464,6 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ema", type=float, default=0.0, help="weight EMA momentum (0: off), e.g. 0.998"
     )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        help="model card of a trained emotion model to distil from (e.g. the shipped one)",
+    )
+    parser.add_argument(
+        "--distill", type=float, default=0.5, help="weight of the teacher's soft targets"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=2.0, help="softening of the teacher's targets"
+    )
     parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--seed", type=int, default=2013)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -472,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.ema < 1.0:
         parser.error(f"--ema {args.ema}: a momentum in [0, 1), e.g. 0.998 (0 turns it off)")
+    if not 0.0 < args.distill <= 1.0:
+        parser.error(f"--distill {args.distill}: a weight in (0, 1], e.g. 0.5")
+    if args.temperature <= 0:
+        parser.error(f"--temperature {args.temperature}: must be > 0, e.g. 2")
+    if args.teacher and not args.teacher.is_file():
+        parser.error(f"--teacher {args.teacher}: no such model card")
     args.widths, args.depths = tuple(args.widths), tuple(args.depths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -486,7 +532,15 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "data: %d train, %d val faces from %s", len(data["train"]), len(data["val"]), args.data
     )
-    model, best_epoch, epochs_run = train(args, data)
+    soft, teacher = None, ""
+    if args.teacher:
+        # noted now: with --out models/ the export overwrites a shipped teacher's files
+        teacher = f"{args.teacher.name}, sha256 {load_card(args.teacher).sha256[:16]}"
+        # before TensorFlow is imported: the teacher runs on the daemon's runtime alone
+        soft = teacher_targets(args.teacher, data["train"].images, args.temperature)
+        agree = float(np.mean(soft.argmax(axis=1) == data["train"].labels))
+        log.info("teacher %s agrees with %.1f%% of train labels", args.teacher, 100 * agree)
+    model, best_epoch, epochs_run = train(args, data, soft)
     train_s = time.monotonic() - started
     float_path, int8_path = export(model, data["train"], args.out, args.work, args.name, args.seed)
 
@@ -516,7 +570,14 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": f"SGD nesterov momentum 0.9, lr {args.lr} cosine, "
             f"{args.warmup} warm-up epochs, L2 {args.l2:g}"
             + (f", weight EMA {args.ema:g} (validated and exported)" if args.ema > 0 else ""),
-            "loss": "cross-entropy, label smoothing 0.1, sqrt inverse-frequency class weights",
+            "loss": "cross-entropy, label smoothing 0.1, sqrt inverse-frequency class weights"
+            + (
+                f"; targets {1 - args.distill:g} x one-hot + {args.distill:g} x the teacher's "
+                f"flip-averaged probabilities at temperature {args.temperature:g} "
+                f"(teacher: {teacher})"
+                if args.teacher
+                else ""
+            ),
             "augmentation": "h-flip, rotation +-10 deg, shift +-8%, scale 0.9-1.1, "
             "brightness +-30, contrast 0.75-1.25, gaussian noise (30%), "
             "blur (15%), random erasing 8-20 px (50%)",
