@@ -310,7 +310,10 @@ def timed_run(config, clip) -> tuple[int, float]:
 
 
 @requires_models
-def test_a_hanging_vlm_does_not_slow_the_frame_loop(tmp_path, clip):
+def test_a_hanging_vlm_does_not_hold_up_the_frame_loop(tmp_path, clip):
+    """Behaviour, not speed (BENCHMARKS.md has the fps): the server holds every request
+    for 30 s and the client waits up to 30 s, so a loop that waited on the VLM would take
+    30 s or more; one that does not finishes all 280 frames while its request hangs."""
     hanging = VlmServer("hang")
     try:
         base = [
@@ -324,19 +327,19 @@ def test_a_hanging_vlm_does_not_slow_the_frame_loop(tmp_path, clip):
             [*base, "vlm.enabled=true", f"vlm.endpoint={hanging.endpoint}", "vlm.model=m",
              "vlm.interval_s=5", "vlm.min_gap_s=1", "vlm.timeout_s=30"],
         )  # fmt: skip
-        timed_run(off, clip)  # warm caches
+        assert timed_run(off, clip)[0] == 280
         assert not hanging.bodies  # enabled = false: nothing left the device
-        runs = {"off": [], "on": []}
-        for _ in range(3):
-            for name, config in (("off", off), ("on", on)):
-                runs[name].append(timed_run(config, clip))
-        assert hanging.bodies, "the VLM was never asked: the test would prove nothing"
+        asked_runs = []
+        for _ in range(2):
+            before = len(hanging.bodies)
+            frames, loop_s = timed_run(on, clip)
+            assert frames == 280
+            if len(hanging.bodies) > before:
+                asked_runs.append(loop_s)
     finally:
         hanging.close()
-    frames = {name: {f for f, _ in r} for name, r in runs.items()}
-    assert frames["off"] == frames["on"] == {280}
-    best = {name: min(t for _, t in r) for name, r in runs.items()}
-    assert best["on"] <= best["off"] * 1.05, best
+    assert asked_runs, "the VLM was never asked: the test would prove nothing"
+    assert max(asked_runs) < 15.0, asked_runs  # far below the 30 s a blocked loop takes
 
 
 def test_world_readable_key_file_is_refused_at_start(tmp_path, server):
