@@ -120,6 +120,19 @@ def test_bad_training_options_are_refused_with_the_valid_range(capsys, flag, val
     assert says in capsys.readouterr().err
 
 
+def test_a_damaged_teacher_is_reported_before_training(tmp_path):
+    data = tmp_path / "fer"
+    for split in ("train", "val"):
+        for label in train.LABELS:
+            shutil.copytree(FIXTURE_FACES / label, data / split / label)
+    card = json.loads((MODELS / "emotion_cnn_int8.json").read_text())
+    (tmp_path / card["file"]).write_bytes(b"not a model")
+    (tmp_path / "teacher.json").write_text(json.dumps(card))
+    with pytest.raises(SystemExit, match=r"--teacher: .*does not match the sha256"):
+        train.main(["--data", str(data), "--teacher", str(tmp_path / "teacher.json"),
+                    "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])  # fmt: skip
+
+
 @requires_tensorflow
 def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     data = tmp_path / "fer"

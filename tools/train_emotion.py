@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))  # evaluate.py, also when imported as a module
 
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
-from appliance.vision.model_card import load_card  # noqa: E402
+from appliance.vision.model_card import ModelError, load_card  # noqa: E402
 
 log = logging.getLogger("train_emotion")
 
@@ -536,9 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     soft, teacher = None, ""
     if args.teacher:
         # noted now: with --out models/ the export overwrites a shipped teacher's files
-        teacher = f"{args.teacher.name}, sha256 {load_card(args.teacher).sha256[:16]}"
-        # before TensorFlow is imported: the teacher runs on the daemon's runtime alone
-        soft = teacher_targets(args.teacher, data["train"].images, args.temperature)
+        try:
+            teacher = f"{args.teacher.name}, sha256 {load_card(args.teacher).sha256[:16]}"
+            # before TensorFlow is imported: the teacher runs on the daemon's runtime alone
+            soft = teacher_targets(args.teacher, data["train"].images, args.temperature)
+        except ModelError as exc:
+            raise SystemExit(f"--teacher: {exc}") from None
         agree = float(np.mean(soft.argmax(axis=1) == data["train"].labels))
         log.info("teacher %s agrees with %.1f%% of train labels", args.teacher, 100 * agree)
     model, best_epoch, epochs_run = train(args, data, soft)
