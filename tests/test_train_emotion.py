@@ -60,11 +60,17 @@ def test_csv_bad_rows_are_reported_with_line_numbers_and_skipped(tmp_path, caplo
     assert "fer2013.csv:3" in caplog.text and "fer2013.csv:4" in caplog.text
 
 
-def test_folder_layout(tmp_path):
+def fixture_split_folders(tmp_path):
+    """The fixture faces as both train and val, in the Kaggle layout the script reads."""
+    data = tmp_path / "fer"
     for split in ("train", "val"):
         for label in train.LABELS:
-            shutil.copytree(FIXTURE_FACES / label, tmp_path / split / label)
-    data = train.load_data(tmp_path)
+            shutil.copytree(FIXTURE_FACES / label, data / split / label)
+    return data
+
+
+def test_folder_layout(tmp_path):
+    data = train.load_data(fixture_split_folders(tmp_path))
     assert len(data["train"]) == 35 and data["train"].images.shape[1:] == (48, 48)
     assert np.bincount(data["val"].labels).tolist() == [5] * 7
 
@@ -77,19 +83,9 @@ def test_class_weights_favour_rare_classes():
     assert (weights * counts).sum() == pytest.approx(counts.sum())  # mean sample weight 1
 
 
-def fixture_images() -> np.ndarray:
-    return np.stack(
-        [
-            train.cv2.imread(str(path), train.cv2.IMREAD_GRAYSCALE)
-            for label in train.LABELS
-            for path in sorted((FIXTURE_FACES / label).glob("*.jpg"))
-        ]
-    )
-
-
 def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():
-    images = fixture_images()
-    card = MODELS / "emotion_cnn_int8.json"
+    images = train.load_folder(FIXTURE_FACES.parent, FIXTURE_FACES.name).images
+    card = train.load_card(MODELS / "emotion_cnn_int8.json")
     sharp = train.teacher_targets(card, images, temperature=1.0)
     soft = train.teacher_targets(card, images, temperature=4.0)
     assert sharp.shape == soft.shape == (len(images), len(train.LABELS))
@@ -98,7 +94,7 @@ def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order
     assert (soft.argmax(axis=1) == sharp.argmax(axis=1)).all()  # softening keeps the order
     assert (soft.max(axis=1) < sharp.max(axis=1)).all()
 
-    classifier = train.EmotionClassifier(train.load_card(card))
+    classifier = train.EmotionClassifier(card)
     face = images[0]
     both = classifier.classify(face) + classifier.classify(np.ascontiguousarray(face[:, ::-1]))
     expected = both[[classifier.labels.index(label) for label in train.LABELS]] / 2
@@ -121,10 +117,7 @@ def test_bad_training_options_are_refused_with_the_valid_range(capsys, flag, val
 
 
 def test_a_damaged_teacher_is_reported_before_training(tmp_path):
-    data = tmp_path / "fer"
-    for split in ("train", "val"):
-        for label in train.LABELS:
-            shutil.copytree(FIXTURE_FACES / label, data / split / label)
+    data = fixture_split_folders(tmp_path)
     card = json.loads((MODELS / "emotion_cnn_int8.json").read_text())
     (tmp_path / card["file"]).write_bytes(b"not a model")
     (tmp_path / "teacher.json").write_text(json.dumps(card))
@@ -135,10 +128,7 @@ def test_a_damaged_teacher_is_reported_before_training(tmp_path):
 
 @requires_tensorflow
 def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
-    data = tmp_path / "fer"
-    for split in ("train", "val"):
-        for label in train.LABELS:
-            shutil.copytree(FIXTURE_FACES / label, data / split / label)
+    data = fixture_split_folders(tmp_path)
     out, work = tmp_path / "models", tmp_path / "work"
     code = train.main(
         [

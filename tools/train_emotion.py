@@ -36,7 +36,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))  # evaluate.py, also when imported as a module
 
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
-from appliance.vision.model_card import ModelError, load_card  # noqa: E402
+from appliance.vision.model_card import ModelCard, ModelError, load_card  # noqa: E402
 
 log = logging.getLogger("train_emotion")
 
@@ -227,25 +227,20 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
     return weights / (weights * counts).sum() * counts.sum()
 
 
-def teacher_targets(card_path: Path, images: np.ndarray, temperature: float) -> np.ndarray:
+def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> np.ndarray:
     """Soft targets (N x 7, LABELS order) from a shipped model, for distillation.
 
-    The teacher sees each face and its mirror image (test-time flip, the teacher's best
-    reading) through the daemon's own classifier; its probabilities are softened with
-    `temperature` (p ** (1 / T), renormalised) so the student learns which wrong classes
-    are near misses, not only the argmax.
+    The teacher reads each face through the daemon's own classifier with test-time flip
+    on (its best reading: face and mirror image averaged); its probabilities are softened
+    with `temperature` (p ** (1 / T), renormalised) so the student learns which wrong
+    classes are near misses, not only the argmax.
     """
-    classifier = EmotionClassifier(load_card(card_path))
+    classifier = EmotionClassifier(replace(card, extra={**card.extra, "test_time_flip": True}))
     missing = set(LABELS) - set(classifier.labels)
     if missing:
-        raise SystemExit(f"{card_path}: teacher lacks labels {sorted(missing)}")
+        raise SystemExit(f"{card.path}: teacher lacks labels {sorted(missing)}")
     order = [classifier.labels.index(label) for label in LABELS]
-    probs = np.empty((len(images), len(LABELS)), np.float64)
-    for i, image in enumerate(images):
-        both = classifier.classify(image) + classifier.classify(
-            np.ascontiguousarray(image[:, ::-1])
-        )
-        probs[i] = both[order] / 2.0
+    probs = np.stack([classifier.classify(image)[order] for image in images])
     softened = np.power(np.clip(probs, 1e-12, None), 1.0 / temperature)
     return (softened / softened.sum(axis=1, keepdims=True)).astype(np.float32)
 
@@ -537,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher:
         # noted now: with --out models/ the export overwrites a shipped teacher's files
         try:
-            teacher = f"{args.teacher.name}, sha256 {load_card(args.teacher).sha256[:16]}"
+            card = load_card(args.teacher)
+            teacher = f"{args.teacher.name}, sha256 {card.sha256[:16]}"
             # before TensorFlow is imported: the teacher runs on the daemon's runtime alone
-            soft = teacher_targets(args.teacher, data["train"].images, args.temperature)
+            soft = teacher_targets(card, data["train"].images, args.temperature)
         except ModelError as exc:
             raise SystemExit(f"--teacher: {exc}") from None
         agree = float(np.mean(soft.argmax(axis=1) == data["train"].labels))
