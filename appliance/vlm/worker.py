@@ -122,6 +122,8 @@ class VlmWorker(threading.Thread):
             return
         self.failures, self.breaker, self.last_error = 0, "closed", None
         self._cooldown = BREAKER_COOLDOWN_S[0]
+        # stored before it is published: whoever sees `last` finds the row in SQLite too
+        self._store(job, reply.text, reply.latency_ms, reply.model)
         self.last = {
             "text": reply.text,
             "latency_ms": round(reply.latency_ms, 1),
@@ -129,7 +131,6 @@ class VlmWorker(threading.Thread):
             "at": time.time(),
         }
         log.info("VLM (%.0f ms, %s): %s", reply.latency_ms, self.last["emotion"], reply.text)
-        self._store(job, reply.text, reply.latency_ms, reply.model)
 
     def _failed(self, error: str) -> None:
         self.failures += 1
