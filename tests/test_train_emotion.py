@@ -105,6 +105,7 @@ def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order
     ("flag", "value", "says"),
     [
         ("--ema", "1.0", "[0, 1)"),
+        ("--cutmix", "1.5", "[0, 1]"),
         ("--distill", "0", "(0, 1]"),
         ("--temperature", "0", "> 0"),
         ("--teacher", "missing.json", "no such model card"),
@@ -124,6 +125,33 @@ def test_a_damaged_teacher_is_reported_before_training(tmp_path):
     with pytest.raises(SystemExit, match=r"--teacher: .*does not match the sha256"):
         train.main(["--data", str(data), "--teacher", str(tmp_path / "teacher.json"),
                     "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])  # fmt: skip
+
+
+@requires_tensorflow
+def test_cutmix_pastes_a_partner_box_and_mixes_targets_and_weights_by_its_area():
+    import tensorflow as tf
+
+    shade = np.arange(8, dtype=np.float32) * 10  # face i is flat gray 10 * i
+    images = tf.constant(np.broadcast_to(shade[:, None, None, None], (8, 48, 48, 1)))
+    targets = tf.one_hot(np.arange(8) % 7, 7)
+    weights = tf.constant(np.arange(1, 9, dtype=np.float32))
+    mixed, mixed_targets, mixed_weights = train.cutmixer(seed=1, probability=1.0)(
+        images, targets, weights
+    )
+    for i in range(8):
+        partner = (i - 1) % 8  # each face borrows from the previous one in the batch
+        pasted = np.mean(mixed.numpy()[i] == shade[partner])
+        assert np.mean(mixed.numpy()[i] == shade[i]) == pytest.approx(1 - pasted)
+        expected = (1 - pasted) * targets.numpy()[i] + pasted * targets.numpy()[partner]
+        np.testing.assert_allclose(mixed_targets.numpy()[i], expected, atol=1e-5)
+        assert mixed_weights.numpy()[i] == pytest.approx(
+            (1 - pasted) * (i + 1) + pasted * (partner + 1)
+        )
+    assert 0 < np.mean(mixed.numpy() != images.numpy()) < 1
+
+    untouched = train.cutmixer(seed=1, probability=0.0)(images, targets, weights)
+    for before, after in zip((images, targets, weights), untouched, strict=True):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
 
 
 @requires_tensorflow
@@ -154,12 +182,15 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
             "0.9",
             "--teacher",  # and distillation from the shipped model
             str(MODELS / "emotion_cnn_int8.json"),
+            "--cutmix",  # and CutMix
+            "0.5",
         ]
     )
     assert code == 0
     card = json.loads((out / "emotion_cnn_int8.json").read_text())
     assert "weight EMA 0.9" in card["training"]["optimizer"]
     assert "teacher: emotion_cnn_int8.json" in card["training"]["loss"]
+    assert "CutMix on 50%" in card["training"]["augmentation"]
     model = out / card["file"]
     assert card["labels"] == list(train.LABELS)
     assert card["file_size_bytes"] == model.stat().st_size
