@@ -167,6 +167,10 @@ def test_stage_install_script_in_a_throwaway_root(tmp_path):
     probe = [str(venv_python), "-c", "import appliance; print(appliance.__file__)"]
     out = subprocess.run(probe, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert str(app / "venv") in out  # the installed wheel, not this checkout
+    installed = Path(out.strip()).parent
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "appliance").rglob("*.py")}
+    shipped = {p.relative_to(installed.parent).as_posix() for p in installed.rglob("*.py")}
+    assert modules - shipped == set()  # every module made it into the wheel
     assert os.readlink(root / "usr/local/bin/emotion-appliance").endswith(
         "venv/bin/emotion-appliance"
     )

@@ -1,0 +1,1 @@
+"""Remote vision-language model: an occasional sentence of context, off the frame loop."""
