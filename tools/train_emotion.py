@@ -20,9 +20,9 @@ stages stay narrow (16 and 48 channels, one conv each) and the capacity sits at 
 6x6. Measured with untrained weights: 32/64/128/192 with two convs in stage 2 ran 1.4 ms,
 this 0.9 ms. Trained for 150 epochs it scored 67.9% int8 on val, against 66.95% for the
 wider net after 60 epochs (the longer schedule, not the narrower net, is the likely gain).
-Tried and not adopted (same seed, 150 epochs): `--l2 2.5e-4 --ema 0.998` scored 67.6% int8
-and `--teacher models/emotion_cnn_int8.json` (distilling the shipped model) 67.3%, against
-the default's 67.9% (models/README.md lists the runs).
+Tried and not adopted (same seed, 150 epochs): `--l2 2.5e-4 --ema 0.998` scored 67.6% int8,
+`--teacher models/emotion_cnn_int8.json` (distilling the shipped model) 67.3% and
+`--cutmix 0.5` 66.4%, against the default's 67.9% (models/README.md lists the runs).
 """
 
 from __future__ import annotations
