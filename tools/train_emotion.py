@@ -274,6 +274,20 @@ def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> 
     return (softened / softened.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def use_threads(threads: int) -> None:
+    """Run TensorFlow on `threads` threads. Once TF has run an op in this process (a
+    notebook, a test, a second run) the setting is fixed: keep it and say so."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        log.warning(
+            "TensorFlow already initialised in this process: --threads %d not applied", threads
+        )
+
+
 class TimeBudget:
     """Keras callback: stop cleanly when the next epoch would overrun the budget."""
 
@@ -303,8 +317,7 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
     from tensorflow import keras
 
     keras.utils.set_random_seed(args.seed)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    use_threads(args.threads)
     train_set, val_set = data["train"], data["val"]
     weights = class_weights(train_set.labels).astype(np.float32)
     log.info("class weights %s", dict(zip(LABELS, np.round(weights, 2), strict=True)))

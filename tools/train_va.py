@@ -198,8 +198,7 @@ def train(args, sets: dict[str, VASet]):
     from tensorflow import keras
 
     keras.utils.set_random_seed(args.seed)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    fer.use_threads(args.threads)
     train_set, val_set = sets["train"], sets["val"]
     augment = fer.augmenter(args.seed)
 
