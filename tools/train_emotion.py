@@ -163,6 +163,20 @@ def count_macs(model) -> int:
     return int(total)
 
 
+def square_boxes(rng, side):
+    """B x SIZE x SIZE masks: a square of `side` px (one per face) at a uniform random
+    centre, clipped at the edges; random erasing and CutMix both cut these."""
+    import tensorflow as tf
+
+    batch = tf.shape(side)[0]
+    cx = rng.uniform([batch], 0, SIZE)
+    cy = rng.uniform([batch], 0, SIZE)
+    grid = tf.range(SIZE, dtype=tf.float32)
+    inside_x = tf.abs(grid[None, :] - cx[:, None]) < side[:, None] / 2
+    inside_y = tf.abs(grid[None, :] - cy[:, None]) < side[:, None] / 2
+    return tf.logical_and(inside_y[:, :, None], inside_x[:, None, :])
+
+
 def augmenter(seed: int):
     """Flips, small rotation/shift/scale, brightness/contrast, mild noise and blur, and
     random erasing, all in the TF graph so the 2 cores are not starved by Python."""
@@ -205,13 +219,7 @@ def augmenter(seed: int):
         blurred = rng.uniform([batch, 1, 1, 1]) < 0.15
         images = tf.where(blurred, tf.nn.conv2d(images, blur, 1, "SAME"), images)
         # random erasing: one gray square of 8-20 px on half the faces
-        side = rng.uniform([batch], 8, 20)
-        cx = rng.uniform([batch], 0, SIZE)
-        cy = rng.uniform([batch], 0, SIZE)
-        grid = tf.range(SIZE, dtype=tf.float32)
-        inside_x = tf.abs(grid[None, :] - cx[:, None]) < side[:, None] / 2
-        inside_y = tf.abs(grid[None, :] - cy[:, None]) < side[:, None] / 2
-        box = tf.logical_and(inside_y[:, :, None], inside_x[:, None, :])[..., None]
+        box = square_boxes(rng, rng.uniform([batch], 8, 20))[..., None]
         erase = tf.logical_and(box, (rng.uniform([batch]) < 0.5)[:, None, None, None])
         images = tf.where(erase, MEAN, images)
         return tf.clip_by_value(images, 0.0, 255.0)
@@ -227,17 +235,12 @@ def cutmixer(seed: int, probability: float):
     import tensorflow as tf
 
     rng = tf.random.Generator.from_seed(seed + 1)
-    grid = tf.range(SIZE, dtype=tf.float32)
 
     def mix(images: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor):
         batch = tf.shape(images)[0]
         partner = tf.roll(tf.range(batch), 1, axis=0)  # the batch is already shuffled
         side = SIZE * tf.sqrt(rng.uniform([batch]))  # box area uniform in 0..1 of the face
-        cx = rng.uniform([batch], 0, SIZE)
-        cy = rng.uniform([batch], 0, SIZE)
-        inside_x = tf.abs(grid[None, :] - cx[:, None]) < side[:, None] / 2
-        inside_y = tf.abs(grid[None, :] - cy[:, None]) < side[:, None] / 2
-        box = tf.logical_and(inside_y[:, :, None], inside_x[:, None, :])
+        box = square_boxes(rng, side)
         box = tf.logical_and(box, (rng.uniform([batch]) < probability)[:, None, None])
         images = tf.where(box[..., None], tf.gather(images, partner), images)
         pasted = tf.reduce_mean(tf.cast(box, tf.float32), axis=[1, 2])  # true area, clipped
