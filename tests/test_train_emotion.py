@@ -106,6 +106,7 @@ def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order
     [
         ("--ema", "1.0", "[0, 1)"),
         ("--cutmix", "1.5", "[0, 1]"),
+        ("--head", "flatten", "gap"),
         ("--distill", "0", "(0, 1]"),
         ("--temperature", "0", "> 0"),
         ("--teacher", "missing.json", "no such model card"),
@@ -184,6 +185,8 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
             str(MODELS / "emotion_cnn_int8.json"),
             "--cutmix",  # and CutMix
             "0.5",
+            "--head",  # and the global depthwise conv head
+            "gdconv",
         ]
     )
     assert code == 0
@@ -191,6 +194,9 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     assert "weight EMA 0.9" in card["training"]["optimizer"]
     assert "teacher: emotion_cnn_int8.json" in card["training"]["loss"]
     assert "CutMix on 50%" in card["training"]["augmentation"]
+    assert "global depthwise conv" in card["architecture"]["kind"]
+    # 3x3 convs 48x48x8x1 and 24x24x16x8, a 24x24 depthwise head on 16 channels, dense 16x7
+    assert card["macs"] == 48 * 48 * 8 * 9 + 24 * 24 * 16 * 9 * 8 + 24 * 24 * 16 + 16 * 7
     model = out / card["file"]
     assert card["labels"] == list(train.LABELS)
     assert card["file_size_bytes"] == model.stat().st_size

@@ -116,8 +116,25 @@ def load_data(data: Path) -> dict[str, Dataset]:
     return {split: load_folder(data, split) for split in ("train", "val")}
 
 
-def build_model(widths: tuple[int, ...], depths: tuple[int, ...], dropout: float, l2: float):
-    """VGG-style: per stage `depth` x (3x3 conv, BN, ReLU), then 2x2 max-pool; GAP head."""
+HEADS = {
+    "gap": "global average pooling",
+    "gdconv": "global depthwise conv (one learned weight per channel and position) + BN",
+}
+
+
+def build_model(
+    widths: tuple[int, ...],
+    depths: tuple[int, ...],
+    dropout: float,
+    l2: float,
+    head: str = "gap",
+):
+    """VGG-style: per stage `depth` x (3x3 conv, BN, ReLU), then 2x2 max-pool; then a
+    pooling head (`HEADS`), dropout and the dense logits.
+
+    `gdconv` is MobileFaceNet's global depthwise conv: unlike average pooling it can
+    weigh where on the (roughly aligned) face a feature fires, mouth corners vs brows,
+    for 36 weights a channel."""
     from tensorflow import keras
 
     layers = keras.layers
@@ -136,7 +153,14 @@ def build_model(widths: tuple[int, ...], depths: tuple[int, ...], dropout: float
             x = layers.ReLU()(x)
         if stage < len(widths) - 1:
             x = layers.MaxPool2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    if head == "gdconv":
+        x = layers.DepthwiseConv2D(x.shape[1:3], padding="valid", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Flatten()(x)
+    elif head == "gap":
+        x = layers.GlobalAveragePooling2D()(x)
+    else:
+        raise ValueError(f"head {head!r}: one of {', '.join(HEADS)}")
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(len(LABELS), name="logits")(x)
     return keras.Model(inputs, outputs, name="emotion_cnn")
@@ -349,7 +373,7 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
 
     val_x = normalise(val_set.images[..., None].astype(np.float32))
     val_y = tf.one_hot(val_set.labels, len(LABELS))
-    model = build_model(args.widths, args.depths, args.dropout, args.l2)
+    model = build_model(args.widths, args.depths, args.dropout, args.l2, args.head)
     use_ema = args.ema > 0
     steps = len(train_set) // args.batch_size
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -529,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 48, 128, 192])
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 1, 2, 2])
+    parser.add_argument(
+        "--head", choices=sorted(HEADS), default="gap", help="pooling before the logits"
+    )
     parser.add_argument("--dropout", type=float, default=0.4)
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=2)
@@ -601,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {
         "architecture": {
             "kind": "VGG-style CNN: per stage N x (3x3 conv, BN, ReLU), 2x2 max-pool, "
-            "global average pooling, dropout, dense",
+            f"{HEADS[args.head]}, dropout, dense",
             "widths": list(args.widths),
             "depths": list(args.depths),
             "why": "int8 3x3 convolutions are the fastest MACs in TFLite on ARM and x86; "
