@@ -42,7 +42,7 @@ def ok_reply(text: str = "  A person sits alone\n at a desk late at night.  ") -
 
 class VlmServer:
     """A chat-completions endpoint whose behaviour each test sets: answer, hang, 500,
-    garbage. Records every request body."""
+    garbage, redirect. Records every request body."""
 
     def __init__(self, mode: str = "answer") -> None:
         self.mode = mode
@@ -63,6 +63,12 @@ class VlmServer:
                     return self._send(404, b"not here", "text/plain")
                 if server.mode == "hang":
                     server.release.wait(30)
+                    return
+                if server.mode == "redirect":  # a 307 would make requests re-send the body
+                    self.send_response(307)
+                    self.send_header("Location", "/elsewhere/chat/completions")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if server.mode == "500":
                     return self._send(500, b"<html><body>Bad gateway</body></html>", "text/html")
@@ -148,6 +154,17 @@ def test_bad_replies_are_errors_not_exceptions_escaping(mode, words):
         client = VlmClient(settings(s.endpoint, timeout_s=1.0))
         with pytest.raises(VlmError, match=words):
             client.describe(face(), CONTEXT)
+    finally:
+        s.close()
+
+
+def test_a_redirect_is_not_followed_so_the_picture_goes_nowhere_else():
+    s = VlmServer("redirect")
+    try:
+        client = VlmClient(settings(s.endpoint))
+        with pytest.raises(VlmError, match=r"HTTP 307 redirect to /elsewhere.*not followed"):
+            client.describe(face(), CONTEXT)
+        assert len(s.bodies) == 1  # the picture was posted to vlm.endpoint only
     finally:
         s.close()
 

@@ -111,7 +111,14 @@ class VlmClient:
                 headers=self.headers,
                 timeout=self.settings.timeout_s,
                 stream=True,
+                allow_redirects=False,  # a 307/308 would re-send the picture elsewhere
             ) as response:
+                if response.is_redirect:
+                    where = response.headers.get("Location", "?")
+                    raise VlmError(
+                        f"HTTP {response.status_code} redirect to {where[:120]}: not followed "
+                        "(the picture goes only to vlm.endpoint); set the endpoint to it"
+                    )
                 data = _read_capped(response, started + self.settings.timeout_s)
                 if response.status_code != 200:
                     kind = response.headers.get("Content-Type", "?").split(";")[0]
