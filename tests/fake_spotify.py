@@ -4,7 +4,9 @@ Accounts: POST /api/token (authorization_code and refresh_token grants, Basic cl
 auth). Web API under /v1 with Bearer tokens: GET me/player/devices, POST
 me/player/queue?uri=&device_id=, POST me/player/next, GET me/player/currently-playing
 (204 when idle), GET me/player/queue. Tests script failures with `fail(path, status,
-headers, body, times)` and make the server unreachable by stopping it.
+headers, body, times, after_acting)` (after_acting: the request takes effect, then its
+reply is the failure, as when a reply is lost) and make the server unreachable by
+stopping it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Failure:
     headers: dict[str, str]
     body: bytes
     times: int
+    after_acting: bool = False
 
 
 @dataclass
@@ -76,10 +79,19 @@ class FakeSpotify:
         values.update(changes)
         return SpotifyConfig(**values)
 
-    def fail(self, path: str, status: int, *, headers=None, body=b"", times: int = 1) -> None:
+    def fail(
+        self,
+        path: str,
+        status: int,
+        *,
+        headers=None,
+        body=b"",
+        times: int = 1,
+        after_acting: bool = False,
+    ) -> None:
         with self.lock:
             self.state.failures.setdefault(path, []).append(
-                Failure(status, headers or {}, body, times)
+                Failure(status, headers or {}, body, times, after_acting)
             )
 
     def revoke_access_tokens(self) -> None:
@@ -100,10 +112,14 @@ class FakeSpotify:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            muted = False  # the real reply of an after_acting failure is dropped
+
             def log_message(self, *args):  # quiet
                 pass
 
             def _reply(self, status: int, body=None, headers=None) -> None:
+                if self.muted:
+                    return
                 data = (
                     b""
                     if body is None
@@ -118,16 +134,15 @@ class FakeSpotify:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _scripted(self, path: str) -> bool:
+            def _scripted(self, path: str) -> Failure | None:
                 failures = fake.state.failures.get(path)
                 if not failures:
-                    return False
+                    return None
                 failure = failures[0]
                 failure.times -= 1
                 if failure.times <= 0:
                     failures.pop(0)
-                self._reply(failure.status, failure.body, failure.headers)
-                return True
+                return failure
 
             def do_POST(self):
                 self._dispatch("POST")
@@ -142,19 +157,26 @@ class FakeSpotify:
                 body = self.rfile.read(length) if length else b""
                 with fake.lock:
                     fake.state.requests.append((method, url.path))
-                    if self._scripted(url.path):
-                        return
-                    if url.path == "/api/token" and method == "POST":
-                        return self._token(parse_qs(body.decode()))
-                    if not url.path.startswith("/v1/"):
-                        return self._reply(404, {"error": {"status": 404, "message": "nope"}})
-                    auth = self.headers.get("Authorization", "")
-                    token = auth.removeprefix("Bearer ")
-                    if token not in fake.state.access_tokens or token in fake.state.revoked:
-                        return self._reply(
-                            401, {"error": {"status": 401, "message": "The access token expired"}}
-                        )
-                    self._api(method, url.path.removeprefix("/v1/"), query)
+                    failure = self._scripted(url.path)
+                    if failure is None or failure.after_acting:
+                        self.muted = failure is not None
+                        self._serve(method, url, query, body)
+                        self.muted = False
+                    if failure is not None:
+                        self._reply(failure.status, failure.body, failure.headers)
+
+            def _serve(self, method: str, url, query: dict, body: bytes) -> None:
+                if url.path == "/api/token" and method == "POST":
+                    return self._token(parse_qs(body.decode()))
+                if not url.path.startswith("/v1/"):
+                    return self._reply(404, {"error": {"status": 404, "message": "nope"}})
+                auth = self.headers.get("Authorization", "")
+                token = auth.removeprefix("Bearer ")
+                if token not in fake.state.access_tokens or token in fake.state.revoked:
+                    return self._reply(
+                        401, {"error": {"status": 401, "message": "The access token expired"}}
+                    )
+                self._api(method, url.path.removeprefix("/v1/"), query)
 
             def _token(self, form: dict) -> None:
                 expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()

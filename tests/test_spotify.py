@@ -200,10 +200,38 @@ def test_offline_keeps_songs_local_then_catches_up(fake, state_dir, tmp_path):
     fake.fail("/v1/me/player/queue", 503, times=1)
     run_rounds(worker, state_dir)
     assert worker.state == "offline" and "503" in worker.last_error
-    assert outbox_states(state_dir) == ["recommended", "recommended"]
+    # a 5xx may come after Spotify acted: the push stays unknown until settled
+    assert outbox_states(state_dir) == ["sending", "recommended"]
     run_rounds(worker, state_dir)
     assert fake.state.player_queue == [s["uri"] for s in songs]
+    assert outbox_states(state_dir) == ["sent", "sent"]
     assert worker.state == "online" and worker.last_error is None
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_lost_reply_does_not_queue_the_song_twice(fake, state_dir, tmp_path, status):
+    songs = queue_songs(state_dir, tmp_path, 2)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    # Spotify queues song 1, but the reply that says so is lost on the way back
+    fake.fail("/v1/me/player/queue", status, after_acting=True)
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline"
+    assert fake.state.player_queue == [songs[0]["uri"]]
+    run_rounds(worker, state_dir, rounds=2)
+    assert fake.state.player_queue == [s["uri"] for s in songs]  # song 1 once
+    assert outbox_states(state_dir) == ["sent", "sent"]
+
+
+def test_an_online_worker_polls_spotify_every_poll_s_not_continuously(fake, state_dir):
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.5)
+    worker.start()
+    try:
+        time.sleep(1.6)  # about three rounds at 0.5 s
+    finally:
+        worker.stop()
+    assert worker.state == "online"
+    polls = [r for r in fake.state.requests if r[1] == "/v1/me/player/currently-playing"]
+    assert 2 <= len(polls) <= 5
 
 
 def test_rate_limit_backoff_uses_retry_after(fake, state_dir, tmp_path):

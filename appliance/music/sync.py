@@ -1,8 +1,11 @@
 """The sync worker: pushes the local song queue to Spotify when it can, on its own thread.
 
 Offline, rate-limited or logged out, songs simply wait in SQLite; the worker backs off
-(1, 2, 4 ... 300 s, or Retry-After) and tries again. After a restart it first settles
-pushes whose outcome was lost (state `sending`) against Spotify's queue, then resumes.
+(1, 2, 4 ... 300 s, or Retry-After) and tries again. A push whose outcome is unknown (the
+reply was lost, a timeout or 5xx, or the process died during the call) stays `sending`
+and is settled against Spotify's queue before anything else is pushed, so a song is
+neither lost nor queued twice. Its state changes are written with synchronous=FULL: a
+power cut must not roll `sent` back to a state that pushes the song again.
 It also polls what is playing (to mark songs played, and to tell the like/skip buttons
 which song they are about) and runs the skip commands the buttons ask for.
 """
@@ -78,6 +81,7 @@ class SyncWorker(threading.Thread):
             try:
                 if db is None:
                     db = open_database(self.state_dir)
+                    db.execute("PRAGMA synchronous = FULL")  # rare writes, each must last
                 if time.monotonic() >= self._resume_at:
                     self.sync_once(Outbox(db))
             except StoreError as exc:
@@ -89,7 +93,7 @@ class SyncWorker(threading.Thread):
                 self._stop_event.wait(self.poll_s)
             except Exception:
                 log.exception("sync round failed")  # a bug must not end syncing for good
-            self._wake.wait(max(0.05, min(self.poll_s, self._resume_at - time.monotonic())))
+            self._wake.wait(self._next_wait(time.monotonic()))
             self._wake.clear()
         if db is not None:
             db.conn.close()
@@ -108,8 +112,13 @@ class SyncWorker(threading.Thread):
                 try:
                     self.player.add_to_queue(item["uri"])
                 except SpotifyError as exc:
-                    if exc.transient or isinstance(exc, SpotifyAuthError):
+                    if isinstance(exc, SpotifyAuthError) or exc.status == 429:
+                        # refused before acting: safe to push again later
                         outbox.set_state(item["id"], "recommended", error=str(exc))
+                        raise
+                    if exc.transient:
+                        # the song may be on Spotify already: settle before pushing again
+                        self._settled = False
                         raise
                     outbox.set_state(item["id"], "failed", error=str(exc))
                     log.warning("Spotify refused %s: %s", item["uri"], exc)
@@ -137,6 +146,12 @@ class SyncWorker(threading.Thread):
             for item in stuck:
                 outbox.set_state(item["id"], "sent" if item["uri"] in on_player else "recommended")
         self._settled = True
+
+    def _next_wait(self, now: float) -> float:
+        """Until the next poll, or sooner when a backoff ends first (a wake cuts it short)."""
+        if self._resume_at > now:
+            return max(0.05, min(self.poll_s, self._resume_at - now))
+        return self.poll_s
 
     def _failed(self, state: str, exc: SpotifyError) -> None:
         self._failures += 1
