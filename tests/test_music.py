@@ -21,7 +21,7 @@ from appliance.music.catalog import (
 from appliance.music.moods import MoodMap, MoodTracker, kmeans, name_clusters, va_to_plane
 from appliance.music.outbox import Outbox
 from appliance.music.recommender import Recommender
-from appliance.store.database import open_database
+from appliance.store.database import StoreError, open_database
 
 CATALOG_CSV = SHARED_DATA / "catalog" / "spotify_tracks_sample.csv"
 
@@ -303,3 +303,45 @@ def test_outbox_states_are_committed_one_by_one(db, catalog, tmp_path):
     assert outbox.counts() == {"played": 2, "recommended": 1}
     assert outbox.last_sent("ana")["uri"] in {picks[0].uri, picks[1].uri}
     assert outbox.waiting("ana") == 1
+
+
+def test_outbox_read_failures_are_store_errors(db):
+    """The sync worker and director reopen the store on StoreError; a raw sqlite3 error
+    would loop tracebacks on a broken connection instead."""
+    outbox = Outbox(db)
+    db.conn.close()
+    for read in (outbox.due, outbox.counts, lambda: outbox.waiting("ana")):
+        with pytest.raises(StoreError, match="cannot read the song queue"):
+            read()
+
+
+def test_director_recovers_when_the_store_is_locked_while_it_opens(
+    db, catalog, tmp_path, monkeypatch
+):
+    import sqlite3
+
+    from appliance.music import director as director_module
+
+    real_load_moods = director_module.load_moods
+    calls = []
+
+    def locked_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # a `catalog import` holds the write lock during the refit
+            raise sqlite3.OperationalError("database is locked")
+        return real_load_moods(*args, **kwargs)
+
+    monkeypatch.setattr(director_module, "load_moods", locked_once)
+    now = [0.0]
+    director = director_module.MusicDirector(
+        str(tmp_path / "state"), MusicConfig(), clock=lambda: now[0]
+    )
+    try:
+        director.update(1.0, 0.6, 0.6)
+        assert director.state == "storage error" and "locked" in director.error
+        now[0] = 31.0  # the retry delay has passed
+        director.update(2.0, 0.6, 0.6)
+        assert director.state == "ready" and director.error is None
+        assert director.last_song is not None  # the queue was low: a song was queued
+    finally:
+        director.close()

@@ -55,20 +55,25 @@ class MusicDirector:
             return True
         if self.clock() < self._retry_at:
             return False
+        db = None
         try:
-            self._db = open_database(self.state_dir)
-            moods = load_moods(self._db, k=self.settings.moods)
-        except StoreError as exc:
+            db = open_database(self.state_dir)
+            # refitting the moods reads and writes: a `catalog import` running beside the
+            # daemon can leave it "database is locked", a plain sqlite3 error
+            moods = load_moods(db, k=self.settings.moods)
+        except (StoreError, sqlite3.Error) as exc:
+            if db is not None:
+                db.conn.close()
             self._fail(exc)
             return False
         if moods is None:
             self.state = "no catalog (emotion-appliance catalog import CSV)"
             self._retry_at = self.clock() + 60.0  # look again later: an import may come
-            self._db.conn.close()
-            self._db = None
+            db.conn.close()
             return False
+        self._db = db  # only a fully opened store counts: update() relies on the tracker
         self._tracker = MoodTracker(moods, self.settings.mood_hold_s, self.settings.mood_margin)
-        self._recommender = Recommender(self._db, moods, self.settings)
+        self._recommender = Recommender(db, moods, self.settings)
         self.state = "ready"
         return True
 

@@ -3,10 +3,12 @@
     recommended -> sending -> sent -> played | skipped
                           \\-> recommended (retry later)   \\-> failed (Spotify refused it)
 
-Each change is its own committed transaction, so a power cut loses at most the change in
-flight. `sending` marks a push whose outcome is unknown (the process died during the
-call); the sync worker settles it against Spotify's queue before pushing again, so a
-song is neither lost nor queued twice.
+Each change is its own committed transaction (the sync worker commits with
+synchronous=FULL), so a power cut loses at most the change in flight. `sending` marks a
+push whose outcome is unknown (the reply was lost, or the process died during the call);
+the sync worker settles it against Spotify's queue before pushing again, so a song is
+neither lost nor queued twice. Every database failure, read or write, is a StoreError,
+which the callers already handle by reopening later.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ class Outbox:
     def waiting(self, user: str) -> int:
         """Songs queued for the user and not yet played, skipped or failed."""
         marks = ",".join("?" * len(WAITING))
-        return self.db.execute(
-            f"SELECT count(*) FROM queue WHERE user = ? AND state IN ({marks})", [user, *WAITING]
-        ).fetchone()[0]
+        return self._rows(
+            f"SELECT count(*) AS n FROM queue WHERE user = ? AND state IN ({marks})",
+            [user, *WAITING],
+        )[0]["n"]
 
     def last_sent(self, user: str) -> dict | None:
         """The newest song pushed to the player (or played), for feedback when offline."""
@@ -93,7 +96,8 @@ class Outbox:
         return rows[0] if rows else None
 
     def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT state, count(*) FROM queue GROUP BY state").fetchall())
+        rows = self._rows("SELECT state, count(*) AS n FROM queue GROUP BY state", [])
+        return {row["state"]: row["n"] for row in rows}
 
     def mark_played(self, uri: str) -> int:
         """The player is on `uri`: that song and the sent ones before it are played."""
@@ -116,6 +120,9 @@ class Outbox:
             raise StoreError(f"cannot update the song queue: {exc}") from exc
 
     def _rows(self, sql: str, params: list[Any]) -> list[dict]:
-        cursor = self.db.execute(sql, params)
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        try:
+            cursor = self.db.execute(sql, params)
+            columns = [c[0] for c in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the song queue: {exc}") from exc
