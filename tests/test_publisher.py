@@ -113,3 +113,35 @@ def test_final_status_is_written_on_stop(tmp_path):
     publisher.stop()
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "stopped" and status["frames"] == 1
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def tick(self, view) -> None:
+        self.ticks += 1
+
+    def snapshot(self) -> dict:
+        return {}
+
+
+def test_companions_tick_on_their_own_clock_whatever_the_status_interval(tmp_path):
+    """The systemd watchdog is pinged from a companion tick: a 45 s status interval
+    must not starve a 30 s watchdog."""
+    counter = Counter()
+    board = Board(info={"source": "test"}, sample_period_s=1.0)
+    publisher = Publisher(
+        board,
+        state_dir=str(tmp_path / "state"),
+        runtime_dir=str(tmp_path / "run"),
+        status_interval_s=45.0,
+        companions=[counter],
+    )
+    assert publisher.companion_period == Publisher.COMPANION_MAX_S <= 10.0
+    publisher.companion_period = 0.05  # the same loop, faster, to keep the test short
+    publisher.start()
+    try:
+        assert wait_for(lambda: counter.ticks >= 5, timeout=5.0)
+    finally:
+        publisher.stop()

@@ -173,6 +173,24 @@ def test_ready_status_watchdog_and_stopping_from_a_real_daemon(tmp_path, notify_
 
 
 @requires_models
+def test_a_camera_missing_at_boot_is_a_started_service_not_a_failed_start(tmp_path, notify_socket):
+    """Without READY, systemd would kill the daemon after TimeoutStartSec and restart
+    it over and over while it waits for the camera."""
+    sock, path = notify_socket
+    proc = start(["--source", "http://127.0.0.1:9/absent.mjpg", *dirs(tmp_path)],
+                 daemon_env(path))  # fmt: skip
+    try:
+        messages = drain(sock, 5.0)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    ready = [m for m in messages if m.startswith("READY=1")]
+    assert len(ready) == 1 and "camera error" in ready[0] and "0 frames" in ready[0]
+    assert sum(m == "WATCHDOG=1" for m in messages) >= 3  # the retrying loop is alive
+
+
+@requires_models
 def test_a_stuck_frame_loop_stops_the_watchdog_pings(tmp_path, notify_socket):
     """The frame loop blocks for good: its --events go to a pipe whose reader stalled,
     so once the pipe buffer is full the loop hangs in write(). The pings must stop

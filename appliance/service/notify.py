@@ -80,7 +80,9 @@ class Notifier:
 
 
 class ServiceHeartbeat:
-    """Publisher companion: READY once a frame arrived, STATUS every few seconds, and
+    """Publisher companion: READY once the frame loop runs (a frame arrived, or the camera
+    is missing and being retried: an unplugged camera must not read as a failed start,
+    or systemd kills and restarts the service forever), STATUS every few seconds, and
     WATCHDOG while the frame loop's heartbeat is fresh."""
 
     STATUS_EVERY_S = 5.0
@@ -103,7 +105,7 @@ class ServiceHeartbeat:
 
     def tick(self, view: Any) -> None:
         now = self.clock()
-        if not self.ready_sent and view.frames > 0:
+        if not self.ready_sent and (view.frames > 0 or view.camera_error):
             self.notifier.ready(summary(view))
             self.ready_sent = True
         if now - self.heartbeat() <= self.stale_after_s:

@@ -111,7 +111,11 @@ class Companion(Protocol):
 
 class Publisher(threading.Thread):
     """Writes status every status_interval_s and flushes the samples the board picked
-    (one per sample period of stream time) to SQLite, until stopped."""
+    (one per sample period of stream time) to SQLite, until stopped. Companions tick at
+    least every COMPANION_MAX_S whatever the status interval: the systemd watchdog
+    (WatchdogSec=30) is pinged from a tick."""
+
+    COMPANION_MAX_S = 5.0
 
     def __init__(
         self,
@@ -131,6 +135,7 @@ class Publisher(threading.Thread):
         self.flush_period = flush_interval_s
         self.store_retry_s = store_retry_s
         self.status_period = status_interval_s
+        self.companion_period = min(status_interval_s, self.COMPANION_MAX_S)
         self.companions = tuple(companions)
         self.started_at = time.time()
         self.storage_error: str | None = None
@@ -151,17 +156,20 @@ class Publisher(threading.Thread):
             self.join(timeout=5.0)
 
     def run(self) -> None:
-        next_flush = next_status = time.monotonic()
+        next_flush = next_status = next_tick = time.monotonic()
         while not self._stop_event.is_set():
             now = time.monotonic()
             if now >= next_flush:
                 self._guarded(self._flush_samples)
                 next_flush = now + self.flush_period
-            if now >= next_status:
+            if now >= next_tick:
                 self._guarded(self._tick_companions)
+                next_tick = now + self.companion_period
+            if now >= next_status:
                 self._guarded(self._write_status)
                 next_status = now + self.status_period
-            self._stop_event.wait(max(0.01, min(next_flush, next_status) - time.monotonic()))
+            soonest = min(next_flush, next_status, next_tick)
+            self._stop_event.wait(max(0.01, soonest - time.monotonic()))
         self._guarded(self._flush_samples)
         self._guarded(self._write_status)
         if self._db is not None:
