@@ -417,3 +417,15 @@ def test_describe_config_is_plain_json() -> None:
     assert described["camera"] == {"source": "auto", "width": 640, "height": 480, "fps": 15}
     assert list(described) == list(Config.sections())
     assert json.loads(json.dumps(described)) == described
+
+
+def test_two_gpio_parts_on_one_pin_are_refused_naming_both_keys(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, "[gpio]\nled_pin = 17\n") == [
+        "config.toml: [gpio] led_pin: pin 17 is already used by like_pin"
+    ]
+    assert problems_of(tmp_path, '[gpio]\nled_pin = 5\nrgb_pins = "6,5,13"\n') == [
+        "config.toml: [gpio] rgb_pins: pin 5 is already used by led_pin"
+    ]
+    # pin 0 means "not fitted", and a disabled GPIO section claims no pins
+    load_config(write(tmp_path, "[gpio]\nlike_pin = 0\nskip_pin = 0\n"))
+    load_config(write(tmp_path, "[gpio]\nenabled = false\nled_pin = 17\n"))

@@ -341,6 +341,25 @@ class GpioConfig:
         pattern_doc='"" or three BCM pins 1..27 as "R,G,B"',
     )
 
+    def problems(self) -> list[tuple[str, str]]:
+        """Two parts on one pin: gpiozero would refuse the second at start-up and every
+        button would be off, so say which keys clash now."""
+        if not self.enabled:
+            return []
+        owners: dict[int, str] = {}
+        found = []
+        rgb = [int(pin) for pin in self.rgb_pins.split(",")] if self.rgb_pins else []
+        uses = [("like_pin", self.like_pin), ("skip_pin", self.skip_pin), ("led_pin", self.led_pin)]
+        uses += [("rgb_pins", pin) for pin in rgb]
+        for key, pin in uses:
+            if pin == 0:
+                continue  # not fitted
+            if pin in owners:
+                found.append((key, f"pin {pin} is already used by {owners[pin]}"))
+            else:
+                owners[pin] = key
+        return found
+
 
 VLM_DEFAULT_PROMPT = (
     "An on-device classifier reads this person's face as {emotion} (confidence "
