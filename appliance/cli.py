@@ -145,11 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Third-party loggers whose DEBUG lines carry secrets (spotipy logs the Basic-auth
+# header, refresh tokens and Bearer tokens): never below INFO, whatever the level.
+SECRET_LOGGERS = ("spotipy",)
+
+
 def _setup_logging(config: Config | None, verbose: bool) -> None:
     level = "DEBUG" if verbose else (config.logging.level if config else "INFO")
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in SECRET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
 class ChangePrinter:

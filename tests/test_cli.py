@@ -230,3 +230,19 @@ def test_python_m_and_console_script_agree():
     assert os.access(ROOT / "appliance" / "__main__.py", os.R_OK)
     result = cli("--help")
     assert result.returncode == 0 and "run" in result.stdout and "status" in result.stdout
+
+
+def test_verbose_logging_keeps_spotipy_secrets_out_of_the_journal():
+    """spotipy's DEBUG lines carry the Basic-auth header and tokens."""
+    import logging
+
+    from appliance import cli
+
+    spotipy_log = logging.getLogger("spotipy")
+    saved = spotipy_log.level
+    try:
+        cli._setup_logging(None, verbose=True)
+        assert not spotipy_log.isEnabledFor(logging.DEBUG)
+        assert spotipy_log.isEnabledFor(logging.INFO)
+    finally:
+        spotipy_log.setLevel(saved)
