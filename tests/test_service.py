@@ -53,6 +53,10 @@ def test_unit_declares_what_the_appliance_relies_on():
     assert s["ProtectSystem"] == ["strict"]
     assert set(s["RestrictAddressFamilies"][0].split()) >= {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert s["User"] == ["emotion-appliance"]
+    assert s["RuntimeDirectoryPreserve"] == ["yes"]  # status can report a failed daemon
+    # lgpio (gpiozero's Pi 5/Bookworm backend) needs a writable working directory
+    assert s["WorkingDirectory"] == ["/run/emotion-appliance"]
+    assert "LG_WD=/run/emotion-appliance" in s["Environment"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
@@ -331,3 +335,27 @@ def test_doctor_reports_each_check_and_fails_on_problems(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     ).stdout  # fmt: skip
     assert "SKIP  camera" in text and "fix:" in text
+
+
+def test_doctor_asks_a_running_daemon_about_the_camera_it_holds(tmp_path):
+    """libcamera admits one user: opening the camera beside the daemon always fails."""
+    from appliance.service.status import write_status
+
+    args = dirs(tmp_path)
+    doctor = [sys.executable, "-m", "appliance", "doctor", "--json", *args,
+              "--set", "camera.source=/dev/video99"]  # fmt: skip
+    snapshot = {"state": "running", "pid": 4242, "frames": 1234, "source": "picamera2:0",
+                "updated_at": time.time(), "camera_error": None}  # fmt: skip
+    write_status(tmp_path / "run", snapshot)
+    out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    camera = {c["name"]: c for c in json.loads(out.stdout)}["camera"]
+    assert camera["status"] == "pass" and "pid 4242" in camera["detail"]
+    assert "1234 frames" in camera["detail"]
+    write_status(tmp_path / "run", {**snapshot, "camera_error": "picamera2: unplugged"})
+    out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    camera = {c["name"]: c for c in json.loads(out.stdout)}["camera"]
+    assert camera["status"] == "fail" and "unplugged" in camera["detail"]
+    write_status(tmp_path / "run", {**snapshot, "updated_at": time.time() - 3600})
+    out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    camera = {c["name"]: c for c in json.loads(out.stdout)}["camera"]  # stale: opens it
+    assert camera["status"] == "fail" and "video99" in camera["detail"]

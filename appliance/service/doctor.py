@@ -6,10 +6,12 @@ configured). The command exits 1 when any check fails, so it also works in scrip
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from appliance.capture import CaptureError, open_source
 from appliance.config import Config
 from appliance.config.secrets import SecretError, read_secret
 from appliance.pipeline import models_dir
+from appliance.service.status import read_status
 from appliance.store.database import StoreError, open_database
 from appliance.vision.model_card import load_card, resolve_card
 from appliance.vision.runtime import ModelError
@@ -75,8 +78,28 @@ def check_models(config: Config) -> Check:
     return passed("models", f"{', '.join(good)}: files match their cards' sha256")
 
 
+def running_daemon(config: Config) -> dict | None:
+    """The daemon's status when it is running now (a fresh snapshot), else None."""
+    snapshot = read_status(config.service.runtime_dir)
+    if not snapshot or snapshot.get("state") not in ("running", "starting"):
+        return None
+    age = time.time() - float(snapshot.get("updated_at", 0))
+    return snapshot if age <= max(10.0, 5 * config.service.status_interval_s) else None
+
+
 def check_camera(config: Config) -> Check:
     spec = config.camera.source
+    daemon = running_daemon(config)
+    if daemon is not None:
+        # it holds the camera (libcamera and most V4L2 drivers admit one user): ask it
+        who = f"the running daemon (pid {daemon.get('pid')})"
+        if daemon.get("camera_error"):
+            hint = "connect the camera, check camera.source, and the 'video' group membership"
+            return failed("camera", f"{who} reports: {daemon['camera_error']}", hint)
+        return passed(
+            "camera",
+            f"in use by {who}: {daemon.get('frames', 0)} frames from {daemon.get('source')}",
+        )
     try:
         source = open_source(spec, width=config.camera.width, height=config.camera.height)
         source.open()
@@ -105,6 +128,10 @@ def check_storage(config: Config) -> list[Check]:
             with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor."):
                 pass
         except OSError as exc:
+            if name == "runtime" and not path.exists() and exc.errno in (errno.EACCES, errno.EPERM):
+                # /run/emotion-appliance is made by systemd when the service starts
+                checks.append(skipped("runtime dir", f"{path}: absent until the service starts"))
+                continue
             checks.append(
                 failed(f"{name} dir", f"{path}: not writable ({exc.strerror or exc})",
                        f"sudo chown emotion-appliance: {path} (the service creates it itself)")
