@@ -6,12 +6,16 @@
 # pi-gen's dependencies:
 #   sudo apt-get install coreutils quilt parted qemu-user-static debootstrap zerofree \
 #     zip dosfstools libarchive-tools libcap2-bin grep rsync xz-utils file git curl bc \
-#     gpg pigz xxd arch-test binfmt-support
+#     gpg pigz xxd arch-test binfmt-support python3-pip
+# (python3-pip: the payload step builds the wheel and fetches the face detector here)
 # or Docker with USE_DOCKER=1. Takes 30-90 minutes. The image lands in
 # image-build/work/pi-gen/deploy/.
 #
-#   image-build/build.sh                       # default: no SSH key baked in
+#   image-build/build.sh                       # default: no SSH key baked in (add one
+#                                              # later in emotion-appliance.txt on /boot)
 #   SSH_PUBKEY="$(cat ~/.ssh/id_ed25519.pub)" image-build/build.sh
+# Either way SSH takes keys only: the stage installs an sshd drop-in that turns
+# password login off.
 set -euo pipefail
 
 PIGEN_REPO="${PIGEN_REPO:-https://github.com/RPi-Distro/pi-gen.git}"
@@ -27,6 +31,7 @@ main() {
     mkdir -p "$WORK"
     stage_payload
     fetch_pigen
+    place_stage
     write_config
     cd "$WORK/pi-gen"
     touch stage2/SKIP_IMAGES  # only our stage exports an image
@@ -57,6 +62,12 @@ fetch_pigen() {
     git -C "$WORK/pi-gen" checkout --quiet "$PIGEN_REF"
 }
 
+# Inside pi-gen's tree: its Docker build copies only that tree into the container.
+place_stage() {
+    rm -rf "$WORK/pi-gen/stage-emotion-appliance"
+    cp -a "$STAGE" "$WORK/pi-gen/stage-emotion-appliance"
+}
+
 write_config() {
     cat > "$WORK/pi-gen/config" <<CONFIG
 IMG_NAME=emotion-appliance
@@ -65,15 +76,19 @@ TARGET_HOSTNAME=emotion-appliance
 FIRST_USER_NAME=pi
 DISABLE_FIRST_BOOT_USER_RENAME=1
 ENABLE_SSH=1
-PUBKEY_ONLY_SSH=1
-PUBKEY_SSH_FIRST_USER="${SSH_PUBKEY:-}"
 LOCALE_DEFAULT=en_GB.UTF-8
 TIMEZONE_DEFAULT=Etc/UTC
 DEPLOY_COMPRESSION=xz
-STAGE_LIST="stage0 stage1 stage2 $STAGE"
+STAGE_LIST="stage0 stage1 stage2 stage-emotion-appliance"
 CONFIG
+    # pi-gen refuses PUBKEY_ONLY_SSH=1 without a key, so only a baked-in key sets it
+    if [[ -n "${SSH_PUBKEY:-}" ]]; then
+        printf 'PUBKEY_SSH_FIRST_USER="%s"\nPUBKEY_ONLY_SSH=1\n' "$SSH_PUBKEY" >> "$WORK/pi-gen/config"
+    fi
     # No password login over SSH: set a random first-user password nobody knows.
     echo "FIRST_USER_PASS=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >> "$WORK/pi-gen/config"
 }
 
-main "$@"
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then  # sourced by the tests: functions only
+    main "$@"
+fi

@@ -47,6 +47,44 @@ def test_scripts_are_executable():
         assert script.stat().st_mode & stat.S_IXUSR, script
 
 
+def test_tools_with_a_shebang_are_executable_in_git():
+    """The README shows `tools/evaluate.py ...` as a command: the mode must be in git."""
+    staged = subprocess.run(
+        ["git", "ls-files", "-s", "tools"], cwd=ROOT, capture_output=True, text=True
+    )
+    if staged.returncode != 0:
+        pytest.skip("not a git checkout")
+    for line in staged.stdout.splitlines():
+        mode, path = line.split()[0], line.split("\t")[-1]
+        if (ROOT / path).read_bytes().startswith(b"#!"):
+            assert mode == "100755", f"{path} has a shebang but mode {mode}"
+
+
+def pigen_config(tmp_path: Path, ssh_pubkey: str) -> str:
+    """Run build.sh's place_stage and write_config into a scratch pi-gen tree."""
+    (tmp_path / "pi-gen").mkdir(parents=True)
+    script = f'source "{ROOT / "image-build" / "build.sh"}"; place_stage; write_config'
+    env = {**os.environ, "WORK": str(tmp_path), "SSH_PUBKEY": ssh_pubkey}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return (tmp_path / "pi-gen" / "config").read_text()
+
+
+def test_pigen_config_builds_without_a_key_and_with_one(tmp_path):
+    # pi-gen exits when PUBKEY_ONLY_SSH=1 comes without PUBKEY_SSH_FIRST_USER
+    config = pigen_config(tmp_path / "a", "")
+    assert "PUBKEY_ONLY_SSH" not in config and "PUBKEY_SSH_FIRST_USER" not in config
+    assert "ENABLE_SSH=1" in config
+    config = pigen_config(tmp_path / "b", "ssh-ed25519 AAAAC3Nza me@laptop")
+    assert 'PUBKEY_SSH_FIRST_USER="ssh-ed25519 AAAAC3Nza me@laptop"' in config
+    assert "PUBKEY_ONLY_SSH=1" in config
+    # the stage sits inside pi-gen's tree (its Docker build copies only that tree)
+    assert 'STAGE_LIST="stage0 stage1 stage2 stage-emotion-appliance"' in config
+    placed = tmp_path / "b" / "pi-gen" / "stage-emotion-appliance"
+    assert (placed / "00-install" / "02-run-chroot.sh").stat().st_mode & stat.S_IXUSR
+    assert (placed / "EXPORT_IMAGE").is_file()
+
+
 def shims(tmp_path: Path) -> tuple[Path, Path]:
     """Stand-ins for the commands that change the real system; each logs its call."""
     bin_dir, log = tmp_path / "shims", tmp_path / "calls.log"
