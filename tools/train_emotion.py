@@ -21,8 +21,9 @@ stages stay narrow (16 and 48 channels, one conv each) and the capacity sits at 
 this 0.9 ms. Trained for 150 epochs it scored 67.9% int8 on val, against 66.95% for the
 wider net after 60 epochs (the longer schedule, not the narrower net, is the likely gain).
 Tried and not adopted (same seed, 150 epochs): `--l2 2.5e-4 --ema 0.998` scored 67.6% int8,
-`--teacher models/emotion_cnn_int8.json` (distilling the shipped model) 67.3% and
-`--cutmix 0.5` 66.4%, against the default's 67.9% (models/README.md lists the runs).
+`--teacher models/emotion_cnn_int8.json` (distilling the shipped model) 67.3%,
+`--cutmix 0.5` 66.4% and `--head gdconv` 67.7%, against the default's 67.9%
+(models/README.md lists the runs).
 """
 
 from __future__ import annotations
