@@ -13,8 +13,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from support import ROOT
 
-from appliance.config.schema import GpioConfig, MusicConfig
-from appliance.hardware.gpio import FeedbackPanel, parse_rgb_pins
+from appliance.config.schema import GpioConfig, MusicConfig, parse_rgb_pins
+from appliance.hardware.gpio import FeedbackPanel
 from appliance.music.catalog import import_catalog, load_moods
 from appliance.music.feedback import FeedbackRecorder
 from appliance.music.outbox import Outbox

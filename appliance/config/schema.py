@@ -320,6 +320,19 @@ class SpotifyConfig:
     )
 
 
+def parse_rgb_pins(text: str) -> tuple[int, int, int] | None:
+    """`"R,G,B"` BCM pins -> tuple; "" -> None. ValueError names the config key."""
+    if not text.strip():
+        return None
+    try:
+        pins = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        pins = ()
+    if len(pins) != 3 or not all(1 <= p <= 27 for p in pins):
+        raise ValueError(f'gpio.rgb_pins: expected "R,G,B" BCM pins 1..27, got {text!r}')
+    return pins  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class GpioConfig:
     """GPIO: like/skip buttons and status LEDs (BCM pin numbers; 0 = not fitted)."""
@@ -348,9 +361,8 @@ class GpioConfig:
             return []
         owners: dict[int, str] = {}
         found = []
-        rgb = [int(pin) for pin in self.rgb_pins.split(",")] if self.rgb_pins else []
         uses = [("like_pin", self.like_pin), ("skip_pin", self.skip_pin), ("led_pin", self.led_pin)]
-        uses += [("rgb_pins", pin) for pin in rgb]
+        uses += [("rgb_pins", pin) for pin in parse_rgb_pins(self.rgb_pins) or ()]
         for key, pin in uses:
             if pin == 0:
                 continue  # not fitted

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from appliance.config.schema import GpioConfig
+from appliance.config.schema import GpioConfig, parse_rgb_pins
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +22,6 @@ MOOD_COLOURS: dict[str, tuple[float, float, float]] = {
     "calm": (0.0, 0.8, 0.4),  # green
     "sad": (0.0, 0.2, 1.0),  # blue
 }
-
-
-def parse_rgb_pins(text: str) -> tuple[int, int, int] | None:
-    """`"R,G,B"` BCM pins -> tuple; "" -> None. ValueError names the config key."""
-    if not text.strip():
-        return None
-    try:
-        pins = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        pins = ()
-    if len(pins) != 3 or not all(1 <= p <= 27 for p in pins):
-        raise ValueError(f'gpio.rgb_pins: expected "R,G,B" BCM pins 1..27, got {text!r}')
-    return pins  # type: ignore[return-value]
 
 
 class FeedbackPanel:
