@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING
 from appliance import __version__
 from appliance.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from appliance.config.secrets import SecretError
-from appliance.service.status import assess, format_status, read_status
+from appliance.service.status import assess, format_status, read_status, stale_after
 
 if TYPE_CHECKING:
     from appliance.pipeline import FrameResult
@@ -232,8 +232,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     snapshot = read_status(config.service.runtime_dir)
-    stale_after = max(10.0, 5 * config.service.status_interval_s)
-    code, reason = assess(snapshot, stale_after)
+    code, reason = assess(snapshot, stale_after(config.service.status_interval_s))
     if args.json:
         print(json.dumps({"code": code, "reason": reason, "status": snapshot}, sort_keys=True))
     else:

@@ -346,16 +346,16 @@ def test_doctor_asks_a_running_daemon_about_the_camera_it_holds(tmp_path):
               "--set", "camera.source=/dev/video99"]  # fmt: skip
     snapshot = {"state": "running", "pid": 4242, "frames": 1234, "source": "picamera2:0",
                 "updated_at": time.time(), "camera_error": None}  # fmt: skip
-    write_status(tmp_path / "run", snapshot)
-    out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    camera = {c["name"]: c for c in json.loads(out.stdout)}["camera"]
+
+    def camera_check(status: dict) -> dict:
+        write_status(tmp_path / "run", status)
+        out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        return {c["name"]: c for c in json.loads(out.stdout)}["camera"]
+
+    camera = camera_check(snapshot)
     assert camera["status"] == "pass" and "pid 4242" in camera["detail"]
     assert "1234 frames" in camera["detail"]
-    write_status(tmp_path / "run", {**snapshot, "camera_error": "picamera2: unplugged"})
-    out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    camera = {c["name"]: c for c in json.loads(out.stdout)}["camera"]
+    camera = camera_check({**snapshot, "camera_error": "picamera2: unplugged"})
     assert camera["status"] == "fail" and "unplugged" in camera["detail"]
-    write_status(tmp_path / "run", {**snapshot, "updated_at": time.time() - 3600})
-    out = subprocess.run(doctor, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    camera = {c["name"]: c for c in json.loads(out.stdout)}["camera"]  # stale: opens it
+    camera = camera_check({**snapshot, "updated_at": time.time() - 3600})  # stale: opens it
     assert camera["status"] == "fail" and "video99" in camera["detail"]

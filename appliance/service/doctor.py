@@ -22,7 +22,7 @@ from appliance.capture import CaptureError, open_source
 from appliance.config import Config
 from appliance.config.secrets import SecretError, read_secret
 from appliance.pipeline import models_dir
-from appliance.service.status import read_status
+from appliance.service.status import read_status, stale_after
 from appliance.store.database import StoreError, open_database
 from appliance.vision.model_card import load_card, resolve_card
 from appliance.vision.runtime import ModelError
@@ -30,6 +30,7 @@ from appliance.vision.runtime import ModelError
 log = logging.getLogger(__name__)
 
 MIN_FREE_MB = 200
+CAMERA_HINT = "connect the camera, check camera.source, and the 'video' group membership"
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def running_daemon(config: Config) -> dict | None:
     if not snapshot or snapshot.get("state") not in ("running", "starting"):
         return None
     age = time.time() - float(snapshot.get("updated_at", 0))
-    return snapshot if age <= max(10.0, 5 * config.service.status_interval_s) else None
+    return snapshot if age <= stale_after(config.service.status_interval_s) else None
 
 
 def check_camera(config: Config) -> Check:
@@ -94,8 +95,7 @@ def check_camera(config: Config) -> Check:
         # it holds the camera (libcamera and most V4L2 drivers admit one user): ask it
         who = f"the running daemon (pid {daemon.get('pid')})"
         if daemon.get("camera_error"):
-            hint = "connect the camera, check camera.source, and the 'video' group membership"
-            return failed("camera", f"{who} reports: {daemon['camera_error']}", hint)
+            return failed("camera", f"{who} reports: {daemon['camera_error']}", CAMERA_HINT)
         return passed(
             "camera",
             f"in use by {who}: {daemon.get('frames', 0)} frames from {daemon.get('source')}",
@@ -108,8 +108,7 @@ def check_camera(config: Config) -> Check:
         finally:
             source.close()
     except CaptureError as exc:
-        hint = "connect the camera, check camera.source, and the 'video' group membership"
-        return failed("camera", str(exc).splitlines()[0], hint)
+        return failed("camera", str(exc).splitlines()[0], CAMERA_HINT)
     if frame is None:
         return failed("camera", f"{spec}: no frame within 5 s", "check the cable and power")
     height, width = frame.image.shape[:2]

@@ -48,6 +48,11 @@ def read_status(runtime_dir: str | Path) -> dict[str, Any] | None:
         return {"state": "unreadable", "last_error": f"status file unreadable: {exc}"}
 
 
+def stale_after(status_interval_s: float) -> float:
+    """Seconds after which a running daemon's snapshot means it hung or stopped."""
+    return max(10.0, 5 * status_interval_s)
+
+
 def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, str]:
     """Nagios-style verdict and a one-line reason."""
     if snapshot is None:
