@@ -345,3 +345,44 @@ def test_director_recovers_when_the_store_is_locked_while_it_opens(
         assert director.last_song is not None  # the queue was low: a song was queued
     finally:
         director.close()
+
+
+def test_director_serves_a_mood_change_that_came_inside_min_interval(db, catalog, tmp_path):
+    """A change within min_interval_s of the last song is delayed, not dropped: the
+    listener who turns sad 9 s after a happy song gets a sad song 30 s after it."""
+    from appliance.music.director import MusicDirector
+
+    settings = MusicConfig(mood_hold_s=0.0, min_interval_s=30.0, queue_low=1)
+    director = MusicDirector(str(tmp_path / "state"), settings)
+    try:
+        director.update(0.0, 0.8, 0.8)  # happy; the queue is empty (low): a song
+        assert director.mood == "happy" and director.last_song["mood"] == "happy"
+        director.update(9.0, -0.8, -0.8)  # sad, but only 9 s after that song
+        assert director.mood == "sad" and director.queue_depth == 1
+        for t in range(10, 30):
+            director.update(float(t), -0.8, -0.8)
+        assert director.last_song["mood"] == "happy"  # min_interval_s still holds
+        director.update(30.0, -0.8, -0.8)
+        assert director.last_song["mood"] == "sad" and director.queue_depth == 2
+        for t in range(31, 120):  # served once: the queue is not low, no more songs
+            director.update(float(t), -0.8, -0.8)
+        assert director.queue_depth == 2
+    finally:
+        director.close()
+
+
+def test_director_drops_a_pending_change_when_the_mood_returns(db, catalog, tmp_path):
+    """happy -> sad -> happy inside min_interval_s: the queued happy song still fits."""
+    from appliance.music.director import MusicDirector
+
+    settings = MusicConfig(mood_hold_s=0.0, min_interval_s=30.0, queue_low=1)
+    director = MusicDirector(str(tmp_path / "state"), settings)
+    try:
+        director.update(0.0, 0.8, 0.8)
+        director.update(5.0, -0.8, -0.8)
+        director.update(10.0, 0.8, 0.8)
+        for t in range(11, 90):
+            director.update(float(t), 0.8, 0.8)
+        assert director.mood == "happy" and director.queue_depth == 1
+    finally:
+        director.close()

@@ -4,8 +4,9 @@ It reads the affect samples the board picks (one per `storage.sample_hz` period 
 stream time), so moods follow the stream's own clock: a recording processed faster than
 real time gets the same songs as watching it live. A song is queued when the listener's
 mood changes, or when fewer than `queue_low` songs are waiting, and never more often
-than every `min_interval_s` of stream time. Without a face (valence None) nothing
-changes: looking away does not change the music.
+than every `min_interval_s` of stream time: a mood change inside that interval is kept
+pending and served once the interval has passed, not dropped. Without a face (valence
+None) nothing changes: looking away does not change the music.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class MusicDirector:
         self._tracker: MoodTracker | None = None
         self._recommender: Recommender | None = None
         self._last_queued = float("-inf")
+        self._queued_mood: str | None = None  # mood of the last song queued
+        self._change_pending = False  # the mood changed and no song for it is queued yet
         self._retry_at = 0.0
 
     def _open(self) -> bool:
@@ -92,11 +95,13 @@ class MusicDirector:
         try:
             outbox = Outbox(self._db)
             self.queue_depth = outbox.waiting(self.settings.user)
-            changed = previous is not None and self.mood != previous
-            if changed:
+            if previous is not None and self.mood != previous:
                 log.info("mood: %s -> %s", previous, self.mood)
+                # back to the mood of the last queued song: that song still fits
+                self._change_pending = self.mood != self._queued_mood
             low = self.queue_depth < self.settings.queue_low
-            if (changed or low) and now - self._last_queued >= self.settings.min_interval_s:
+            wanted = self._change_pending or low
+            if wanted and now - self._last_queued >= self.settings.min_interval_s:
                 picks = self._recommender.recommend(
                     valence, arousal, user=self.settings.user, mood=self.mood
                 )
@@ -105,6 +110,7 @@ class MusicDirector:
                     self.last_song = picks[0].to_json()
                     self.queue_depth += 1
                     self._last_queued = now
+                    self._queued_mood, self._change_pending = self.mood, False
                     log.info("queued %s - %s (%s)", picks[0].artist, picks[0].name, self.mood)
                     self.on_queued()
             self.error = None
