@@ -59,6 +59,18 @@ def _unit(value: str, name: str) -> float:
     return number
 
 
+def _popularity(value: str | None) -> int | None:
+    if not (value or "").strip():
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"popularity {value!r} is not a number") from None
+    if not math.isfinite(number):  # int(inf) would be an OverflowError, not a bad row
+        raise ValueError(f"popularity {value!r} is not a finite number")
+    return int(number)
+
+
 def _text(row: dict, key: str) -> str:
     value = (row.get(key) or "").strip()
     if not value:
@@ -73,13 +85,12 @@ def parse_row(row: dict, spotify_layout: bool, now: float) -> dict:
         if not TRACK_ID.match(track_id):
             raise ValueError(f"track_id {track_id!r} is not a Spotify id")
         artists = [a.strip() for a in _text(row, "artists").split(";") if a.strip()]
+        if not artists:
+            raise ValueError(f"artists {row['artists']!r} names no artist")
         uri, name = f"spotify:track:{track_id}", _text(row, "track_name")
         artist, main_artist = ", ".join(artists), artists[0]
         album, genre = (row.get("album_name") or "").strip(), (row.get("track_genre") or "").strip()
-        try:
-            popularity = int(float(row["popularity"])) if row.get("popularity") else None
-        except ValueError:
-            raise ValueError(f"popularity {row['popularity']!r} is not a number") from None
+        popularity = _popularity(row.get("popularity"))
     else:
         uri = _text(row, "uri")
         if not TRACK_URI.match(uri):
@@ -106,9 +117,13 @@ def read_catalog_csv(path: Path) -> tuple[list[tuple[int, dict]], ImportReport]:
     now = time.time()
     tracks: list[tuple[int, dict]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would
+        # otherwise stick to the first column name
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            header = {h.strip() for h in reader.fieldnames or () if h}
+            # "uri, name, artist": the rows are looked up by the stripped names too
+            reader.fieldnames = [(h or "").strip() for h in reader.fieldnames or ()]
+            header = {h for h in reader.fieldnames if h}
             if header >= SPOTIFY_COLUMNS:
                 spotify_layout = True
             elif header >= MINIMAL_COLUMNS:
@@ -129,6 +144,9 @@ def read_catalog_csv(path: Path) -> tuple[list[tuple[int, dict]], ImportReport]:
                     tracks.append((line, parse_row(row, spotify_layout, now)))
                 except ValueError as exc:
                     report.skipped.append((line, str(exc)))
+                except (ArithmeticError, LookupError, TypeError) as exc:
+                    # a value parse_row did not foresee: one bad row, not a failed import
+                    report.skipped.append((line, f"unreadable row ({type(exc).__name__}: {exc})"))
     except FileNotFoundError as exc:
         raise CatalogError(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
