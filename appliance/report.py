@@ -59,14 +59,20 @@ class Extremum:
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average that skips NaN (no face) instead of spreading it."""
-    if window <= 1 or len(values) == 0:
+    """Centred moving average that skips NaN (no face) instead of spreading it.
+
+    The centred slice of the full convolution keeps the output as long as the input:
+    mode="same" returns max(n, window) values, which breaks records shorter than the
+    window (a short clip, a narrow --since/--until)."""
+    n = len(values)
+    if window <= 1 or n == 0:
         return values.astype(np.float64)
     ok = ~np.isnan(values)
     kernel = np.ones(window)
-    total = np.convolve(np.where(ok, values, 0.0), kernel, mode="same")
-    count = np.convolve(ok.astype(np.float64), kernel, mode="same")
-    out = np.full(len(values), np.nan)
+    centre = slice((window - 1) // 2, (window - 1) // 2 + n)
+    total = np.convolve(np.where(ok, values, 0.0), kernel, mode="full")[centre]
+    count = np.convolve(ok.astype(np.float64), kernel, mode="full")[centre]
+    out = np.full(n, np.nan)
     np.divide(total, count, out=out, where=count > 0)
     out[~ok] = np.nan
     return out

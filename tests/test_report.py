@@ -96,6 +96,39 @@ def test_render_refuses_an_empty_timeline(tmp_path):
         render(empty, tmp_path / "x.png")
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_smooth_keeps_the_length_of_a_record_shorter_than_the_window(n):
+    """mode="same" returned max(n, window) values: 1-4 samples crashed the report."""
+    import numpy as np
+
+    values = np.arange(n, dtype=float)
+    expected = [values[max(0, i - 2) : i + 3].mean() for i in range(n)]  # +-2 samples
+    np.testing.assert_allclose(smooth(values, 5), expected)
+    with_gap = values.copy()
+    with_gap[0] = np.nan
+    smoothed = smooth(with_gap, 5)
+    assert len(smoothed) == n and np.isnan(smoothed[0])
+    np.testing.assert_allclose(smoothed[1:], [np.nanmean(with_gap[max(0, i - 2) : i + 3])
+                                              for i in range(1, n)])  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".png", ".html"])
+def test_render_draws_a_three_sample_timeline(tmp_path, suffix):
+    import numpy as np
+
+    timeline = Timeline(
+        np.array([0.0, 0.5, 1.0]),
+        np.array([0.2, np.nan, -0.1]),
+        np.array([0.1, np.nan, 0.3]),
+        ["happy", None, "sad"],
+        wall_clock=False,
+    )
+    out = tmp_path / f"short{suffix}"
+    summary = render(timeline, out)
+    assert summary["samples"] == 3 and summary["with_face"] == 2
+    assert out.stat().st_size > 0
+
+
 # ------------------------------------------------------------------------------ analyze
 
 
@@ -114,6 +147,23 @@ def test_analyze_writes_one_row_per_sample_at_the_requested_fps(tmp_path, mood_c
     assert sum(r["face"] == "1" for r in rows) >= 120  # 89% here: every 2nd frame only
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["rows"] == 150 and summary["user"] == "p 07"
+    assert cv2.imread(str(folder / "report.png")) is not None
+
+
+@requires_models
+def test_analyze_a_clip_shorter_than_the_smoothing_window(tmp_path):
+    """Three sampled frames: the summary and the report are still written."""
+    from appliance.analyze import analyze
+    from appliance.config import load_config
+
+    clip = tmp_path / "short.mp4"
+    make_face_clip.compose(make_face_clip.list_faces(FIXTURE_FACES)[:1], clip, frames_per_face=3,
+                           fps=10, seed=3)  # fmt: skip
+    config = load_config(None, [], default_path="/nonexistent/config.toml")
+    summary = analyze(str(clip), tmp_path / "out", config, fps=10, user="u", condition="c")
+    folder = tmp_path / "out" / "u" / "c"
+    assert summary["rows"] == 3
+    assert json.loads((folder / "summary.json").read_text())["timeline_summary"]["samples"] == 3
     assert cv2.imread(str(folder / "report.png")) is not None
 
 
