@@ -34,7 +34,8 @@ setup(
         f"opencv-python-headless>=4.8; {LITERT}",
         f"tflite-runtime==2.14.0; {TFLITE_RUNTIME}",
         f"ai-edge-litert>=1.2; {LITERT}",
-        "sqlite-utils>=3.35",
+        # 4.x: writes join a transaction the caller opened (3.x insert_all committed it)
+        "sqlite-utils>=4.0,<5",
         # Pure Python: installed everywhere so a laptop runs (and tests) the music side;
         # on a Pi, gpiozero drives the pins through apt's python3-lgpio / RPi.GPIO.
         "spotipy>=2.23,<3",

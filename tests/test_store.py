@@ -200,3 +200,75 @@ def test_write_to_read_only_database_gives_store_error(tmp_path):
             write_samples(db, [sample_row(state(1.0), 1, "demo", 1.0)])
     finally:
         db.conn.close()
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path):
+    """The daemon and a CLI command creating the database at the same moment: before,
+    both read user_version 0 and both migrated ("table affect_samples already exists")."""
+    import threading
+
+    for trial in range(8):
+        state_dir = tmp_path / f"fresh{trial}"
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def opener(
+            state_dir: Path = state_dir,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                open_database(state_dir).conn.close()
+            except BaseException as exc:  # reported by the assert below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=opener) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        conn = raw(state_dir / DB_NAME)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            conn.close()
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path, monkeypatch):
+    """All pending migrations are one transaction: no half-made schema to trip over."""
+    from appliance.store import database
+
+    bad = (*MIGRATIONS, (LATEST + 1, "CREATE TABLE extra (x);\nCREATE TABLE extra (x);"))
+    monkeypatch.setattr(database, "MIGRATIONS", bad)
+    with pytest.raises(StoreError, match="already exists"):
+        open_database(tmp_path)
+    conn = raw(tmp_path / DB_NAME)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert tables == []
+    finally:
+        conn.close()
+    monkeypatch.setattr(database, "MIGRATIONS", MIGRATIONS)
+    db = open_database(tmp_path)
+    try:
+        assert schema_version(db) == LATEST
+    finally:
+        db.conn.close()
+
+
+def test_write_samples_is_one_transaction_beyond_a_chunk(tmp_path):
+    """sqlite-utils 4 commits insert_all per chunk of 100 rows unless a transaction is
+    open: a failure in the second chunk must not leave the first stored."""
+    db = open_database(tmp_path)
+    try:
+        rows = [sample_row(state(float(i)), 1, "demo", 1000.0 + i) for i in range(150)]
+        rows[120]["confidence"] = None  # NOT NULL: the second chunk fails
+        with pytest.raises(StoreError):
+            write_samples(db, rows)
+        assert db["affect_samples"].count == 0 and not db.conn.in_transaction
+    finally:
+        db.conn.close()

@@ -1,14 +1,18 @@
 """The appliance's SQLite database: WAL mode, versioned migrations from day one.
 
 Only derived numbers are stored (smoothed emotion samples, later songs and feedback);
-never images. Each migration runs once, in order, inside a transaction, and bumps
-PRAGMA user_version, so an old database upgrades itself on the next start.
+never images. Pending migrations run once, in order, inside one write transaction that
+also bumps PRAGMA user_version, so an old database upgrades itself on the next start and
+two processes opening a new database at once (daemon and CLI) do not both migrate it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -124,21 +128,83 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """All of the block's writes or none: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error.
+
+    `with db.conn:` is no transaction with sqlite-utils 4 (execute() and each insert_all
+    chunk commit on their own); inside this block they join it (savepoints). IMMEDIATE
+    takes the write lock up front, waiting busy_timeout for it: a deferred transaction
+    that read first fails at once with "database is locked" when another connection
+    wrote meanwhile. Nested use becomes a savepoint."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    try:
+        db.conn.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def _statements(sql: str) -> Iterator[str]:
+    """A migration script one statement at a time: executescript() would commit the
+    surrounding transaction first."""
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip():
+        raise StoreError(f"incomplete SQL statement in a migration: {buffer.strip()!r}")
+
+
 def migrate(db: sqlite_utils.Database) -> int:
-    """Apply pending migrations; returns the resulting schema version."""
-    current = schema_version(db)
+    """Apply pending migrations; returns the resulting schema version.
+
+    user_version is read again inside the write transaction: a process that waited for
+    the lock while another migrated finds nothing left to do."""
     latest = MIGRATIONS[-1][0]
-    if current > latest:
-        raise StoreError(
-            f"database schema v{current} is newer than this software (v{latest}); upgrade it"
-        )
-    for version, sql in MIGRATIONS:
-        if version <= current:
-            continue
-        with db.conn:  # one transaction per migration
-            db.conn.executescript(f"BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;")
-        log.info("database migrated to schema v%d", version)
+    if schema_version(db) == latest:
+        return latest  # the usual start: no write lock needed
+    with write_transaction(db):
+        current = schema_version(db)
+        if current > latest:
+            raise StoreError(
+                f"database schema v{current} is newer than this software (v{latest}); upgrade it"
+            )
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in _statements(sql):
+                db.conn.execute(statement)
+            db.conn.execute(f"PRAGMA user_version = {version}")
+            log.info("database migrated to schema v%d", version)
     return schema_version(db)
+
+
+def _enable_wal(conn: sqlite3.Connection, wait_s: float = 5.0) -> None:
+    """Switch a new database to WAL (the mode is stored in the file). The switch needs
+    an exclusive lock and SQLite reports BUSY at once instead of waiting busy_timeout,
+    so a daemon and a CLI creating the database together retry here for a while."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def open_database(state_dir: str | Path) -> sqlite_utils.Database:
@@ -149,7 +215,7 @@ def open_database(state_dir: str | Path) -> sqlite_utils.Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
         db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
         db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across app crashes
         db.execute("PRAGMA busy_timeout = 5000")
         migrate(db)

@@ -9,7 +9,7 @@ import sqlite3
 import sqlite_utils
 
 from appliance.affect.smoothing import AffectState
-from appliance.store.database import StoreError
+from appliance.store.database import StoreError, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def write_samples(db: sqlite_utils.Database, rows: list[dict]) -> None:
     if not rows:
         return
     try:
-        with db.conn:
+        with write_transaction(db):
             db["affect_samples"].insert_all(rows)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot write affect samples: {exc}") from exc
