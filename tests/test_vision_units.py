@@ -438,8 +438,52 @@ def test_crop_face_margin_and_shift():
     assert wide.shape == (120, 120) and wide[0, 0] == frame[190, 190]
     up = crop_face(frame, (200, 200, 100, 100), 0.0, shift=0.1)
     assert up.shape == (100, 100) and up[0, 0] == frame[190, 200]
-    edge = crop_face(frame, (0, 0, 100, 100), 0.2, shift=0.1)  # clipped, never negative
-    assert edge.shape[0] <= 120 and edge[0, 0] == frame[0, 0]
+    edge = crop_face(frame, (0, 0, 100, 100), 0.2, shift=0.1)  # padded, still square
+    assert edge.shape == (140, 140) and edge[0, 0] == frame[0, 0]
+
+
+def test_crop_face_at_the_frame_edge_is_padded_not_cut():
+    """A crop cut short by the frame edge was stretched to the model's square input."""
+    from appliance.vision.preprocess import crop_face
+
+    frame = np.arange(480 * 640, dtype=np.uint32).reshape(480, 640)
+    crop = crop_face(frame, (600, 200, 40, 100), 0.08, shift=0.08)
+    # side 116 around centre (620, 242): columns 562..677, rows 184..299
+    assert crop.shape == (116, 116)
+    np.testing.assert_array_equal(crop[:, :78], frame[184:300, 562:640])
+    np.testing.assert_array_equal(crop[:, 78:], np.repeat(frame[184:300, 639:640], 38, axis=1))
+    corner = crop_face(frame, (0, 0, 100, 100), 0.2, shift=0.1)  # 30 rows above, 20 left
+    np.testing.assert_array_equal(corner[30:, 20:], frame[:110, :120])
+    np.testing.assert_array_equal(corner[:30, 20:], np.repeat(frame[:1, :120], 30, axis=0))
+    np.testing.assert_array_equal(corner[30:, :20], np.repeat(frame[:110, :1], 20, axis=1))
+    assert (corner[:30, :20] == frame[0, 0]).all()
+
+
+@pytest.mark.parametrize(
+    "box",
+    [(0, 0, 40, 40), (620, 0, 20, 60), (0, 440, 60, 40), (600, 400, 40, 80), (600, 200, 40, 100)],
+)
+def test_crop_face_of_an_edge_box_keeps_a_round_face_round(box):
+    """A disc drawn in the box stays a disc in the model input (BGR and gray frames)."""
+    from appliance.vision.preprocess import crop_face, prepare_face
+
+    card = load_card(MODELS / "fer_baseline.json")
+    x, y, w, h = box
+    for channels in (3, 1):
+        frame = np.full((480, 640, channels), 200, np.uint8).squeeze()
+        cv2.circle(frame, (x + w // 2, y + h // 2), min(w, h) // 4, (0, 0, 0)[:channels], -1)
+        crop = crop_face(frame, box, 0.08, shift=0.08)
+        assert abs(crop.shape[0] - crop.shape[1]) <= 1 and crop.shape[2:] == frame.shape[2:]
+        dark = prepare_face(crop, card)[..., 0] < 0
+        rows, cols = np.nonzero(dark)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert abs(height - width) <= 1, (height, width)
+
+
+def test_crop_face_of_an_empty_box_outside_the_frame_is_empty():
+    from appliance.vision.preprocess import crop_face
+
+    assert crop_face(np.zeros((480, 640, 3), np.uint8), (640, 480, 0, 0), 0.1).size == 0
 
 
 def test_region_of_clips_an_overhanging_roi():

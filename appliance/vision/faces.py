@@ -41,10 +41,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
-def square_with_margin(
-    box: tuple[int, int, int, int], margin: float, width: int, height: int
-) -> tuple[int, int, int, int]:
-    """Square box around a face, grown by `margin` of its side on each side, clipped.
+def square_around(box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
+    """Square box around a face, grown by `margin` of its side on each side, NOT clipped:
+    near an edge it reaches outside the frame (see `square_with_margin` for the clipped one).
 
     Classifiers are trained on square crops with a little context around the face;
     squaring first keeps the aspect ratio so the resize does not distort expressions.
@@ -52,7 +51,17 @@ def square_with_margin(
     x, y, w, h = box
     side = max(w, h) * (1.0 + 2.0 * margin)
     cx, cy = x + w / 2.0, y + h / 2.0
-    return clip_box(cx - side / 2.0, cy - side / 2.0, side, side, width, height)
+    left, top = cx - side / 2.0, cy - side / 2.0
+    x0, y0 = round(left), round(top)
+    return x0, y0, round(left + side) - x0, round(top + side) - y0
+
+
+def square_with_margin(
+    box: tuple[int, int, int, int], margin: float, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """`square_around`, clipped to the frame: a search region, which may be any shape.
+    Crops for the classifiers use `preprocess.crop_face`, which pads instead."""
+    return clip_box(*square_around(box, margin), width, height)
 
 
 def region_of(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from appliance.vision.faces import square_with_margin
+from appliance.vision.faces import square_around
 from appliance.vision.model_card import ModelCard
 
 
@@ -37,8 +37,21 @@ def crop_face(
 ) -> np.ndarray:
     """The square crop around a detected face: `margin` of its side added on each side,
     centre moved up by `shift` of its height (detector boxes and training crops frame a
-    face differently; see detection.margin and detection.crop_shift)."""
+    face differently; see detection.margin and detection.crop_shift).
+
+    Where the square reaches past the frame edge, the missing part repeats the edge pixels
+    (like cv2.BORDER_REPLICATE) instead of the crop being cut short: a non-square crop
+    would be stretched by the resize in `prepare_face`, distorting the expression.
+    """
     height, width = frame.shape[:2]
     bx, by, bw, bh = box
-    x, y, w, h = square_with_margin((bx, round(by - shift * bh), bw, bh), margin, width, height)
-    return frame[y : y + h, x : x + w]
+    x, y, w, h = square_around((bx, round(by - shift * bh), bw, bh), margin)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:  # no part of the square in the frame (an empty box)
+        return frame[0:0, 0:0]
+    crop = frame[y0:y1, x0:x1]
+    pad = ((y0 - y, y + h - y1), (x0 - x, x + w - x1))
+    if any(sum(p) for p in pad):
+        crop = np.pad(crop, pad + ((0, 0),) * (crop.ndim - 2), mode="edge")
+    return crop
