@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.music.catalog import catalog_stats, import_catalog
+from appliance.store.database import open_database
 
 SPOTIFY_HEADER = ",track_id,artists,album_name,track_name,popularity,energy,valence"
 
@@ -15,8 +16,6 @@ def spotify_id(i: int) -> str:
 
 @pytest.fixture
 def db(tmp_path):
-    from appliance.store.database import open_database
-
     database = open_database(tmp_path / "state")
     yield database
     database.conn.close()
@@ -92,3 +91,93 @@ def test_an_unforeseen_error_in_one_row_skips_that_row_only(db, tmp_path, monkey
     report = import_catalog(db, tmp_path / "s.csv")
     assert report.skipped == [(4, "unreadable row (KeyError: 'surprise')")]
     assert report.added == 4
+
+
+def write_minimal(path, n: int, offset: int = 0) -> None:
+    """n tracks spread over the four corners of the valence/energy plane."""
+    corners = [(0.9, 0.9), (0.1, 0.9), (0.9, 0.1), (0.1, 0.1)]
+    lines = ["uri,name,artist,valence,energy"] + [
+        f"spotify:track:{spotify_id(offset + i)},Song {offset + i},Artist {i % 7},"
+        f"{corners[i % 4][0] + (i % 5) / 100},{corners[i % 4][1] - (i % 3) / 100}"
+        for i in range(n)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def snapshot(db) -> tuple[list, list]:
+    tracks = db.execute("SELECT uri, name, mood FROM tracks ORDER BY uri").fetchall()
+    moods = db.execute("SELECT name, valence, energy, tracks FROM moods ORDER BY name").fetchall()
+    return tracks, moods
+
+
+def test_an_import_cut_short_leaves_the_previous_catalog(db, tmp_path, monkeypatch):
+    """Upsert and refit are one transaction: before, the new tracks were committed (in
+    chunks, with mood NULL) before the refit, so a crash there left a half catalog."""
+    from appliance.music import catalog as catalog_module
+
+    write_minimal(tmp_path / "first.csv", 40)
+    import_catalog(db, tmp_path / "first.csv")
+    before = snapshot(db)
+    assert len(before[0]) == 40 and all(mood for _, _, mood in before[0])
+
+    def power_cut(*args, **kwargs):
+        raise RuntimeError("power cut during the refit")
+
+    monkeypatch.setattr(catalog_module.MoodMap, "fit", power_cut)
+    write_minimal(tmp_path / "second.csv", 250, offset=20)  # 20 updates, 230 new: 3 chunks
+    with pytest.raises(RuntimeError, match="power cut"):
+        import_catalog(db, tmp_path / "second.csv")
+    assert not db.conn.in_transaction
+    assert snapshot(db) == before
+    other = open_database(tmp_path / "state")  # what another process sees
+    try:
+        assert snapshot(other) == before
+    finally:
+        other.conn.close()
+
+
+def test_the_daemon_refits_when_a_track_has_no_mood(db, tmp_path):
+    """A catalog an older version left half-imported: moods stored, some tracks NULL."""
+    from appliance.music.catalog import load_moods
+
+    write_minimal(tmp_path / "t.csv", 40)
+    import_catalog(db, tmp_path / "t.csv")
+    db.execute("UPDATE tracks SET mood = NULL WHERE name IN ('Song 1', 'Song 2')")
+    assert load_moods(db, k=4) is not None  # read-only: fine as it is, nothing written
+    assert db.execute("SELECT count(*) FROM tracks WHERE mood IS NULL").fetchone()[0] == 2
+    assert len(load_moods(db, k=4, save=True).moods) == 4
+    assert db.execute("SELECT count(*) FROM tracks WHERE mood IS NULL").fetchone()[0] == 0
+
+
+def test_read_only_callers_fit_another_k_in_memory_without_saving(db, tmp_path):
+    """`recommend --set music.moods=5` (or `report`) beside a daemon using 4 moods: before,
+    it refitted and saved 5 moods, renaming them under the running daemon."""
+    from appliance.config.schema import MusicConfig
+    from appliance.music.catalog import load_moods
+    from appliance.music.recommender import Recommender
+
+    write_minimal(tmp_path / "t.csv", 60)
+    import_catalog(db, tmp_path / "t.csv")
+    before = snapshot(db)
+    five = load_moods(db, k=5)
+    assert len(five.moods) == 5 and snapshot(db) == before
+    picks = Recommender(db, five, MusicConfig()).recommend(0.8, 0.8, user="u", n=3)
+    assert {p.mood for p in picks} <= set(five.names)  # moods of the fit it ranked with
+    assert len(load_moods(db, k=5, save=True).moods) == 5  # the daemon's own refit saves
+    assert len(snapshot(db)[1]) == 5
+
+
+def test_cli_recommend_with_another_k_leaves_the_stored_moods(db, tmp_path, capsys):
+    import json
+
+    from appliance.cli import main
+
+    write_minimal(tmp_path / "t.csv", 60)
+    import_catalog(db, tmp_path / "t.csv")
+    before = snapshot(db)
+    state = f"storage.state_dir={tmp_path / 'state'}"
+    args = ["--valence", "0.8", "--arousal", "0.8", "--json"]
+    code = main(["recommend", *args, "--set", state, "--set", "music.moods=5"])
+    assert code == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5
+    assert snapshot(db) == before

@@ -2,7 +2,8 @@
 
 Spotify's Web API no longer serves audio features to new apps, so a song's valence and
 energy come from the catalog file (e.g. the public Spotify Tracks dataset), never from
-Spotify. Importing is idempotent (tracks are keyed by URI) and refits the mood clusters.
+Spotify. Importing is idempotent (tracks are keyed by URI) and refits the mood clusters,
+all in one transaction: an import that fails or is cut short leaves the previous catalog.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import sqlite_utils
 
 from appliance.music.moods import Mood, MoodMap
-from appliance.store.database import StoreError
+from appliance.store.database import StoreError, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +160,14 @@ def import_catalog(
 ) -> ImportReport:
     """Add or update the file's tracks (keyed by URI), then refit the moods."""
     tracks, report = read_catalog_csv(Path(path))
-    for line, reason in report.skipped:
-        log.warning("%s:%d: skipped (%s)", path, line, reason)
+    for line, reason in report.skipped:  # the CLI prints them; the count is in summary()
+        log.debug("%s:%d: skipped (%s)", path, line, reason)
     by_uri: dict[str, dict] = {}
     for _, track in tracks:
         report.duplicates += track["uri"] in by_uri
         by_uri[track["uri"]] = track
     try:
-        with db.conn:
+        with write_transaction(db):
             existing = {
                 row[0]
                 for row in db.execute("SELECT uri FROM tracks").fetchall()
@@ -174,25 +175,29 @@ def import_catalog(
             }
             if by_uri:
                 db["tracks"].upsert_all(list(by_uri.values()), pk="uri")
-        report.added = len(by_uri) - len(existing)
-        report.updated = len(existing)
-        if by_uri:
-            fit_moods(db, k=k, seed=seed)
+                fit_moods(db, k=k, seed=seed)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot write the catalog: {exc}") from exc
+    report.added = len(by_uri) - len(existing)
+    report.updated = len(existing)
     return report
 
 
-def fit_moods(db: sqlite_utils.Database, *, k: int = 4, seed: int = 0) -> MoodMap:
-    """k-means over every track's (valence, energy); store centroids and track moods."""
+def _fit(db: sqlite_utils.Database, k: int, seed: int) -> tuple[list, MoodMap, list[str]]:
+    """k-means over every track's (valence, energy): (rows, moods, each row's mood)."""
     rows = db.execute("SELECT uri, valence, energy FROM tracks ORDER BY uri").fetchall()
     if len(rows) < k:
         raise StoreError(f"the catalog has {len(rows)} tracks; {k} moods need at least {k}")
     points = np.array([(r[1], r[2]) for r in rows], dtype=np.float64)
     moods = MoodMap.fit(points, k=k, seed=seed)
-    names = moods.assign(points)
-    now = time.time()
-    with db.conn:
+    return rows, moods, moods.assign(points)
+
+
+def fit_moods(db: sqlite_utils.Database, *, k: int = 4, seed: int = 0) -> MoodMap:
+    """Fit the moods and store the centroids and every track's mood, in one transaction."""
+    with write_transaction(db):
+        rows, moods, names = _fit(db, k, seed)
+        now = time.time()
         db.execute("DELETE FROM moods")
         db["moods"].insert_all(
             {
@@ -212,14 +217,23 @@ def fit_moods(db: sqlite_utils.Database, *, k: int = 4, seed: int = 0) -> MoodMa
     return moods
 
 
-def load_moods(db: sqlite_utils.Database, *, k: int, seed: int = 0) -> MoodMap | None:
-    """The stored moods; refitted when k changed in the config; None without a catalog."""
+def load_moods(
+    db: sqlite_utils.Database, *, k: int, seed: int = 0, save: bool = False
+) -> MoodMap | None:
+    """The stored moods; None without a catalog. When k differs from the stored moods'
+    (a config change, or `--set music.moods=5` on one command) they are refitted: saved
+    only with save=True, by the daemon that owns them, so a read-only command never
+    renames the moods under a running daemon. save=True also refits when a track has no
+    mood (a database an older version left half-imported)."""
     rows = db.execute("SELECT name, valence, energy FROM moods ORDER BY name").fetchall()
-    if len(rows) == k:
+    unassigned = save and db.execute("SELECT 1 FROM tracks WHERE mood IS NULL LIMIT 1").fetchone()
+    if len(rows) == k and not unassigned:
         return MoodMap(tuple(Mood(*row) for row in rows))
     if db.execute("SELECT count(*) FROM tracks").fetchone()[0] < k:
         return None
-    return fit_moods(db, k=k, seed=seed)
+    if save:
+        return fit_moods(db, k=k, seed=seed)
+    return _fit(db, k, seed)[1]
 
 
 def catalog_stats(db: sqlite_utils.Database) -> dict:

@@ -63,7 +63,7 @@ class MusicDirector:
             db = open_database(self.state_dir)
             # refitting the moods reads and writes: a `catalog import` running beside the
             # daemon can leave it "database is locked", a plain sqlite3 error
-            moods = load_moods(db, k=self.settings.moods)
+            moods = load_moods(db, k=self.settings.moods, save=True)
         except (StoreError, sqlite3.Error) as exc:
             if db is not None:
                 db.conn.close()

@@ -82,7 +82,7 @@ class Recommender:
         """The n best tracks for a listener at (valence, arousal) in [-1, 1], best first."""
         now = time.time() if now is None else now
         rows = self.db.execute(
-            "SELECT uri, name, artist, main_artist, valence, energy, mood, "
+            "SELECT uri, name, artist, main_artist, valence, energy, "
             "coalesce(popularity, 0) FROM tracks"
         ).fetchall()
         if not rows:
@@ -91,7 +91,11 @@ class Recommender:
         mood = mood or self.moods.nearest(*point)
         features = np.array([(r[4], r[5]) for r in rows], dtype=np.float64)
         distance = np.sqrt(((features - point) ** 2).sum(axis=1))
-        same_mood = np.array([r[6] == mood for r in rows], dtype=np.float64)
+        # each track's mood under self.moods, not the stored column: a read-only command
+        # may rank with moods fitted in memory (another k), and the daemon's moods stay
+        # its own while a `catalog import` refits the stored ones beside it
+        track_moods = self.moods.assign(features)
+        same_mood = np.array([m == mood for m in track_moods], dtype=np.float64)
         fit = 0.5 * same_mood + 0.5 * (1.0 - distance / math.sqrt(2.0))
         per_track, per_artist = history_scores(
             self.db, user, now, self.settings.history_half_life_days
@@ -103,7 +107,7 @@ class Recommender:
         fresh = np.array([r[0] not in recent for r in rows])
         if not fresh.any():
             fresh[:] = True  # everything was played lately: repeats beat silence
-        popularity = np.array([r[7] for r in rows], dtype=np.float64)
+        popularity = np.array([r[6] for r in rows], dtype=np.float64)
         order = np.lexsort((np.array([r[0] for r in rows]), -popularity, -score))
         picks = [i for i in order if fresh[i]][:n]
         return [
@@ -113,7 +117,7 @@ class Recommender:
                 artist=rows[i][2],
                 valence=round(float(rows[i][4]), 4),
                 energy=round(float(rows[i][5]), 4),
-                mood=rows[i][6],
+                mood=track_moods[i],
                 score=round(float(score[i]), 4),
             )
             for i in picks
