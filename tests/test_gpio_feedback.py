@@ -191,3 +191,40 @@ def test_acknowledged_presses_survive_sigkill_during_heavy_writes(songs):
     assert acked >= 25, "the child did not get going"
     stored = [r for r in feedback_rows(state) if r[4] == "test"]
     assert len(stored) >= acked  # every acknowledged press is on disk
+
+
+def test_a_skip_is_stored_with_its_queue_mark_or_not_at_all(songs):
+    """The feedback row and the 'skipped' mark are one transaction: before, sqlite-utils 4
+    committed the insert on its own, so a failed mark left a skip the queue never saw."""
+    from appliance.store.database import StoreError
+
+    state, _ = songs
+    db = open_database(state)
+    try:
+        db.execute(
+            "CREATE TRIGGER no_skips BEFORE UPDATE ON queue"
+            " BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END"
+        )
+    finally:
+        db.conn.close()
+    recorder = FeedbackRecorder(str(state), "ana")
+    with pytest.raises(StoreError, match="cannot store the skip"):
+        recorder.press("skip")
+    assert feedback_rows(state) == []
+
+
+def test_a_failure_reading_the_current_song_is_a_store_error(songs):
+    """The GPIO handler logs "not stored" for StoreError only; a raw sqlite3 error from
+    looking up the song escaped it and the press was lost without a word."""
+    from appliance.store.database import StoreError
+
+    state, picks = songs
+    db = open_database(state)
+    try:
+        db.execute("DROP TABLE tracks")  # a damaged database
+    finally:
+        db.conn.close()
+    playing = {"uri": picks[0].uri, "name": picks[0].name, "artist": "Someone"}
+    recorder = FeedbackRecorder(str(state), "ana", now_playing=lambda: playing)
+    with pytest.raises(StoreError, match="no such table"):
+        recorder.press("like")

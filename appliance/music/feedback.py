@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from appliance.music.outbox import Outbox
-from appliance.store.database import StoreError, open_database
+from appliance.store.database import StoreError, open_database, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +62,19 @@ class FeedbackRecorder:
                     "t": time.time(),
                     "source": self.source,
                 }
-                try:
-                    with db.conn:
-                        db["feedback"].insert(row)
-                        if action == "skip":
-                            db.execute(
-                                "UPDATE queue SET state = 'skipped', updated_at = ? WHERE"
-                                " user = ? AND uri = ? AND state IN ('sent', 'played',"
-                                " 'recommended')",
-                                [row["t"], self.user, track["uri"]],
-                            )
-                except sqlite3.Error as exc:
-                    raise StoreError(f"cannot store the {action}: {exc}") from exc
+                with write_transaction(db):  # the press and the skipped mark: both or none
+                    db["feedback"].insert(row)
+                    if action == "skip":
+                        db.execute(
+                            "UPDATE queue SET state = 'skipped', updated_at = ? WHERE"
+                            " user = ? AND uri = ? AND state IN ('sent', 'played',"
+                            " 'recommended')",
+                            [row["t"], self.user, track["uri"]],
+                        )
+            except sqlite3.Error as exc:
+                # reading the current song fails the same way as storing the press: the
+                # caller logs "not stored" for a StoreError only
+                raise StoreError(f"cannot store the {action}: {exc}") from exc
             finally:
                 db.conn.close()
         log.info("%s: %s", action, track.get("name") or track["uri"])
