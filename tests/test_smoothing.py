@@ -126,6 +126,28 @@ def test_hysteresis_reports_labels_taking_turns_instead_of_no_face():
     assert hold.update(1.6, None) is None
 
 
+@pytest.mark.parametrize("then", ["sad", None])
+def test_hysteresis_holds_a_drop_to_no_face_like_a_change_of_label(then):
+    """None was also the "nothing pending" marker, so no face was reported at once."""
+    hold = LabelHysteresis(hold_s=0.5)
+    hold.update(0.0, "happy")
+    assert hold.update(0.5, "happy") == "happy"
+    assert hold.update(0.6, then) == "happy"
+    assert hold.update(1.0, then) == "happy"
+    assert hold.update(1.1, then) == then
+    assert hold.update(1.2, "happy") == then  # and back needs its own hold
+    assert hold.update(1.7, "happy") == "happy"
+
+
+def test_hysteresis_brief_no_face_keeps_the_label():
+    hold = LabelHysteresis(hold_s=0.5)
+    hold.update(0.0, "happy")
+    hold.update(0.5, "happy")
+    assert [hold.update(t, c) for t, c in [(0.6, None), (0.7, "happy"), (1.3, None)]] == [
+        "happy"
+    ] * 3
+
+
 def test_hysteresis_weak_candidate_does_not_count():
     hold = LabelHysteresis(hold_s=0.2)
     hold.update(0.0, "happy")

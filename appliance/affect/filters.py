@@ -30,8 +30,17 @@ class ExponentialFilter:
         return self.value
 
 
+class _Nothing:
+    """No candidate pending: distinct from None, the "no face" candidate, so a drop to
+    no face is held for `hold_s` like any other change."""
+
+
+_NOTHING = _Nothing()
+
+
 class LabelHysteresis:
-    """A new label is reported only after it has led for `hold_s` without interruption.
+    """A new label, or "no face" (None), is reported only after it has led for `hold_s`
+    without interruption.
 
     One exception keeps an ambiguous face from passing as "no face": when nothing is
     reported (None) and face labels have led for `hold_s` - even taking turns, as two
@@ -41,7 +50,7 @@ class LabelHysteresis:
     def __init__(self, hold_s: float) -> None:
         self.hold_s = hold_s
         self.reported: str | None = None
-        self._pending: str | None = None
+        self._pending: str | _Nothing | None = _NOTHING
         self._since = 0.0
         self._labels_since: float | None = None  # face labels leading since (while None)
 
@@ -55,7 +64,7 @@ class LabelHysteresis:
         elif self._labels_since is None:
             self._labels_since = t
         if not change or candidate == self.reported:
-            self._pending = None
+            self._pending = _NOTHING
             return self.reported
         if candidate != self._pending:
             self._pending, self._since = candidate, t
@@ -65,5 +74,5 @@ class LabelHysteresis:
             and t - self._labels_since >= self.hold_s
         )
         if t - self._since >= self.hold_s or appeared:
-            self.reported, self._pending = candidate, None
+            self.reported, self._pending = candidate, _NOTHING
         return self.reported
