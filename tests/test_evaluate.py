@@ -74,6 +74,17 @@ def test_scores_from_a_known_confusion():
     assert report["macro_f1"] == pytest.approx((f1_a + f1_b) / 2, abs=1e-4)
 
 
+def test_macro_f1_counts_a_class_predicted_but_absent_from_the_truth():
+    """truth [a, a, b, b], predicted [a, c, b, b]: F1 a 2/3, b 1, c 0 -> 0.5556 (sklearn's
+    macro average over the labels in truth or prediction); class d, in neither, is out."""
+    confusion = np.zeros((4, 4), dtype=np.int64)
+    for truth, pred in [(0, 0), (0, 2), (1, 1), (1, 1)]:
+        confusion[truth, pred] += 1
+    report = evaluate.scores(confusion, ("a", "b", "c", "d"))
+    assert report["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3, abs=1e-4)
+    assert report["accuracy"] == 0.75
+
+
 @requires_models
 def test_json_contract_and_plot(tmp_path):
     plot = tmp_path / "confusion.png"

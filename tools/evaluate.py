@@ -123,7 +123,9 @@ def scores(confusion: np.ndarray, labels: tuple[str, ...]) -> dict:
     recall = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
     precision = confusion.diagonal() / np.maximum(confusion.sum(0), 1)
     f1 = 2 * recall * precision / np.maximum(recall + precision, 1e-12)
-    present = confusion.sum(1) > 0  # macro-F1 over the classes the folder has
+    # Macro-F1 over every class that is in the truth or was predicted: a class predicted
+    # but absent from the folder scores F1 0, and leaving it out would inflate the mean.
+    present = (confusion.sum(0) + confusion.sum(1)) > 0
     return {
         "n": int(confusion.sum()),
         "accuracy": round(float(confusion.trace() / max(confusion.sum(), 1)), 4),
