@@ -72,6 +72,41 @@ def test_weighted_nms_below_threshold_keeps_both():
     np.testing.assert_allclose(kept[1][0], boxes[0])
 
 
+def test_weighted_nms_drops_boxes_without_area():
+    """A zero- or negative-size box has IoU 0 with itself: its group was empty (0/0)."""
+    boxes = np.array(
+        [
+            [0.10, 0.10, 0.30, 0.30],
+            [0.50, 0.50, 0.50, 0.60],  # zero width
+            [0.70, 0.70, 0.60, 0.80],  # negative width
+            [0.20, 0.40, 0.30, 0.40],  # zero height
+            [np.nan, 0.1, 0.2, 0.2],
+        ]
+    )
+    kept = weighted_nms(boxes, np.array([0.6, 0.9, 0.8, 0.7, 0.95]), iou_threshold=0.3)
+    assert len(kept) == 1
+    np.testing.assert_allclose(kept[0][0], boxes[0])
+    assert kept[0][1] == pytest.approx(0.6)
+    assert weighted_nms(boxes[1:3], np.array([0.9, 0.8]), iou_threshold=0.3) == []
+
+
+@requires_models
+def test_blazeface_detect_survives_a_degenerate_box():
+    """The real model with its outputs replaced: a confident zero-size regression beside a
+    real box once raised "cannot convert float NaN to integer" in clip_box."""
+    from appliance.vision.blazeface import BlazeFaceDetector
+
+    detector = BlazeFaceDetector(load_card(MODELS / "blazeface_short_range.json"))
+    regressors = np.zeros((1, 896, 16), np.float32)  # every box 0 x 0 px
+    logits = np.full((1, 896, 1), -50.0, np.float32)
+    logits[0, 100] = 5.0  # confident, zero size
+    logits[0, 600] = 4.0  # confident, 40 x 40 input px
+    regressors[0, 600, 2:4] = 40.0
+    detector.model.run = lambda x: [regressors, logits]
+    faces = detector.detect(np.zeros((128, 128, 3), np.uint8))
+    assert len(faces) == 1 and faces[0].box[2] == faces[0].box[3] == 40
+
+
 def test_iou():
     a = np.array([0.0, 0.0, 2.0, 2.0])
     b = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 6.0, 6.0]])

@@ -40,7 +40,13 @@ def ssd_anchors(input_size: int = 128, strides: tuple[int, ...] = (8, 16, 16, 16
 
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list:
-    """MediaPipe's weighted NMS: overlapping boxes are averaged, weighted by score."""
+    """MediaPipe's weighted NMS: overlapping boxes are averaged, weighted by score.
+
+    Boxes (x0, y0, x1, y1) with no area are dropped first: one has IoU 0 even with itself,
+    so its group would be empty and its average 0/0 (NaN).
+    """
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # False for NaN too
+    boxes, scores = boxes[valid], scores[valid]
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     kept = []
