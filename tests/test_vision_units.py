@@ -330,6 +330,63 @@ def test_verify_sha256_detects_a_changed_file(tmp_path):
     assert load_card(write_card(tmp_path, good)).verify_sha256() is False
 
 
+def blazeface_card_with(tmp_path: Path, change) -> Path:
+    """The shipped BlazeFace card, changed by `change(raw)`, pointing at the real model."""
+    raw = json.loads((MODELS / "blazeface_short_range.json").read_text())
+    raw["file"] = str(MODELS / raw["file"])
+    change(raw)
+    path = tmp_path / "blazeface.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@requires_models
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda raw: raw["input"].update(size=[96, 96]), r"model has \(1, 128, 128, 3\)"),
+        (lambda raw: raw["input"].update(size=[128, 96]), "square"),
+        (lambda raw: raw["anchors"].update(strides=[8, 16, 16]), r"regressors shaped \(1, 768"),
+        (lambda raw: raw["anchors"].update(strides=[16, 32, 32, 32]), "anchors"),
+        (lambda raw: raw["anchors"].update(strides="8,16"), "anchors.strides"),
+        (lambda raw: raw["anchors"].update(offset="half"), "anchors.offset"),
+        (lambda raw: raw["anchors"].update(fixed_size=False), "fixed-size"),
+        (lambda raw: raw.update(anchors=[8, 16]), "'anchors'"),
+    ],
+    ids=[
+        "input-size",
+        "non-square",
+        "fewer-layers",
+        "other-strides",
+        "strides-string",
+        "offset-string",
+        "not-fixed-size",
+        "anchors-list",
+    ],
+)
+def test_blazeface_card_that_does_not_fit_the_model_is_a_model_error(tmp_path, change, message):
+    """Once a ValueError (a traceback from the CLI) or an IndexError mid-stream."""
+    from appliance.vision.blazeface import BlazeFaceDetector
+
+    path = blazeface_card_with(tmp_path, change)
+    with pytest.raises(ModelError, match=message) as caught:
+        BlazeFaceDetector(load_card(path))
+    assert str(path) in str(caught.value)
+
+
+@requires_models
+def test_blazeface_reads_the_card_anchors(tmp_path):
+    from appliance.vision.blazeface import BlazeFaceDetector
+
+    shipped = BlazeFaceDetector(load_card(MODELS / "blazeface_short_range.json"))
+    np.testing.assert_array_equal(shipped.anchors, ssd_anchors())
+    without = BlazeFaceDetector(
+        load_card(blazeface_card_with(tmp_path, lambda r: r.pop("anchors")))
+    )
+    np.testing.assert_array_equal(without.anchors, ssd_anchors())  # MediaPipe's defaults
+    assert ssd_anchors(128, (8, 16, 16, 16), offset=0.0)[0] == pytest.approx([0.0, 0.0])
+
+
 # --------------------------------------------------------------------------- TFLite runtime
 
 

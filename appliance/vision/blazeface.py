@@ -13,13 +13,18 @@ import numpy as np
 
 from appliance.vision.faces import Face, clip_box, iou, region_of
 from appliance.vision.model_card import ModelCard
-from appliance.vision.runtime import TFLiteModel
+from appliance.vision.runtime import ModelError, TFLiteModel
 
 NUM_KEYPOINTS = 6
 _SCORE_CLIP = 100.0
 
 
-def ssd_anchors(input_size: int = 128, strides: tuple[int, ...] = (8, 16, 16, 16)) -> np.ndarray:
+DEFAULT_STRIDES = (8, 16, 16, 16)  # face_detection_short_range.pbtxt
+
+
+def ssd_anchors(
+    input_size: int = 128, strides: tuple[int, ...] = DEFAULT_STRIDES, offset: float = 0.5
+) -> np.ndarray:
     """Anchor centres (N x 2, normalised) in the order the model's outputs use.
 
     With fixed anchor size and aspect ratio 1, each layer contributes two anchors per
@@ -33,7 +38,7 @@ def ssd_anchors(input_size: int = 128, strides: tuple[int, ...] = (8, 16, 16, 16
         per_cell = 2 * same
         cells = int(np.ceil(input_size / stride))
         ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
-        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
+        grid = np.stack([(xs + offset) / cells, (ys + offset) / cells], axis=-1).reshape(-1, 2)
         centres.append(np.repeat(grid, per_cell, axis=0))
         layer += same
     return np.concatenate(centres).astype(np.float32)
@@ -71,14 +76,34 @@ class BlazeFaceDetector:
         self, card: ModelCard, threads: int = 1, min_score: float = 0.5, iou_threshold: float = 0.3
     ) -> None:
         self.card = card
+        width, height = card.input_size
+        if width != height or card.channels != 3:
+            raise ModelError(f"{card.path}: BlazeFace needs a square 3-channel input")
         self.model = TFLiteModel(card.check_file(), threads=threads)
-        self.size = card.input_size[0]
+        self.size = width
         self.min_score = min_score
         self.iou_threshold = iou_threshold
-        self.anchors = ssd_anchors(self.size)
-        if self.model.input_shape[1:3] != (self.size, self.size):
-            raise ValueError(f"{card.path}: input size does not match the model")
+        if self.model.input_shape != (1, self.size, self.size, 3):
+            raise ModelError(
+                f"{card.path}: card says input (1, {self.size}, {self.size}, 3), "
+                f"model has {self.model.input_shape}"
+            )
+        self.anchors = ssd_anchors(self.size, *_anchor_layout(card))
+        self._check_outputs()
         self._buf = np.empty((1, self.size, self.size, 3), dtype=np.float32)
+
+    def _check_outputs(self) -> None:
+        """One regressor and one score output per anchor, or a ModelError naming the card:
+        a model with another anchor layout would otherwise fail mid-stream."""
+        widths = {shape[-1]: shape for shape in self.model.output_shapes}
+        expected = {4 + 2 * NUM_KEYPOINTS: "regressors", 1: "scores"}
+        for width, what in expected.items():
+            shape = widths.get(width)
+            if shape is None or len(shape) != 3 or shape[:2] != (1, len(self.anchors)):
+                raise ModelError(
+                    f"{self.card.path}: expected {what} shaped (1, {len(self.anchors)}, {width}) "
+                    f"for the card's anchors, model outputs {self.model.output_shapes}"
+                )
 
     def detect(self, frame: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> list[Face]:
         """Faces above min_score in frame pixels, best first. `roi` limits the search."""
@@ -122,3 +147,23 @@ class BlazeFaceDetector:
         """(896 x 16 regressors, 896 scores) whatever order the runtime lists outputs in."""
         by_width = {o.shape[-1]: o for o in outputs}
         return by_width[4 + 2 * NUM_KEYPOINTS][0], by_width[1][0, :, 0]
+
+
+def _anchor_layout(card: ModelCard) -> tuple[tuple[int, ...], float]:
+    """(strides, offset) from the card's "anchors" (MediaPipe's defaults where absent)."""
+    anchors = card.extra.get("anchors", {})
+    if not isinstance(anchors, dict):
+        raise ModelError(f"{card.path}: 'anchors' must be an object")
+    strides = anchors.get("strides", list(DEFAULT_STRIDES))
+    offset = anchors.get("offset", 0.5)
+    if (
+        not isinstance(strides, list)
+        or not strides
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in strides)
+    ):
+        raise ModelError(f"{card.path}: anchors.strides must be a list of positive integers")
+    if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not 0 <= offset <= 1:
+        raise ModelError(f"{card.path}: anchors.offset must be a number in 0..1")
+    if anchors.get("fixed_size", True) is not True:
+        raise ModelError(f"{card.path}: only fixed-size anchors (anchors.fixed_size) are supported")
+    return tuple(strides), float(offset)
