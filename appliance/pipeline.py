@@ -86,24 +86,41 @@ def models_dir(config: Config) -> Path:
 
 
 def build_finder(config: Config) -> FaceFinder:
-    """BlazeFace with search/verify/track; Haar when the BlazeFace file is absent."""
+    """BlazeFace with search/verify/track; with `detection.haar_fallback`, Haar when the
+    BlazeFace model is absent or unusable (damaged, not matching its card): a bad model
+    file then costs detection quality, not the whole appliance."""
     det = config.detection
     settings = FinderSettings(
         min_score=det.min_score, max_faces=det.max_faces, min_face_px=det.min_face_px
     )
-    card = load_card(resolve_card(config.models.detector, models_dir(config)))
-    if not card.model_path.is_file() and det.haar_fallback:
-        log.warning(
-            "%s missing; using OpenCV's Haar cascade (slower, fewer faces found). "
-            "Run tools/fetch_models.py to fetch BlazeFace.",
-            card.model_path,
+    try:
+        card = load_card(resolve_card(config.models.detector, models_dir(config)))
+        if not card.model_path.is_file() and det.haar_fallback:
+            log.warning(
+                "%s missing; using OpenCV's Haar cascade (slower, fewer faces found). "
+                "Run tools/fetch_models.py to fetch BlazeFace.",
+                card.model_path,
+            )
+            return _haar_finder(config, settings, f"{card.model_path} missing")
+        # Candidates come from low scores; the finder applies min_score after verification.
+        blaze = BlazeFaceDetector(
+            card,
+            threads=config.models.threads,
+            min_score=min(settings.candidate_score, det.min_score),
         )
-        return FaceFinder(HaarDetector(min_face_px=det.min_face_px), settings)
-    # Candidates come from low scores; the finder applies min_score after verification.
-    blaze = BlazeFaceDetector(
-        card, threads=config.models.threads, min_score=min(settings.candidate_score, det.min_score)
-    )
+    except ModelError as exc:
+        if not det.haar_fallback:
+            raise
+        log.error(
+            "BlazeFace unusable, using OpenCV's Haar cascade (slower, fewer faces found): %s", exc
+        )
+        return _haar_finder(config, settings, f"BlazeFace unusable: {exc}")
     return FaceFinder(blaze, settings)
+
+
+def _haar_finder(config: Config, settings: FinderSettings, reason: str) -> FaceFinder:
+    detector = HaarDetector(min_face_px=config.detection.min_face_px)
+    return FaceFinder(detector, settings, detector_error=reason)
 
 
 def build_classifier(config: Config) -> EmotionClassifier:
@@ -176,6 +193,7 @@ class Pipeline:
         detector = self.finder.detector
         return {
             "detector": detector.card.name if isinstance(detector, BlazeFaceDetector) else "haar",
+            "detector_error": self.finder.detector_error,
             "emotion_model": self.classifier.card.name,
             "va_model": self.va.model.card.name if self.va.model else None,
             "va_source": "model" if self.va.model else f"emotion probabilities ({self.va.reason})",

@@ -162,3 +162,41 @@ def test_haar_fallback_when_blazeface_absent(tmp_path, caplog):
     assert found / len(truth) >= 0.6
     with pytest.raises(ModelError, match="fetch_models"):
         build_finder(defaults(f"models.dir={models}", "detection.haar_fallback=false"))
+
+
+@requires_models
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda models: (models / "blazeface_short_range.tflite").write_bytes(b"junk"), "sha256"),
+        (lambda models: _edit_card(models, size=[96, 96]), "model has"),
+    ],
+    ids=["sha-mismatch", "card-does-not-fit"],
+)
+def test_haar_fallback_when_blazeface_is_unusable(tmp_path, caplog, damage, reason):
+    """A damaged detector file stopped the daemon although haar_fallback was on."""
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    damage(models)
+    config = defaults(f"models.dir={models}")
+    with caplog.at_level(logging.WARNING):
+        pipeline = Pipeline.from_config(config)
+    assert isinstance(pipeline.finder.detector, HaarDetector)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and reason in errors[0].getMessage() and "Haar" in errors[0].getMessage()
+    described = pipeline.describe()
+    assert described["detector"] == "haar" and reason in described["detector_error"]
+    with pytest.raises(ModelError, match=reason):
+        build_finder(defaults(f"models.dir={models}", "detection.haar_fallback=false"))
+
+
+def _edit_card(models, **inputs) -> None:
+    card = models / "blazeface_short_range.json"
+    raw = json.loads(card.read_text())
+    raw["input"].update(inputs)
+    card.write_text(json.dumps(raw))
+
+
+@requires_models
+def test_usable_blazeface_reports_no_detector_error():
+    assert Pipeline.from_config(defaults()).describe()["detector_error"] is None

@@ -45,11 +45,13 @@ class FaceFinder:
     """Stateful per-stream face finder. `find(frame, t)` returns faces, largest first.
 
     Works with any region detector: BlazeFace normally, OpenCV's Haar cascade when the
-    BlazeFace file is absent (its scores are all 1.0, so verification just re-finds).
+    BlazeFace model is absent or unusable (its scores are all 1.0, so verification just
+    re-finds).
     """
 
     detector: RegionDetector
     settings: FinderSettings = field(default_factory=FinderSettings)
+    detector_error: str | None = None  # why the configured detector is not the one in use
     _tracked: list[Face] = field(default_factory=list, init=False)
     _last_search_t: float = field(default=float("-inf"), init=False)
 
