@@ -18,6 +18,7 @@ from appliance.service.status import (
     assess,
     format_status,
     read_status,
+    render,
     status_path,
     write_status,
 )
@@ -132,6 +133,9 @@ def test_read_status_garbage_is_unreadable(tmp_path, content):
         ({"spotify": "offline", "spotify_error": "unreachable"}, OK, "running"),
         ({"music_error": "disk I/O error"}, CRITICAL, "music storage"),
         ({"camera_error": "unplugged", "storage_error": "full"}, CRITICAL, "storage"),
+        # the worst wins: music storage failing is CRITICAL even with the camera gone too
+        ({"camera_error": "gone", "music_error": "disk I/O error"}, CRITICAL, "music storage"),
+        ({"va_error": "VA model unusable", "music_error": "full"}, CRITICAL, "music storage"),
         ({"state": "finished"}, WARNING, "finished"),
         ({"state": "stopped"}, WARNING, "stopped"),
         ({"state": "starting"}, WARNING, "starting"),
@@ -239,3 +243,44 @@ def test_pi_health_from_sysfs_files(tmp_path):
     assert code == WARNING and "under-voltage" in reason
     text = format_status(snap, code, reason)
     assert "cpu         54.2 °C; throttled now: under-voltage, throttled" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[]", "a JSON list"),
+        ('"running"', "a JSON str"),
+        ("42", "a JSON int"),
+        ("null", "a JSON NoneType"),
+    ],
+)
+def test_a_status_file_that_is_not_an_object_is_unreadable(tmp_path, text, words):
+    (tmp_path / STATUS_FILE).write_text(text)
+    snap = read_status(tmp_path)
+    assert snap["state"] == "unreadable" and words in snap["last_error"]
+    assert render(snap, STALE_S)[0] == UNKNOWN
+
+
+@pytest.mark.parametrize("updated_at", ["x", None, True, [1], float("nan")])
+def test_a_malformed_updated_at_is_unknown(updated_at):
+    code, text = render(snapshot(updated_at=updated_at), STALE_S)
+    assert code == UNKNOWN
+    assert text.startswith("EMOTION-APPLIANCE UNKNOWN - status file malformed: updated_at")
+
+
+def test_odd_values_are_shown_as_dashes_not_a_traceback():
+    snap = snapshot(fps=None, confidence="high", face_rate=None, started_at="x")
+    snap["cpu_temp_c"] = "hot"
+    code, text = render(snap, STALE_S)
+    assert code == OK
+    assert "-  (pid 4242" in text and "- fps" in text and "faces in -%" in text
+    assert "(confidence -)" in text and "cpu         -" in text
+
+
+def test_any_other_wrong_shape_is_unknown_with_the_reason():
+    """A last line of defence: whatever slips past the checks is UNKNOWN, not exit 1."""
+    code, text = render(snapshot(music="ready", last_song="not a dict"), STALE_S)
+    assert code == UNKNOWN
+    assert text.startswith("EMOTION-APPLIANCE UNKNOWN - status file malformed: AttributeError")
+    code, text = render(snapshot(throttled_now=5), STALE_S, as_json=True)
+    assert code == UNKNOWN and json.loads(text)["code"] == UNKNOWN

@@ -7,6 +7,7 @@ disturbs the daemon. Exit codes follow the Nagios plugin convention.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -41,11 +42,15 @@ def write_status(runtime_dir: str | Path, snapshot: dict[str, Any]) -> None:
 def read_status(runtime_dir: str | Path) -> dict[str, Any] | None:
     """The last snapshot, or None when there is none (no daemon has run)."""
     try:
-        return json.loads(status_path(runtime_dir).read_text(encoding="utf-8"))
+        snapshot = json.loads(status_path(runtime_dir).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         return {"state": "unreadable", "last_error": f"status file unreadable: {exc}"}
+    if not isinstance(snapshot, dict):
+        kind = type(snapshot).__name__
+        return {"state": "unreadable", "last_error": f"status file unreadable: a JSON {kind}"}
+    return snapshot
 
 
 def stale_after(status_interval_s: float) -> float:
@@ -60,25 +65,16 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
     state = snapshot.get("state", "unknown")
     if state == "unreadable":
         return UNKNOWN, str(snapshot.get("last_error"))
-    age = time.time() - float(snapshot.get("updated_at", 0))
+    updated_at = _real(snapshot.get("updated_at", 0))
+    if updated_at is None:
+        return UNKNOWN, f"status file malformed: updated_at {snapshot.get('updated_at')!r}"
+    age = time.time() - updated_at
     if state in ("running", "starting") and age > stale_after_s:
         return UNKNOWN, f"status is {age:.0f} s old: daemon hung or stopped"
     if state == "running":
-        if snapshot.get("storage_error"):
-            return CRITICAL, f"storage failing: {snapshot['storage_error']}"
-        if snapshot.get("camera_error"):
-            return WARNING, f"camera: {snapshot['camera_error']}"
-        if snapshot.get("music_error"):
-            return CRITICAL, f"music storage failing: {snapshot['music_error']}"
-        if snapshot.get("spotify") in ("login needed", "error"):
-            return WARNING, f"Spotify {snapshot['spotify']}: {snapshot.get('spotify_error')}"
-        if (snapshot.get("vlm") or {}).get("breaker") == "open":
-            return WARNING, f"VLM circuit breaker open: {snapshot['vlm'].get('error')}"
-        if snapshot.get("throttled_now"):
-            return WARNING, f"Pi {', '.join(snapshot['throttled_now'])} (check the power supply)"
-        if snapshot.get("va_error"):
-            return WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"
-        return OK, "running"
+        problems = _problems(snapshot)
+        # the worst wins: a CRITICAL further down the list beats a WARNING before it
+        return max(problems, key=lambda p: p[0]) if problems else (OK, "running")
     if state in ("finished", "stopped"):
         return WARNING, f"daemon {state}"
     if state == "error":
@@ -86,18 +82,67 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
     return WARNING, f"daemon {state}"
 
 
+def _problems(snapshot: dict[str, Any]) -> list[tuple[int, str]]:
+    """A running daemon's problems, each (code, reason), in the order they are shown."""
+    found: list[tuple[int, str]] = []
+    if snapshot.get("storage_error"):
+        found.append((CRITICAL, f"storage failing: {snapshot['storage_error']}"))
+    if snapshot.get("music_error"):
+        found.append((CRITICAL, f"music storage failing: {snapshot['music_error']}"))
+    if snapshot.get("camera_error"):
+        found.append((WARNING, f"camera: {snapshot['camera_error']}"))
+    if snapshot.get("spotify") in ("login needed", "error"):
+        found.append((WARNING, f"Spotify {snapshot['spotify']}: {snapshot.get('spotify_error')}"))
+    vlm = snapshot.get("vlm")
+    if isinstance(vlm, dict) and vlm.get("breaker") == "open":
+        found.append((WARNING, f"VLM circuit breaker open: {vlm.get('error')}"))
+    if snapshot.get("throttled_now"):
+        throttled = ", ".join(map(str, snapshot["throttled_now"]))
+        found.append((WARNING, f"Pi {throttled} (check the power supply)"))
+    if snapshot.get("va_error"):
+        found.append((WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"))
+    return found
+
+
+def _real(value: Any) -> float | None:
+    """value as a finite float; None for null, text, booleans, lists and NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def render(
+    snapshot: dict[str, Any] | None, stale_after_s: float, *, as_json: bool = False
+) -> tuple[int, str]:
+    """The exit code and the text `emotion-appliance status` prints. A snapshot of the
+    wrong shape (edited by hand, written by another version) is UNKNOWN with the reason:
+    a traceback would exit 1, which monitoring reads as WARNING."""
+    try:
+        code, reason = assess(snapshot, stale_after_s)
+        text = format_status(snapshot, code, reason)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        code, reason = UNKNOWN, f"status file malformed: {type(exc).__name__}: {exc}"
+        text = format_status(None, code, reason)
+    if as_json:
+        text = json.dumps({"code": code, "reason": reason, "status": snapshot}, sort_keys=True)
+    return code, text
+
+
 def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> str:
     """Human summary for `emotion-appliance status`; first line is the Nagios line."""
     lines = [f"EMOTION-APPLIANCE {STATE_NAMES[code]} - {reason}"]
     if not snapshot or snapshot.get("state") == "unreadable":
         return "\n".join(lines)
-    uptime = time.time() - float(snapshot.get("started_at", time.time()))
+    started = _real(snapshot.get("started_at"))
+    uptime = "-" if started is None else _duration(time.time() - started)
     emotion = snapshot.get("emotion") or "no face"
+    face_rate = _real(snapshot.get("face_rate", 0))
     lines += [
-        f"uptime      {_duration(uptime)}  (pid {snapshot.get('pid')}, v{snapshot.get('version')})",
-        f"camera      {snapshot.get('source')}  {snapshot.get('fps', 0):.1f} fps, "
-        f"{snapshot.get('frames', 0)} frames, faces in {100 * snapshot.get('face_rate', 0):.0f}%",
-        f"emotion     {emotion}  (confidence {snapshot.get('confidence', 0):.2f})",
+        f"uptime      {uptime}  (pid {snapshot.get('pid')}, v{snapshot.get('version')})",
+        f"camera      {snapshot.get('source')}  {_fixed(snapshot.get('fps', 0), 1)} fps, "
+        f"{snapshot.get('frames', 0)} frames, faces in "
+        f"{'-' if face_rate is None else f'{100 * face_rate:.0f}'}%",
+        f"emotion     {emotion}  (confidence {_fixed(snapshot.get('confidence', 0), 2)})",
         f"valence     {_signed(snapshot.get('valence'))}  arousal "
         f"{_signed(snapshot.get('arousal'))}  (from {snapshot.get('va_source') or '-'})",
         f"models      {snapshot.get('detector')} + {snapshot.get('emotion_model')}"
@@ -145,7 +190,7 @@ def _vlm_line(snapshot: dict[str, Any]) -> str:
 def _pi_line(snapshot: dict[str, Any]) -> list[str]:
     if "cpu_temp_c" not in snapshot and "throttled_hex" not in snapshot:
         return []
-    temp = snapshot.get("cpu_temp_c")
+    temp = _real(snapshot.get("cpu_temp_c"))
     text = f"cpu         {temp:.1f} °C" if temp is not None else "cpu         -"
     if "throttled_hex" in snapshot:
         now = ", ".join(snapshot.get("throttled_now") or []) or "no"
@@ -154,8 +199,14 @@ def _pi_line(snapshot: dict[str, Any]) -> list[str]:
     return [text]
 
 
-def _signed(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2f}"
+def _signed(value: Any) -> str:
+    number = _real(value)
+    return "-" if number is None else f"{number:+.2f}"
+
+
+def _fixed(value: Any, digits: int) -> str:
+    number = _real(value)
+    return "-" if number is None else f"{number:.{digits}f}"
 
 
 def _duration(seconds: float) -> str:
