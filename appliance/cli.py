@@ -1,7 +1,8 @@
 """`emotion-appliance` command line: run, status, config, catalog, recommend, spotify.
 
 Exit codes: 0 ok; 1 runtime failure (camera, models); 2 configuration error (systemd
-does not restart on it); `status` uses the Nagios codes 0-3.
+does not restart on it); `status` uses the Nagios codes 0-3 only, so a bad config or
+bad arguments there are 3 (UNKNOWN), never 2 (CRITICAL).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from appliance import __version__
 from appliance.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from appliance.config.secrets import SecretError
-from appliance.service.status import assess, format_status, read_status, stale_after
+from appliance.service.status import UNKNOWN, format_status, read_status, render, stale_after
 
 if TYPE_CHECKING:
     from appliance.pipeline import FrameResult
@@ -31,7 +32,25 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
+class UsageError(SystemExit):
+    """argparse's exit 2 for bad arguments, with the message kept for `status`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_CONFIG)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--config, --set, -v on the top level and again after the subcommand. A
+    subcommand's --set goes to its own list (merged in main): on the shared one it would
+    replace the --set given before the subcommand."""
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
         "--config",
@@ -43,7 +62,7 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--set",
         metavar="SECTION.KEY=VALUE",
         action="append",
-        dest="overrides",
+        dest="sub_overrides" if suppress else "overrides",
         default=default,
         help="override one setting; repeatable",
     )
@@ -55,7 +74,7 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from appliance.sources import SOURCE_SPECS_HELP
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="emotion-appliance",
         description="Recognise emotion from a camera on the device and turn mood into music.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -232,12 +251,20 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     snapshot = read_status(config.service.runtime_dir)
-    code, reason = assess(snapshot, stale_after(config.service.status_interval_s))
-    if args.json:
-        print(json.dumps({"code": code, "reason": reason, "status": snapshot}, sort_keys=True))
-    else:
-        print(format_status(snapshot, code, reason))
+    stale = stale_after(config.service.status_interval_s)
+    code, text = render(snapshot, stale, as_json=args.json)
+    print(text)
     return code
+
+
+def _status_unknown(reason: str, as_json: bool) -> int:
+    """`status` could not even start (bad config or arguments): UNKNOWN for monitoring,
+    where exit 2 would read as CRITICAL, i.e. the appliance failing."""
+    if as_json:
+        print(json.dumps({"code": UNKNOWN, "reason": reason, "status": None}, sort_keys=True))
+    else:
+        print(format_status(None, UNKNOWN, reason))
+    return UNKNOWN
 
 
 def cmd_catalog(args: argparse.Namespace, config: Config) -> int:
@@ -282,6 +309,9 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> int:
     if not (-1 <= args.valence <= 1 and -1 <= args.arousal <= 1):
         log.error("--valence and --arousal must be in -1..1")
         return EXIT_CONFIG
+    if args.n < 1:  # -n -1 sliced the ranking to all songs but the last
+        log.error("-n must be at least 1")
+        return EXIT_CONFIG
     db = open_database(config.storage.state_dir)
     try:
         moods = load_moods(db, k=config.music.moods)
@@ -312,7 +342,11 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
                 print("Open this address in a browser on any device and allow access:")
                 print(player.authorize_url())
                 print("Then paste the address the browser was sent to (it may not load):")
-                url = input("> ")
+                try:
+                    url = input("> ")
+                except EOFError:  # no terminal (ssh without -t, a script)
+                    log.error("no address given; run it in a terminal or pass --redirect-url")
+                    return EXIT_FAILURE
             player.complete_login(url)
             print(f"logged in; token cached in {player.cache.path} (mode 0600)")
             return 0
@@ -403,13 +437,33 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     return EXIT_FAILURE if failures else 0
 
 
+def _subcommand(words: Sequence[str]) -> str | None:
+    """The subcommand argv names: its first word that is neither an option nor the value
+    of --config/--set (or an abbreviation argparse would accept)."""
+    it = iter(words)
+    for word in it:
+        if word.startswith("-"):
+            takes_value = "=" not in word and len(word) > 2
+            if takes_value and ("--config".startswith(word) or "--set".startswith(word)):
+                next(it, None)
+        else:
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
         print(f"emotion-appliance {__version__}")  # without loading OpenCV and numpy
         return 0
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    overrides = args.overrides or []
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(words)
+    except UsageError as exc:  # usage and message are on stderr already
+        if _subcommand(words) == "status":
+            return _status_unknown(f"bad arguments: {exc.message}", "--json" in words)
+        raise
+    overrides = [*(args.overrides or []), *(getattr(args, "sub_overrides", None) or [])]
+    args.overrides = overrides
     if args.command == "config" and args.config_command == "check":
         path = args.path or args.config
         try:
@@ -423,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        if args.command == "status":
+            first, *more = str(exc).splitlines() or [""]
+            extra = f" (and {len(more)} more, on stderr)" if more else ""
+            return _status_unknown(f"configuration error: {first}{extra}", args.json)
         return EXIT_CONFIG
     _setup_logging(config, args.verbose)
     if args.command == "config":

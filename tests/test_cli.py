@@ -246,3 +246,53 @@ def test_verbose_logging_keeps_spotipy_secrets_out_of_the_journal():
         assert spotipy_log.isEnabledFor(logging.INFO)
     finally:
         spotipy_log.setLevel(saved)
+
+
+def test_status_with_a_bad_config_or_arguments_is_unknown_not_critical(tmp_path, dirs):
+    """Nagios reads exit 2 as CRITICAL (the appliance failing); a monitoring check that
+    cannot run is UNKNOWN (3). Other subcommands keep exit 2 for configuration errors."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera]\nfps = 500\nfsp = 1\n")
+    result = cli("status", "--config", str(bad))
+    assert result.returncode == 3
+    assert result.stdout.startswith("EMOTION-APPLIANCE UNKNOWN - configuration error: ")
+    assert "(and 1 more, on stderr)" in result.stdout and "fsp" in result.stderr
+    result = cli("status", *dirs, "--set", "service.status_interval_s=soon", "--json")
+    assert result.returncode == 3 and json.loads(result.stdout)["code"] == 3
+    for args in (["status", "--bogus"], ["--config", "status", "status", "--json", "extra"]):
+        result = cli(*args)
+        assert result.returncode == 3, args
+        assert "bad arguments" in result.stdout and "usage:" in result.stderr
+    assert cli("config", "show", "--bogus").returncode == 2
+    assert cli("config", "show", "--config", str(bad)).returncode == 2
+
+
+def test_status_with_a_wrong_shaped_status_file_is_unknown(dirs, tmp_path):
+    (tmp_path / "run").mkdir()
+    for text in ("[]", json.dumps({"state": "running", "updated_at": "x"})):
+        (tmp_path / "run" / "status.json").write_text(text)
+        result = cli("status", *dirs)
+        assert result.returncode == 3, text
+        assert result.stdout.startswith("EMOTION-APPLIANCE UNKNOWN - status file ")
+        assert "Traceback" not in result.stderr
+
+
+def test_set_before_and_after_the_subcommand_both_apply(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    result = cli(
+        "--config", str(config), "--set", "music.moods=5",
+        "config", "show", "--set", "camera.fps=7",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "moods = 5" in result.stdout and "fps = 7" in result.stdout
+
+
+def test_recommend_count_must_be_positive(tmp_path, dirs):
+    """-n -1 sliced the ranking to every song but the last."""
+    rows = [f"spotify:track:{i:022d},Song {i},Artist,0.{i},0.{9 - i}" for i in range(1, 9)]
+    (tmp_path / "t.csv").write_text("\n".join(["uri,name,artist,valence,energy", *rows]))
+    assert cli("catalog", "import", str(tmp_path / "t.csv"), *dirs).returncode == 0
+    result = cli("recommend", "--valence", "0", "--arousal", "0", "-n", "-1", "--json", *dirs)
+    assert result.returncode == 2 and "-n must be at least 1" in result.stderr
+    assert result.stdout == ""

@@ -330,3 +330,20 @@ def test_cli_login_then_devices(fake, tmp_path):
     secret.chmod(0o644)
     refused = cli("spotify", "devices", *common)
     assert refused.returncode == 1 and "world-readable" in refused.stderr
+
+
+def test_cli_login_without_a_terminal_is_a_clear_error(fake, tmp_path):
+    """No stdin (ssh without -t, a script): input() raised EOFError, a traceback."""
+    secret = tmp_path / "secret"
+    secret.write_text(CLIENT_SECRET)
+    secret.chmod(0o600)
+    s = fake.settings()
+    common = cli_settings(
+        tmp_path,
+        f"spotify.client_id={s.client_id}",
+        f"spotify.client_secret_file={secret}",
+        f"spotify.authorize_url={s.authorize_url}",
+    )
+    login = cli("spotify", "login", *common, stdin="")
+    assert login.returncode == 1
+    assert "--redirect-url" in login.stderr and "Traceback" not in login.stderr
