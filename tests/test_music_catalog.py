@@ -181,3 +181,20 @@ def test_cli_recommend_with_another_k_leaves_the_stored_moods(db, tmp_path, caps
     assert code == 0
     assert len(json.loads(capsys.readouterr().out)) == 5
     assert snapshot(db) == before
+
+
+def test_a_catalog_smaller_than_k_is_kept_without_moods(db, tmp_path):
+    """Fewer tracks than moods: the tracks are stored (a later import may add more) and
+    the bad rows reported, instead of the whole import failing on the refit."""
+    from appliance.music.catalog import load_moods
+
+    write_minimal(tmp_path / "few.csv", 3)
+    with (tmp_path / "few.csv").open("a") as fh:
+        fh.write("spotify:track:bad,Bad,X,0.5,0.5\n")
+    report = import_catalog(db, tmp_path / "few.csv", k=4)
+    assert report.added == 3 and [line for line, _ in report.skipped] == [5]
+    assert catalog_stats(db) == {"tracks": 3, "moods": []}
+    assert load_moods(db, k=4, save=True) is None
+    write_minimal(tmp_path / "more.csv", 5, offset=3)
+    import_catalog(db, tmp_path / "more.csv", k=4)
+    assert len(catalog_stats(db)["moods"]) == 4

@@ -175,7 +175,11 @@ def import_catalog(
             }
             if by_uri:
                 db["tracks"].upsert_all(list(by_uri.values()), pk="uri")
-                fit_moods(db, k=k, seed=seed)
+                total = db.execute("SELECT count(*) FROM tracks").fetchone()[0]
+                if total >= k:
+                    fit_moods(db, k=k, seed=seed)
+                else:  # kept: a later import may complete the catalog
+                    log.warning("%d tracks: %d moods need at least %d; no moods yet", total, k, k)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot write the catalog: {exc}") from exc
     report.added = len(by_uri) - len(existing)
