@@ -284,3 +284,19 @@ def test_any_other_wrong_shape_is_unknown_with_the_reason():
     assert text.startswith("EMOTION-APPLIANCE UNKNOWN - status file malformed: AttributeError")
     code, text = render(snapshot(throttled_now=5), STALE_S, as_json=True)
     assert code == UNKNOWN and json.loads(text)["code"] == UNKNOWN
+
+
+@pytest.mark.parametrize("updated_at", ["x", None, [1]])
+def test_doctor_treats_a_malformed_snapshot_as_no_running_daemon(tmp_path, updated_at):
+    """doctor reads the same file: a hand-edited updated_at must not crash it."""
+    from appliance.config import load_config
+    from appliance.service.doctor import running_daemon
+    from appliance.service.status import write_status
+
+    config = load_config(
+        None, [f"service.runtime_dir={tmp_path}"], default_path=tmp_path / "none.toml"
+    )
+    write_status(tmp_path, snapshot(updated_at=updated_at))
+    assert running_daemon(config) is None
+    write_status(tmp_path, snapshot(updated_at=time.time()))
+    assert running_daemon(config)["pid"] == 4242

@@ -11,7 +11,6 @@ import logging
 import shutil
 import sqlite3
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from appliance.capture import CaptureError, open_source
 from appliance.config import Config
 from appliance.config.secrets import SecretError, read_secret
 from appliance.pipeline import models_dir
-from appliance.service.status import read_status, stale_after
+from appliance.service.status import read_status, snapshot_age, stale_after
 from appliance.store.database import StoreError, open_database
 from appliance.vision.model_card import load_card, resolve_card
 from appliance.vision.runtime import ModelError
@@ -84,8 +83,9 @@ def running_daemon(config: Config) -> dict | None:
     snapshot = read_status(config.service.runtime_dir)
     if not snapshot or snapshot.get("state") not in ("running", "starting"):
         return None
-    age = time.time() - float(snapshot.get("updated_at", 0))
-    return snapshot if age <= stale_after(config.service.status_interval_s) else None
+    age = snapshot_age(snapshot)
+    fresh = age is not None and age <= stale_after(config.service.status_interval_s)
+    return snapshot if fresh else None
 
 
 def check_camera(config: Config) -> Check:

@@ -58,6 +58,13 @@ def stale_after(status_interval_s: float) -> float:
     return max(10.0, 5 * status_interval_s)
 
 
+def snapshot_age(snapshot: dict[str, Any]) -> float | None:
+    """Seconds since the snapshot was written; None when its `updated_at` is not a
+    number (a hand-edited or foreign file), so callers cannot trip over it."""
+    updated_at = _real(snapshot.get("updated_at", 0))
+    return None if updated_at is None else time.time() - updated_at
+
+
 def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, str]:
     """Nagios-style verdict and a one-line reason."""
     if snapshot is None:
@@ -65,10 +72,9 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
     state = snapshot.get("state", "unknown")
     if state == "unreadable":
         return UNKNOWN, str(snapshot.get("last_error"))
-    updated_at = _real(snapshot.get("updated_at", 0))
-    if updated_at is None:
+    age = snapshot_age(snapshot)
+    if age is None:
         return UNKNOWN, f"status file malformed: updated_at {snapshot.get('updated_at')!r}"
-    age = time.time() - updated_at
     if state in ("running", "starting") and age > stale_after_s:
         return UNKNOWN, f"status is {age:.0f} s old: daemon hung or stopped"
     if state == "running":
