@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
 import types
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 
 import cv2
@@ -238,6 +240,41 @@ def test_grabber_stop_wakes_waiter() -> None:
     assert errors and "closed" in str(errors[0])
 
 
+def test_grabber_releases_the_device_once_and_only_after_the_last_grab() -> None:
+    events: list[str] = []
+
+    def grab() -> np.ndarray:
+        events.append("grab")
+        time.sleep(0.01)
+        events.append("grabbed")
+        return np.zeros((2, 2, 3), np.uint8)
+
+    g = LatestFrameGrabber(grab, "cam", release=lambda: events.append("release"))
+    g.start()
+    g.get(timeout=2.0)
+    assert g.stop() is True
+    assert g.stop() is True  # twice is fine
+    assert events.count("release") == 1 and events[-1] == "release"
+    assert events[-2] == "grabbed"
+
+    never_started = LatestFrameGrabber(grab, "cam", release=lambda: events.append("freed"))
+    never_started.stop()
+    assert events[-1] == "freed"
+
+
+def test_grabber_that_failed_has_released_before_close() -> None:
+    released = threading.Event()
+
+    def broken() -> np.ndarray:
+        raise OSError("gone")
+
+    g = LatestFrameGrabber(broken, "cam", release=released.set)
+    g.start()
+    with pytest.raises(CaptureError, match="gone"):
+        g.get(timeout=2.0)
+    assert released.wait(2.0)  # the device is free for a reopen at once
+
+
 def test_ensure_bgr() -> None:
     assert ensure_bgr(np.zeros((3, 4), np.uint8)).shape == (3, 4, 3)
     bgra = np.arange(2 * 2 * 4, dtype=np.uint8).reshape(2, 2, 4)
@@ -259,18 +296,101 @@ def test_v4l2_missing_device() -> None:
     src.close()  # safe after a failed open
 
 
+class _StalledCapture:
+    """Stands in for cv2.VideoCapture on a webcam that stopped sending (not unplugged):
+    read() blocks, as cv2 does in select() with the GIL released, until `unblock` is set.
+    release() during a read would free buffers the driver is writing into."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.unblock = threading.Event()
+        self.released = threading.Event()
+        self.in_read = 0
+        self.released_during_read = False
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.in_read += 1
+        self.reading.set()
+        self.unblock.wait(10.0)
+        self.in_read -= 1
+        return False, None
+
+    def release(self) -> None:
+        self.released_during_read |= self.in_read > 0
+        self.released.set()
+
+
+def test_v4l2_never_releases_a_camera_while_a_read_is_blocked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cap = _StalledCapture()
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: cap)
+    src = V4L2Source(0)
+    src.open()
+    assert cap.reading.wait(2.0)
+    with pytest.raises(CaptureError, match="no frame"):
+        src.read(timeout=0.1)
+    started = time.monotonic()
+    src.close()
+    took = time.monotonic() - started
+    assert took < src.join_timeout + 0.5  # a short, bounded wait for systemd's stop timeout
+    assert not cap.released.is_set()  # the grab thread still owns the device ...
+    cap.unblock.set()
+    assert cap.released.wait(2.0)  # ... and frees it once cv2 returns
+    assert not cap.released_during_read
+
+
+def test_v4l2_bounds_opencv_select_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV waits 10 s (seconds: cap_v4l.cpp sets tv_sec) per read of a stalled webcam
+    unless told otherwise, before its first V4L2 open; an admin's own value wins."""
+    from appliance.capture.v4l2 import V4L_SELECT_TIMEOUT_ENV
+
+    monkeypatch.setenv(V4L_SELECT_TIMEOUT_ENV, "x")  # restored after the test
+    monkeypatch.delenv(V4L_SELECT_TIMEOUT_ENV)
+    with pytest.raises(CaptureError):
+        V4L2Source(99).open()
+    assert os.environ[V4L_SELECT_TIMEOUT_ENV] == "2"
+    monkeypatch.setenv(V4L_SELECT_TIMEOUT_ENV, "7")
+    with pytest.raises(CaptureError):
+        V4L2Source(99).open()
+    assert os.environ[V4L_SELECT_TIMEOUT_ENV] == "7"
+
+
 # ---------------------------------------------------------------- picamera2
 
 
-class _FakePicamera2:
-    """Stands in for picamera2.Picamera2: 4-channel [B, G, R, 255] frames like XRGB8888."""
+CSI_ID = "/base/soc/i2c0mux/i2c@1/imx708@1a"
 
-    cameras: list[dict] = [{"Model": "imx708", "Num": 0}]  # noqa: RUF012
+
+class _FakePicamera2:
+    """Stands in for picamera2.Picamera2, job semantics included: capture_array() queues a
+    job that the next frame completes, waiting for it forever when `wait` is None and
+    raising TimeoutError after `wait` s otherwise; stop() is a job queued behind pending
+    ones (here: it gives up after STOP_HANG_S and notes ("stop hung",)); and
+    cancel_all_and_flush() cancels every pending job. While `stalled` (a loose ribbon) no
+    frame comes. Frames are 4-channel [B, G, R, 255] like XRGB8888."""
+
+    STOP_HANG_S = 3.0
+    cameras: list[dict] = [{"Model": "imx708", "Num": 0, "Id": CSI_ID}]  # noqa: RUF012
     instances: list[_FakePicamera2] = []  # noqa: RUF012
 
-    def __init__(self) -> None:
+    def __init__(self, camera_num: int = 0) -> None:
+        self.camera_num = camera_num
         self.calls: list[tuple] = []
+        self.waits: list[object] = []
         self.size = (0, 0)
+        self.stalled = False
+        self._jobs: list[Future] = []
+        self._lock = threading.Lock()
         _FakePicamera2.instances.append(self)
 
     @staticmethod
@@ -288,15 +408,35 @@ class _FakePicamera2:
     def start(self) -> None:
         self.calls.append(("start",))
 
-    def capture_array(self, name: str = "main") -> np.ndarray:
-        time.sleep(0.002)
-        w, h = self.size
-        img = np.empty((h, w, 4), np.uint8)
-        img[...] = (10, 20, 30, 255)
-        return img
+    def capture_array(self, name: str = "main", wait: float | bool | None = None) -> np.ndarray:
+        self.waits.append(wait)
+        job: Future = Future()
+        job.set_running_or_notify_cancel()
+        if self.stalled:
+            with self._lock:
+                self._jobs.append(job)
+        else:
+            time.sleep(0.002)
+            w, h = self.size
+            img = np.empty((h, w, 4), np.uint8)
+            img[...] = (10, 20, 30, 255)
+            job.set_result(img)
+        return job.result(timeout=None if wait in (None, True) else wait)
+
+    def cancel_all_and_flush(self) -> None:
+        self.calls.append(("cancel",))
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            job.set_exception(CancelledError())
 
     def stop(self) -> None:
         self.calls.append(("stop",))
+        deadline = time.monotonic() + self.STOP_HANG_S
+        while self._jobs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._jobs:
+            self.calls.append(("stop hung",))
 
     def close(self) -> None:
         self.calls.append(("close",))
@@ -307,7 +447,7 @@ def fake_picamera2(monkeypatch: pytest.MonkeyPatch) -> type[_FakePicamera2]:
     module = types.ModuleType("picamera2")
     module.Picamera2 = _FakePicamera2  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
-    monkeypatch.setattr(_FakePicamera2, "cameras", [{"Model": "imx708", "Num": 0}])
+    monkeypatch.setattr(_FakePicamera2, "cameras", [{"Model": "imx708", "Num": 0, "Id": CSI_ID}])
     monkeypatch.setattr(_FakePicamera2, "instances", [])
     return _FakePicamera2
 
@@ -336,13 +476,55 @@ def test_picamera_end_to_end(fake_picamera2) -> None:
         frames = [src.read(timeout=2.0) for _ in range(3)]
     cam = fake_picamera2.instances[0]
     assert cam.calls[0] == ("config", {"size": (32, 24), "format": "RGB888"}, {"FrameRate": 12.0})
-    assert cam.calls[-2:] == [("stop",), ("close",)]
+    assert cam.calls[-3:] == [("cancel",), ("stop",), ("close",)]
+    assert ("stop hung",) not in cam.calls
     for f in frames:
         assert isinstance(f, Frame)
         assert f.image.shape == (24, 32, 3) and f.image.dtype == np.uint8
         assert tuple(f.image[0, 0]) == (10, 20, 30)
     assert [f.index for f in frames] == sorted({f.index for f in frames})
     src.close()  # twice is fine
+
+
+def test_picamera_stalled_sensor_is_a_grab_error_and_close_does_not_hang(
+    fake_picamera2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """picamera2 waits forever when capture_array() gets no `wait`, and stop() queues
+    behind that job: the grab thread, then close(), then the daemon's loop would hang."""
+    monkeypatch.setattr(PiCameraSource, "capture_timeout", 0.2)
+    src = PiCameraSource(32, 24, 12)
+    src.open()
+    cam = fake_picamera2.instances[0]
+    assert src.read(timeout=2.0) is not None
+    cam.stalled = True  # the ribbon comes loose
+    with pytest.raises(CaptureError, match=r"within 0\.2 s \(check the ribbon cable\)"):
+        for _ in range(100):
+            src.read(timeout=2.0)
+    assert all(isinstance(w, float) for w in cam.waits)  # never "wait forever"
+    started = time.monotonic()
+    src.close()
+    assert time.monotonic() - started < 1.0
+    assert ("stop hung",) not in cam.calls
+    assert cam.calls[-3:] == [("cancel",), ("stop",), ("close",)]
+
+
+def test_picamera_close_cancels_a_capture_in_progress(
+    fake_picamera2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PiCameraSource, "capture_timeout", 30.0)
+    src = PiCameraSource(32, 24, 12)
+    src.open()
+    cam = fake_picamera2.instances[0]
+    assert src.read(timeout=2.0) is not None
+    cam.stalled = True
+    time.sleep(0.05)  # the grab thread is now waiting on a job no frame will complete
+    grabber = src._grabber
+    started = time.monotonic()
+    src.close()
+    assert time.monotonic() - started < 0.5  # not the 30 s wait, not the join timeout
+    assert not grabber.running
+    assert cam.calls[-3:] == [("cancel",), ("stop",), ("close",)]
+    assert ("stop hung",) not in cam.calls
 
 
 def test_picamera_available_never_raises(fake_picamera2, monkeypatch) -> None:

@@ -59,6 +59,22 @@ def test_unit_declares_what_the_appliance_relies_on():
     assert "LG_WD=/run/emotion-appliance" in s["Environment"]
 
 
+def test_unit_stop_timeout_outlasts_a_stalled_camera_at_shutdown():
+    """Killed mid-shutdown, the daemon would skip the final status and history flush."""
+    from appliance.capture.latest import LiveSource
+    from appliance.capture.picamera import PiCameraSource
+    from appliance.capture.realsense import RealSenseSource
+    from appliance.capture.stream import StreamSource
+    from appliance.capture.v4l2 import V4L2Source
+    from appliance.service.daemon import READ_TIMEOUT_S
+
+    live: list[type[LiveSource]] = [PiCameraSource, RealSenseSource, StreamSource, V4L2Source]
+    companions_s = 1.0 + 1.0  # the VLM worker's and the Spotify sync's joins
+    flush_margin_s = 3.0  # the publisher's last status.json and SQLite write
+    worst = READ_TIMEOUT_S + max(cls.join_timeout for cls in live) + companions_s
+    assert float(unit_settings()["TimeoutStopSec"][0]) >= worst + flush_margin_s
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
 def test_systemd_analyze_verify(tmp_path):
     # verify checks that ExecStart exists: point it at this checkout's interpreter.

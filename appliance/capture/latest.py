@@ -27,12 +27,25 @@ class LatestFrameGrabber:
     `grab` returns an image, or None when nothing is available yet (the thread then
     backs off for `idle_sleep` s). If `grab` raises, the thread stops and the error
     is re-raised from `get()` as CaptureError.
+
+    `release` frees the device. The grab thread calls it as it exits, so it never runs
+    while a grab is inside the driver: freeing a handle under a blocked read (a stalled
+    webcam, cv2 without the GIL) can crash the process, and `stop()` cannot wait
+    longer for a stuck driver than the service manager allows for shutdown.
     """
 
-    def __init__(self, grab: GrabFn, desc: str, *, idle_sleep: float = 0.005) -> None:
+    def __init__(
+        self,
+        grab: GrabFn,
+        desc: str,
+        *,
+        idle_sleep: float = 0.005,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         self._grab = grab
         self.desc = desc
         self._idle_sleep = idle_sleep
+        self._release = release
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._last_returned = -1
@@ -50,6 +63,22 @@ class LatestFrameGrabber:
             self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._release_device()
+
+    def _release_device(self) -> None:
+        """Run `release` once, whichever of the thread or stop() gets here first."""
+        with self._cond:
+            release, self._release = self._release, None
+        if release is not None:
+            try:
+                release()
+            except Exception as exc:
+                log.warning("releasing %s failed: %s", self.desc, exc)
+
+    def _loop(self) -> None:
         index = 0
         while True:
             with self._cond:
@@ -60,10 +89,12 @@ class LatestFrameGrabber:
                 if image is not None:
                     image = ensure_bgr(image)
             except Exception as exc:  # surfaced to the consumer via get()
-                log.warning("grab from %s failed: %s", self.desc, exc)
                 with self._cond:
+                    if self._stopping:
+                        return  # the grab was interrupted on purpose (close)
                     self._error = exc
                     self._cond.notify_all()
+                log.warning("grab from %s failed: %s", self.desc, exc)
                 return
             if image is None:
                 time.sleep(self._idle_sleep)
@@ -96,19 +127,38 @@ class LatestFrameGrabber:
                 raise CaptureError(f"{self.desc}: {self._error}") from self._error
             raise CaptureError(f"no frame from {self.desc} for {timeout:g} s")
 
-    def stop(self, join_timeout: float = 5.0) -> None:
-        """Ask the thread to finish and join it; safe to call twice.
-
-        Call before releasing the device so grab() never runs on a closed handle.
-        """
+    def request_stop(self) -> None:
+        """Tell the thread to finish after its current grab, and wake waiting readers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the thread to end; True once it has (and released).
+
+        A thread still inside grab() after that is left to finish on its own: it releases
+        the device when the driver returns, never while it is in use.
+        """
+        with self._cond:
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(join_timeout)
-            if thread.is_alive():
-                log.warning("grab thread for %s did not stop within %g s", self.desc, join_timeout)
+        if thread is None:  # never started: nothing can be using the device
+            self._release_device()
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread.is_alive():
+            log.warning(
+                "grab from %s still blocked after %g s; it releases the device when it returns",
+                self.desc,
+                timeout,
+            )
+            return False
+        return True
+
+    def stop(self, join_timeout: float = 1.0) -> bool:
+        """request_stop() then join(); safe to call twice. True if the thread has ended."""
+        self.request_stop()
+        return self.join(join_timeout)
 
     @property
     def running(self) -> bool:
@@ -121,24 +171,38 @@ class LiveSource(FrameSource):
 
     `read(None)` waits `default_timeout` s rather than forever, so a camera that dies
     mid-stream turns into a CaptureError the daemon can report instead of a silent hang.
+    close() waits at most `join_timeout` s for the grab thread (systemd's stop timeout
+    is short); a grab still blocked in the driver then releases the device itself.
     """
 
     live = True
     default_timeout: float = 5.0
-    join_timeout: float = 5.0
+    join_timeout: float = 1.0
 
     def __init__(self, spec: str) -> None:
         super().__init__(spec)
         self._grabber: LatestFrameGrabber | None = None
 
-    def _start_grabber(self, grab: GrabFn) -> None:
-        self._grabber = LatestFrameGrabber(grab, self.describe())
+    def _start_grabber(self, grab: GrabFn, release: Callable[[], None]) -> None:
+        """Grab on a background thread; `release` frees the device once no grab runs."""
+        self._grabber = LatestFrameGrabber(grab, self.describe(), release=release)
         self._grabber.start()
 
-    def _stop_grabber(self) -> None:
-        if self._grabber is not None:
-            self._grabber.stop(self.join_timeout)
-            self._grabber = None
+    def _interrupt_grab(self) -> None:
+        """Unblock a grab in progress, if the backend can; called by close() after the
+        stop request, before the join."""
+
+    def close(self) -> None:
+        grabber, self._grabber = self._grabber, None
+        if grabber is None:
+            return
+        grabber.request_stop()
+        if grabber.running:  # else the thread has ended, and released the device
+            try:
+                self._interrupt_grab()
+            except Exception as exc:
+                log.warning("interrupting the grab from %s failed: %s", self.describe(), exc)
+        grabber.join(self.join_timeout)
 
     def read(self, timeout: float | None = None) -> Frame | None:
         if self._grabber is None:
@@ -161,10 +225,9 @@ class OpenCVLiveSource(LiveSource):
             ok, image = cap.read()
             return image if ok else None
 
-        self._start_grabber(grab)
+        # released by the grab thread as it exits: cap.read() must not race cap.release()
+        self._start_grabber(grab, release=cap.release)
 
     def close(self) -> None:
-        self._stop_grabber()  # before release: cap.read() must not race cap.release()
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        super().close()
+        self._cap = None

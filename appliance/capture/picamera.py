@@ -40,6 +40,8 @@ def picamera_available() -> bool:
 class PiCameraSource(LiveSource):
     """The first Pi camera, streaming BGR frames on a background grab thread."""
 
+    capture_timeout: float = 2.0  # one frame at the slowest allowed rate (1 fps), and then some
+
     def __init__(self, width: int = 640, height: int = 480, fps: float = 15) -> None:
         super().__init__("picamera")
         self.width = width
@@ -89,25 +91,42 @@ class PiCameraSource(LiveSource):
             self.fps,
         )
         self._cam = cam
+        timeout = self.capture_timeout
 
         def grab() -> np.ndarray:
-            image = cam.capture_array("main")
+            # A number, not the default None (= wait forever): a stalled sensor or a loose
+            # ribbon must end the grab, not hang this thread and every later job behind it.
+            try:
+                image = cam.capture_array("main", wait=timeout)
+            except TimeoutError as exc:  # concurrent.futures' TimeoutError since 3.11
+                raise CaptureError(
+                    f"no frame within {timeout:g} s (check the ribbon cable)"
+                ) from exc
             if image.ndim == 3 and image.shape[2] == 4:
                 image = image[:, :, :3]  # XRGB8888-style padding byte
             return image
 
-        self._start_grabber(grab)
+        self._start_grabber(grab, release=lambda: _quietly_close(cam))
+
+    def _interrupt_grab(self) -> None:
+        # picamera2 documents cancel_all_and_flush() for tidying up after a timed-out
+        # operation "so that the camera can be closed": the blocked capture_array()
+        # raises CancelledError at once instead of running out its wait.
+        if self._cam is not None:
+            self._cam.cancel_all_and_flush()
 
     def close(self) -> None:
-        self._stop_grabber()  # before stop(): capture_array must not race camera teardown
-        if self._cam is not None:
-            cam, self._cam = self._cam, None
-            _quietly_close(cam)
+        super().close()
+        self._cam = None
 
 
 def _quietly_close(cam: Any) -> None:
-    """Stop and close a Picamera2, logging (not raising) teardown errors."""
-    for step in ("stop", "close"):
+    """Stop and close a Picamera2, logging (not raising) teardown errors.
+
+    Pending jobs are cancelled first: stop() is itself a job queued behind them, so a
+    capture that timed out on a stalled camera would otherwise make stop() wait forever.
+    """
+    for step in ("cancel_all_and_flush", "stop", "close"):
         try:
             getattr(cam, step)()
         except Exception as exc:

@@ -38,7 +38,6 @@ class RealSenseSource(LiveSource):
     """The RealSense colour sensor as BGR frames, grabbed on a background thread."""
 
     wait_timeout_ms: int = 5000  # wait_for_frames raises RuntimeError after this
-    join_timeout: float = 6.0  # > wait_timeout_ms, so close() outlasts a blocked grab
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 15) -> None:
         super().__init__("realsense")
@@ -87,13 +86,9 @@ class RealSenseSource(LiveSource):
             # copy(): the frame's buffer returns to librealsense's pool once released.
             return np.asanyarray(color.get_data()).copy()
 
-        self._start_grabber(grab)
+        # stopped by the grab thread as it exits: wait_for_frames must not race stop()
+        self._start_grabber(grab, release=pipeline.stop)
 
     def close(self) -> None:
-        self._stop_grabber()  # before pipeline.stop(): wait_for_frames must not race it
-        if self._pipeline is not None:
-            pipeline, self._pipeline = self._pipeline, None
-            try:
-                pipeline.stop()
-            except Exception as exc:
-                log.warning("RealSense pipeline.stop() failed: %s", exc)
+        super().close()
+        self._pipeline = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -14,6 +15,14 @@ from .latest import OpenCVLiveSource
 log = logging.getLogger(__name__)
 
 _DEV_VIDEO = re.compile(r"/dev/video(\d+)")
+
+# A stalled (not unplugged) webcam keeps cv2 read() in select() for this many seconds
+# (OpenCV's cap_v4l.cpp: tv_sec, default 10), longer than close() waits for the grab
+# thread and than systemd's stop timeout. OpenCV reads it once per process, at its
+# first select(), so it is set before the first V4L2 open; an administrator's own value
+# wins.
+V4L_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
+V4L_SELECT_TIMEOUT_S = 2
 
 
 class V4L2Source(OpenCVLiveSource):
@@ -43,6 +52,7 @@ class V4L2Source(OpenCVLiveSource):
     def open(self) -> None:
         if self._cap is not None:
             return
+        os.environ.setdefault(V4L_SELECT_TIMEOUT_ENV, str(V4L_SELECT_TIMEOUT_S))
         api = getattr(cv2, "CAP_V4L2", None)
         if api is not None and sys.platform.startswith("linux"):
             cap = cv2.VideoCapture(self.device, api)
