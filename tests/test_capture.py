@@ -369,6 +369,7 @@ def test_v4l2_bounds_opencv_select_wait(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 CSI_ID = "/base/soc/i2c0mux/i2c@1/imx708@1a"
+USB_ID = "/base/axi/pcie@120000/rp1/usb@200000-1:1.0-046d:0825"  # a UVC webcam via libcamera
 
 
 class _FakePicamera2:
@@ -527,6 +528,29 @@ def test_picamera_close_cancels_a_capture_in_progress(
     assert ("stop hung",) not in cam.calls
 
 
+def test_picamera_ignores_usb_cameras_libcamera_lists(
+    fake_picamera2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.capture import realsense as realsense_mod
+
+    monkeypatch.setattr(realsense_mod, "realsense_available", lambda: False)
+    usb = {"Model": "uvcvideo", "Num": 0, "Id": USB_ID}
+    monkeypatch.setattr(fake_picamera2, "cameras", [usb])  # a webcam and no Pi camera
+    assert picamera_available() is False
+    src = open_source("auto")
+    assert isinstance(src, V4L2Source) and src.device == 0
+    with pytest.raises(CaptureError, match=r"only USB cameras: use v4l2:N"):
+        PiCameraSource().open()
+    # picamera2 lists Pi cameras first; "Num" is what Picamera2() takes
+    csi = {"Model": "imx708", "Num": 1, "Id": CSI_ID}
+    monkeypatch.setattr(fake_picamera2, "cameras", [csi, usb])
+    src = open_source("auto")
+    assert isinstance(src, PiCameraSource) and src.camera_num == 1
+    with src:
+        assert src.read(timeout=2.0) is not None
+    assert [cam.camera_num for cam in fake_picamera2.instances] == [1]
+
+
 def test_picamera_available_never_raises(fake_picamera2, monkeypatch) -> None:
     def boom() -> list:
         raise RuntimeError("libcamera exploded")
@@ -635,10 +659,10 @@ def test_open_source_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     from appliance.capture import picamera as picamera_mod
     from appliance.capture import realsense as realsense_mod
 
-    monkeypatch.setattr(picamera_mod, "picamera_available", lambda: True)
+    monkeypatch.setattr(picamera_mod, "find_pi_camera", lambda: 0)
     monkeypatch.setattr(realsense_mod, "realsense_available", lambda: True)
     assert isinstance(open_source("auto"), PiCameraSource)
-    monkeypatch.setattr(picamera_mod, "picamera_available", lambda: False)
+    monkeypatch.setattr(picamera_mod, "find_pi_camera", lambda: None)
     assert isinstance(open_source("auto"), RealSenseSource)
     monkeypatch.setattr(realsense_mod, "realsense_available", lambda: False)
     src = open_source("auto")

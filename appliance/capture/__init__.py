@@ -69,9 +69,10 @@ def open_source(
 
 def _auto(width: int, height: int, fps: float) -> FrameSource:
     """Prefer the Pi camera, then RealSense, then the first V4L2 device."""
-    if _picamera.picamera_available():
-        log.info("auto: using the Raspberry Pi camera")
-        return PiCameraSource(width, height, fps)
+    num = _picamera.find_pi_camera()  # not USB webcams: libcamera lists those too
+    if num is not None:
+        log.info("auto: using Raspberry Pi camera number %d", num)
+        return PiCameraSource(width, height, fps, camera_num=num)
     if _realsense.realsense_available():
         log.info("auto: using the Intel RealSense camera")
         return RealSenseSource(width, height, fps)

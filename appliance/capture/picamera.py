@@ -26,27 +26,48 @@ NO_CAMERA_MSG = (
 )
 
 
-def picamera_available() -> bool:
-    """True only if picamera2 imports and lists at least one camera; never raises."""
+def pi_cameras(cameras: list[Any]) -> list[dict[str, Any]]:
+    """The CSI (Pi) cameras among Picamera2.global_camera_info() entries.
+
+    libcamera also lists USB (UVC) webcams, whose Id has "/usb" in it (picamera2 sorts
+    them last by that test); those belong to the V4L2 source, not to this one.
+    """
+    return [
+        cam for cam in cameras if isinstance(cam, dict) and "/usb" not in str(cam.get("Id", ""))
+    ]
+
+
+def find_pi_camera() -> int | None:
+    """The camera number (for Picamera2(num)) of the first Pi camera, or None; never raises."""
     try:
         from picamera2 import Picamera2
 
-        return len(Picamera2.global_camera_info()) > 0
+        found = pi_cameras(Picamera2.global_camera_info())
     except Exception as exc:  # any failure means "not usable", never a crash
         log.debug("picamera2 not available: %s", exc)
-        return False
+        return None
+    return int(found[0].get("Num", 0)) if found else None
+
+
+def picamera_available() -> bool:
+    """True only if picamera2 imports and lists at least one Pi (not USB) camera."""
+    return find_pi_camera() is not None
 
 
 class PiCameraSource(LiveSource):
-    """The first Pi camera, streaming BGR frames on a background grab thread."""
+    """A Pi camera (the first one unless `camera_num` is given), streaming BGR frames on a
+    background grab thread."""
 
     capture_timeout: float = 2.0  # one frame at the slowest allowed rate (1 fps), and then some
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 15) -> None:
+    def __init__(
+        self, width: int = 640, height: int = 480, fps: float = 15, camera_num: int | None = None
+    ) -> None:
         super().__init__("picamera")
         self.width = width
         self.height = height
         self.fps = fps
+        self.camera_num = camera_num
         self._cam: Any = None
 
     def describe(self) -> str:
@@ -63,11 +84,16 @@ class PiCameraSource(LiveSource):
             cameras = Picamera2.global_camera_info()
         except Exception as exc:
             raise CaptureError(f"{NO_CAMERA_MSG}: {exc}") from exc
-        if not cameras:
-            raise CaptureError(NO_CAMERA_MSG)
+        ours = pi_cameras(cameras)
+        if self.camera_num is not None:
+            ours = [cam for cam in ours if cam.get("Num") == self.camera_num]
+        if not ours:
+            usb = " (libcamera sees only USB cameras: use v4l2:N for those)" if cameras else ""
+            raise CaptureError(NO_CAMERA_MSG + usb)
+        info = ours[0]
         cam = None
         try:
-            cam = Picamera2()
+            cam = Picamera2(int(info.get("Num", 0)))
             # Picamera2 manual, "Image formats": "RGB888 - 24 bits per pixel, ordered [B, G, R]",
             # i.e. capture_array() already yields OpenCV's BGR order; no cvtColor needed.
             config = cam.create_video_configuration(
@@ -84,8 +110,9 @@ class PiCameraSource(LiveSource):
                 " (e.g. rpicam-hello) using it?"
             ) from exc
         log.info(
-            "opened Pi camera %s at %dx%d @ %g fps",
-            cameras[0].get("Model", "?") if isinstance(cameras[0], dict) else cameras[0],
+            "opened Pi camera %s (number %s) at %dx%d @ %g fps",
+            info.get("Model", "?"),
+            info.get("Num", 0),
             self.width,
             self.height,
             self.fps,
