@@ -4,6 +4,10 @@ Kept apart from `appliance.capture` (which loads OpenCV) so `--help`, `status` a
 `config check` answer instantly on a Pi.
 """
 
+from __future__ import annotations
+
+import re
+
 SOURCE_SPECS_HELP = """\
 auto           Pi camera if present, else Intel RealSense, else /dev/video0
 picamera       Raspberry Pi CSI camera (needs python3-picamera2 from apt)
@@ -14,3 +18,15 @@ rtsp://...     a network camera (RTSP, or http(s):// MJPEG/HLS), reconnected whe
 demo           the bundled demo clip (appliance/data/demo_faces.mp4)
 PATH/TO/DIR    a folder of .jpg/.jpeg/.png/.bmp images, played in name order
 PATH/TO/FILE   a video file (anything OpenCV/FFmpeg can decode)"""
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+# user ":" password "@" host...: the password runs to the LAST "@" (it may hold "@", "/",
+# ":"), because a leaked password is worse than a host hidden in the rare URL whose path
+# holds an "@". urlsplit would stop the netloc at the first "/" and miss "a/b@cam".
+_USERINFO = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):.*@(?P<tail>[^@]*)", re.I | re.S)
+
+
+def redact(spec: str) -> str:
+    """The spec without a URL password, for logs, status.json and history rows."""
+    m = _USERINFO.fullmatch(spec)
+    return f"{m['head']}:***@{m['tail']}" if m else spec

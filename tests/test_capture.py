@@ -23,7 +23,9 @@ from appliance.capture.files import ImageFolderSource, VideoFileSource
 from appliance.capture.latest import LatestFrameGrabber
 from appliance.capture.picamera import PiCameraSource, picamera_available
 from appliance.capture.realsense import RealSenseSource, realsense_available
+from appliance.capture.stream import StreamSource
 from appliance.capture.v4l2 import V4L2Source
+from appliance.sources import redact
 
 W, H = 64, 48
 FPS = 10.0
@@ -676,6 +678,29 @@ def test_open_source_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, video
     monkeypatch.setattr(capture, "DEMO_CLIP", video)
     src = open_source("demo", loop=True)
     assert isinstance(src, VideoFileSource) and src.loop
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rtsp://admin:secret@cam:554/s", "rtsp://admin:***@cam:554/s"),
+        ("rtsp://admin:p@ss@cam/s", "rtsp://admin:***@cam/s"),  # "@" in the password
+        ("rtsp://admin:a/b@cam/s", "rtsp://admin:***@cam/s"),  # "/" in the password
+        ("rtsp://admin:a/b@c:d@cam/s?x=1", "rtsp://admin:***@cam/s?x=1"),
+        ("RTSPS://:only-a-password@cam", "RTSPS://:***@cam"),
+        ("http://cam.local:8080/video", "http://cam.local:8080/video"),  # nothing to hide
+        ("http://cam/snapshots@2x/live", "http://cam/snapshots@2x/live"),  # "@" in a path
+        ("/dev/video0", "/dev/video0"),
+    ],
+)
+def test_redact_hides_the_whole_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_stream_source_never_shows_its_password() -> None:
+    src = StreamSource("rtsp://admin:p@ss/w@cam/live")
+    for text in (src.spec, src.describe()):
+        assert "p@ss" not in text and "ss/w" not in text and "cam/live" in text
 
 
 def test_specs_help_mentions_every_form() -> None:

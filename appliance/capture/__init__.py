@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 
-from appliance.sources import SOURCE_SPECS_HELP
+from appliance.sources import SOURCE_SPECS_HELP, STREAM_SCHEMES, redact
 
 from . import picamera as _picamera
 from . import realsense as _realsense
@@ -14,7 +14,7 @@ from .base import CaptureError, Frame, FrameSource
 from .files import ImageFolderSource, VideoFileSource
 from .picamera import PiCameraSource
 from .realsense import RealSenseSource
-from .stream import STREAM_SCHEMES, StreamSource
+from .stream import StreamSource
 from .v4l2 import V4L2Source
 
 __all__ = ["SOURCE_SPECS_HELP", "CaptureError", "Frame", "FrameSource", "open_source"]
@@ -62,8 +62,8 @@ def open_source(
         if path.is_file():
             return VideoFileSource(path, loop=loop)
     raise CaptureError(
-        f"unknown capture source {spec!r} (not a known camera, nor an existing file or"
-        f" folder); accepted forms:\n{SOURCE_SPECS_HELP}"
+        f"unknown capture source {redact(text)!r} (not a known camera, nor an existing file"
+        f" or folder); accepted forms:\n{SOURCE_SPECS_HELP}"
     )
 
 

@@ -7,23 +7,20 @@ into a CaptureError and the daemon reconnects with backoff like any live camera.
 from __future__ import annotations
 
 import logging
-import re
 
 import cv2
+
+from appliance.sources import STREAM_SCHEMES, redact
 
 from .base import CaptureError
 from .latest import OpenCVLiveSource
 
+__all__ = ["STREAM_SCHEMES", "StreamSource", "redact"]
+
 log = logging.getLogger(__name__)
 
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
-
-
-def redact(url: str) -> str:
-    """The URL without a password, for logs and status."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 class StreamSource(OpenCVLiveSource):
