@@ -129,6 +129,7 @@ def test_read_status_garbage_is_unreadable(tmp_path, content):
         ({"storage_error": "disk I/O error"}, CRITICAL, "disk I/O error"),
         ({"camera_error": "camera unplugged"}, WARNING, "camera unplugged"),
         ({"va_error": "VA model unusable: gone"}, WARNING, "VA from emotion probabilities"),
+        ({"detector_error": "BlazeFace unusable: sha256"}, WARNING, "faces found with Haar"),
         ({"spotify": "login needed", "spotify_error": "revoked"}, WARNING, "revoked"),
         ({"spotify": "offline", "spotify_error": "unreachable"}, OK, "running"),
         ({"music_error": "disk I/O error"}, CRITICAL, "music storage"),

@@ -107,6 +107,8 @@ def _problems(snapshot: dict[str, Any]) -> list[tuple[int, str]]:
         found.append((WARNING, f"Pi {throttled} (check the power supply)"))
     if snapshot.get("va_error"):
         found.append((WARNING, f"{snapshot['va_error']} (VA from emotion probabilities)"))
+    if snapshot.get("detector_error"):
+        found.append((WARNING, f"{snapshot['detector_error']} (faces found with Haar)"))
     return found
 
 
