@@ -1,4 +1,4 @@
-"""The camera/source spec strings users type, documented once.
+"""The camera/source spec strings users type, documented and checked once.
 
 Kept apart from `appliance.capture` (which loads OpenCV) so `--help`, `status` and
 `config check` answer instantly on a Pi.
@@ -20,6 +20,9 @@ PATH/TO/DIR    a folder of .jpg/.jpeg/.png/.bmp images, played in name order
 PATH/TO/FILE   a video file (anything OpenCV/FFmpeg can decode)"""
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+V4L2_SPEC = re.compile(r"v4l2:(\d+)")
+
+_URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
 # user ":" password "@" host...: the password runs to the LAST "@" (it may hold "@", "/",
 # ":"), because a leaked password is worse than a host hidden in the rare URL whose path
 # holds an "@". urlsplit would stop the netloc at the first "/" and miss "a/b@cam".
@@ -30,3 +33,18 @@ def redact(spec: str) -> str:
     """The spec without a URL password, for logs, status.json and history rows."""
     m = _USERINFO.fullmatch(spec)
     return f"{m['head']}:***@{m['tail']}" if m else spec
+
+
+def spec_problem(spec: str) -> str | None:
+    """Why `spec` can never name a source, or None; checks the form only (no devices,
+    no files), so `config check` can run it anywhere. Any other text is a path."""
+    text = spec.strip()
+    key = text.lower()
+    if not text:
+        return 'is empty; use "auto" for the first camera found'
+    if key.startswith("v4l2:") and not V4L2_SPEC.fullmatch(key):
+        return f"{text!r} is not v4l2:N (N a camera number, e.g. v4l2:0)"
+    if _URL_SCHEME.match(key) and not key.startswith(STREAM_SCHEMES):
+        schemes = ", ".join(STREAM_SCHEMES)
+        return f"{redact(text)!r}: unsupported URL scheme; network cameras use {schemes}"
+    return None

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import appliance.capture as capture
-from appliance.capture import CaptureError, Frame, open_source
+from appliance.capture import CaptureError, Frame, SourceConfigError, open_source
 from appliance.capture.base import ensure_bgr
 from appliance.capture.files import ImageFolderSource, VideoFileSource
 from appliance.capture.latest import LatestFrameGrabber
@@ -457,7 +457,7 @@ def fake_picamera2(monkeypatch: pytest.MonkeyPatch) -> type[_FakePicamera2]:
 
 def test_picamera_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)
-    with pytest.raises(CaptureError, match="picamera2") as info:
+    with pytest.raises(SourceConfigError, match="picamera2") as info:  # not retried
         PiCameraSource().open()
     assert "sudo apt install python3-picamera2" in str(info.value)
     assert "--system-site-packages" in str(info.value)
@@ -609,7 +609,7 @@ def _fake_rs(devices: list, image: np.ndarray | None = None) -> types.ModuleType
 
 def test_realsense_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyrealsense2", None)
-    with pytest.raises(CaptureError, match="pyrealsense2") as info:
+    with pytest.raises(SourceConfigError, match="pyrealsense2") as info:  # not retried
         RealSenseSource().open()
     assert "pip install pyrealsense2" in str(info.value)
     assert realsense_available() is False
@@ -701,6 +701,15 @@ def test_stream_source_never_shows_its_password() -> None:
     src = StreamSource("rtsp://admin:p@ss/w@cam/live")
     for text in (src.spec, src.describe()):
         assert "p@ss" not in text and "ss/w" not in text and "cam/live" in text
+    with pytest.raises(SourceConfigError) as info:
+        open_source("rtp://admin:hunter2@cam/live")  # a scheme OpenCV is not given
+    assert "hunter2" not in str(info.value) and "unsupported URL scheme" in str(info.value)
+
+
+def test_open_source_rejects_forms_that_never_work() -> None:
+    for spec in ("", "  ", "v4l2:x", "ftp://cam/live", "not-a-camera-nor-a-path"):
+        with pytest.raises(SourceConfigError, match="accepted forms"):
+            open_source(spec)
 
 
 def test_specs_help_mentions_every_form() -> None:

@@ -4,6 +4,7 @@ faults (camera unplugged, disk full, bad config), each with a real process."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -326,6 +327,44 @@ def test_malformed_config_at_boot_fails_once_with_the_error(tmp_path):
     assert result.returncode == 2  # RestartPreventExitStatus=2 in the unit: no restart storm
     assert f"{config}" in result.stderr and "camera.fps" in result.stderr.replace("] ", ".")
     assert "nonsense" in result.stderr
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_source_that_can_never_work_is_a_config_error_naming_the_key(tmp_path):
+    """Exit 2 (RestartPreventExitStatus): restarting cannot fix a bad camera.source."""
+    from appliance import cli
+    from appliance.service import daemon
+
+    assert daemon.EXIT_CONFIG == cli.EXIT_CONFIG == 2
+    args = dirs(tmp_path)
+    checked = run_cli(["config", "check", *args, "--set", "camera.source=v4l2:x"])
+    assert checked.returncode == 2
+    assert "[camera] source" in checked.stderr and "v4l2:N" in checked.stderr
+    hidden = run_cli(["config", "check", *args, "--set", "camera.source=rtp://u:hunter2@cam/s"])
+    assert hidden.returncode == 2 and "hunter2" not in hidden.stderr
+    for how, key in ((["--set", "camera.source=nonsense"], "camera.source"),
+                     (["--source", "nonsense"], "--source")):  # fmt: skip
+        result = run_cli(["run", "--quiet", *args, *how])
+        assert result.returncode == 2, result.stderr
+        assert f"{key}: unknown capture source 'nonsense'" in result.stderr
+
+
+@requires_models
+def test_a_camera_library_that_is_not_installed_is_fatal_not_retried(tmp_path):
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is installed here")
+    started = time.monotonic()
+    result = run_cli(["run", "--quiet", *dirs(tmp_path), "--set", "camera.source=picamera"])
+    assert result.returncode == 2, result.stderr
+    assert "camera.source: picamera2 is not installed" in result.stderr
+    assert "reconnecting" not in result.stderr
+    assert time.monotonic() - started < 60
 
 
 # --------------------------------------------------------------------------- doctor

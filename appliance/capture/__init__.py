@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
-from appliance.sources import SOURCE_SPECS_HELP, STREAM_SCHEMES, redact
+from appliance.sources import SOURCE_SPECS_HELP, STREAM_SCHEMES, V4L2_SPEC, redact, spec_problem
 
 from . import picamera as _picamera
 from . import realsense as _realsense
-from .base import CaptureError, Frame, FrameSource
+from .base import CaptureError, Frame, FrameSource, SourceConfigError
 from .files import ImageFolderSource, VideoFileSource
 from .picamera import PiCameraSource
 from .realsense import RealSenseSource
 from .stream import StreamSource
 from .v4l2 import V4L2Source
 
-__all__ = ["SOURCE_SPECS_HELP", "CaptureError", "Frame", "FrameSource", "open_source"]
+__all__ = [
+    "SOURCE_SPECS_HELP",
+    "CaptureError",
+    "Frame",
+    "FrameSource",
+    "SourceConfigError",
+    "open_source",
+]
 
 log = logging.getLogger(__name__)
 
 DEMO_CLIP = Path(__file__).parent.parent / "data" / "demo_faces.mp4"
-
-_V4L2_SPEC = re.compile(r"v4l2:(\d+)")
 
 
 def open_source(
@@ -32,17 +36,19 @@ def open_source(
     """Build (but do not open) the source a spec names; see SOURCE_SPECS_HELP.
 
     width/height/fps are requested from cameras; fps also paces image folders.
-    loop applies to files and folders. Unknown specs raise CaptureError.
+    loop applies to files and folders. Unknown specs raise SourceConfigError.
     """
     text = spec.strip()
     key = text.lower()
+    if problem := spec_problem(text):
+        raise SourceConfigError(f"capture source {problem}; accepted forms:\n{SOURCE_SPECS_HELP}")
     if key == "auto":
         return _auto(width, height, fps)
     if key == "picamera":
         return PiCameraSource(width, height, fps)
     if key == "realsense":
         return RealSenseSource(width, height, fps)
-    if m := _V4L2_SPEC.fullmatch(key):
+    if m := V4L2_SPEC.fullmatch(key):
         return V4L2Source(int(m.group(1)), width, height, fps)
     if text.startswith("/dev/"):
         return V4L2Source(text, width, height, fps)
@@ -50,7 +56,7 @@ def open_source(
         return StreamSource(text)
     if key == "demo":
         if not DEMO_CLIP.is_file():
-            raise CaptureError(
+            raise SourceConfigError(
                 f"the demo clip is missing ({DEMO_CLIP}); reinstall the package or pass a"
                 " camera, video file or image folder instead"
             )
@@ -61,7 +67,7 @@ def open_source(
             return ImageFolderSource(path, fps, loop=loop)
         if path.is_file():
             return VideoFileSource(path, loop=loop)
-    raise CaptureError(
+    raise SourceConfigError(
         f"unknown capture source {redact(text)!r} (not a known camera, nor an existing file"
         f" or folder); accepted forms:\n{SOURCE_SPECS_HELP}"
     )

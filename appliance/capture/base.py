@@ -13,6 +13,14 @@ class CaptureError(RuntimeError):
     """A source cannot be opened or read; the message says what is missing and how to fix it."""
 
 
+class SourceConfigError(CaptureError):
+    """The source cannot work as configured (an unknown spec, a library not installed).
+
+    Retrying or restarting cannot fix it, so the daemon stops with the configuration-error
+    status instead of reconnecting forever.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One captured image.

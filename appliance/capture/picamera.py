@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import CaptureError
+from .base import CaptureError, SourceConfigError
 from .latest import LiveSource
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class PiCameraSource(LiveSource):
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
-            raise CaptureError(f"{MISSING_MSG} ({exc})") from exc
+            raise SourceConfigError(f"{MISSING_MSG} ({exc})") from exc
         try:
             cameras = Picamera2.global_camera_info()
         except Exception as exc:

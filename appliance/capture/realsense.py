@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import CaptureError
+from .base import CaptureError, SourceConfigError
 from .latest import LiveSource
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class RealSenseSource(LiveSource):
         try:
             import pyrealsense2 as rs
         except ImportError as exc:
-            raise CaptureError(f"{MISSING_MSG} ({exc})") from exc
+            raise SourceConfigError(f"{MISSING_MSG} ({exc})") from exc
         try:
             devices = rs.context().query_devices()
         except Exception as exc:

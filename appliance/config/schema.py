@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from appliance.sources import spec_problem
+
 DEFAULT_CONFIG_PATH = "/etc/emotion-appliance/config.toml"
 
 _SETTING = "appliance.config.setting"
@@ -132,6 +134,12 @@ class CameraConfig:
     width: int = setting(640, "Requested frame width in pixels.", min=160, max=4096)
     height: int = setting(480, "Requested frame height in pixels.", min=120, max=4096)
     fps: int = setting(15, "Requested frames per second.", min=1, max=120)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """A source that can never work (empty, v4l2:x, ftp://...) is a configuration
+        error now (exit 2, no restart loop), not a camera failure at run time."""
+        problem = spec_problem(self.source)
+        return [("source", problem)] if problem else []
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from appliance.capture import CaptureError, FrameSource, open_source
+from appliance.capture import CaptureError, FrameSource, SourceConfigError, open_source
 from appliance.capture.base import Frame
 from appliance.config import Config
 from appliance.config.secrets import read_secret
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 READ_TIMEOUT_S = 2.0
+# The CLI's configuration-error status: the unit's RestartPreventExitStatus, so a source
+# that can never work (unknown spec, library not installed) fails once, not in a loop.
+EXIT_CONFIG = 2
 
 
 class Daemon:
@@ -52,6 +55,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.spec = source or config.camera.source
+        self.spec_origin = "--source" if source else "camera.source"  # for error messages
         self.loop = loop
         self.max_frames = max_frames
         self.events = events
@@ -79,7 +83,11 @@ class Daemon:
 
     def run(self) -> int:
         """Process until the source ends, max_frames, or a signal; returns an exit code."""
-        source = self._source()  # parse the spec before loading models: fail fast
+        try:
+            source = self._source()  # parse the spec before loading models: fail fast
+        except SourceConfigError as exc:
+            log.error("%s: %s", self.spec_origin, exc)
+            return EXIT_CONFIG
         pipeline = self.pipeline or Pipeline.from_config(self.config)
         board = Board(
             info={**pipeline.describe(), "source": source.describe()},
@@ -112,6 +120,10 @@ class Daemon:
                 self.loop_s = time.perf_counter() - loop_start
             board.set(state="finished" if ended else "stopped")
             return 0
+        except SourceConfigError as exc:
+            board.set(state="error", last_error=f"{self.spec_origin}: {exc}")
+            log.error("%s: %s", self.spec_origin, exc)
+            return EXIT_CONFIG
         except CaptureError as exc:
             board.set(state="error", last_error=str(exc))
             log.error("%s", exc)
@@ -172,6 +184,8 @@ class Daemon:
                 failures = 0
                 if self._consume(source, pipeline, board):
                     return True
+            except SourceConfigError:
+                raise  # retrying cannot fix it
             except CaptureError as exc:
                 if not source.live:
                     raise
