@@ -15,14 +15,18 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from mjpeg_server import MjpegCamera
 from support import FIXTURE_FACES, ROOT, cli_settings, requires_models
 
+from appliance.capture import CaptureError, FrameSource
+from appliance.capture.base import Frame
 from appliance.service.notify import Notifier
 
 UNIT = ROOT / "systemd" / "emotion-appliance.service"
@@ -365,6 +369,73 @@ def test_a_camera_library_that_is_not_installed_is_fatal_not_retried(tmp_path):
     assert "camera.source: picamera2 is not installed" in result.stderr
     assert "reconnecting" not in result.stderr
     assert time.monotonic() - started < 60
+
+
+class _CameraThatStopsSending(FrameSource):
+    """Stands in for a camera whose driver opens but then sends `frames_per_open` frames
+    (maybe none) before going quiet; the daemon is stopped at the open after `opens`."""
+
+    live = True
+
+    def __init__(self, daemon, opens: int, frames_per_open: int) -> None:
+        super().__init__("fake camera")
+        self.daemon, self.opens_left, self.per_open = daemon, opens, frames_per_open
+        self.frames_left = 0
+        self.index = 0
+
+    def open(self) -> None:
+        self.opens_left -= 1
+        if self.opens_left < 0:
+            self.daemon.stop()
+        self.frames_left = self.per_open
+
+    def read(self, timeout: float | None = None) -> Frame:
+        if self.frames_left:
+            self.frames_left -= 1
+            self.index += 1
+            return Frame(np.zeros((120, 160, 3), np.uint8), time.monotonic(), self.index)
+        raise CaptureError(f"no frame from fake camera for {timeout} s")
+
+    def close(self) -> None:
+        pass
+
+
+class _RecordedWaits(threading.Event):
+    """The daemon's stop event, minus the sleeping: each backoff is recorded instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+@requires_models
+@pytest.mark.parametrize(
+    ("frames_per_open", "backoff"),
+    [
+        (0, [0.5, 1.0, 2.0, 4.0, 4.0]),  # opens, never delivers: one outage, backing off
+        (1, [0.5, 0.5, 0.5, 0.5, 0.5]),  # delivered each time: each failure is a new one
+    ],
+)
+def test_reconnect_backoff_restarts_only_after_a_frame(tmp_path, frames_per_open, backoff):
+    from appliance.config import load_config
+    from appliance.pipeline import Pipeline
+    from appliance.service.daemon import Daemon
+
+    config = load_config(None, [
+        f"storage.state_dir={tmp_path / 'state'}", f"service.runtime_dir={tmp_path / 'run'}",
+        "music.enabled=false", "models.va=",
+    ], default_path=tmp_path / "none.toml")  # fmt: skip
+    daemon = Daemon(config, pipeline=Pipeline.from_config(config))
+    daemon._stop = _RecordedWaits()
+    camera = _CameraThatStopsSending(daemon, opens=len(backoff), frames_per_open=frames_per_open)
+    daemon._source = lambda: camera
+    assert daemon.run() == 0
+    assert daemon._stop.waits == backoff
+    assert daemon.frames == frames_per_open * len(backoff)
 
 
 # --------------------------------------------------------------------------- doctor

@@ -176,12 +176,17 @@ class Daemon:
         vlm.offer(image, context, now)
 
     def _capture_loop(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
-        """True when the source ended by itself (end of file or max_frames)."""
+        """True when the source ended by itself (end of file or max_frames).
+
+        Live sources are reopened with growing delays while they fail, and the delays start
+        over only once a frame arrives: a camera that opens but never delivers is the same
+        outage, not a new one each time.
+        """
         failures = 0
         while not self._stop.is_set():
+            frames_before = self.frames
             try:
                 source.open()
-                failures = 0
                 if self._consume(source, pipeline, board):
                     return True
             except SourceConfigError:
@@ -189,6 +194,8 @@ class Daemon:
             except CaptureError as exc:
                 if not source.live:
                     raise
+                if self.frames > frames_before:
+                    failures = 0
                 delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
                 failures += 1
                 log.warning("%s; reconnecting in %.1f s", exc, delay)
