@@ -707,9 +707,13 @@ def test_stream_source_never_shows_its_password() -> None:
 
 
 def test_open_source_rejects_forms_that_never_work() -> None:
-    for spec in ("", "  ", "v4l2:x", "ftp://cam/live", "not-a-camera-nor-a-path"):
+    for spec in ("", "  ", "v4l2:x", "ftp://cam/live", "not-a-camera-nor-a-path", "picamra"):
         with pytest.raises(SourceConfigError, match="accepted forms"):
             open_source(spec)
+    for path in ("/media/usb/clip.mp4", "clips/", "clip.mp4", "~/faces"):  # may yet appear
+        with pytest.raises(CaptureError, match="accepted forms") as info:
+            open_source(path)
+        assert not isinstance(info.value, SourceConfigError)
 
 
 def test_specs_help_mentions_every_form() -> None:

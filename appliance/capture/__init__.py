@@ -36,7 +36,9 @@ def open_source(
     """Build (but do not open) the source a spec names; see SOURCE_SPECS_HELP.
 
     width/height/fps are requested from cameras; fps also paces image folders.
-    loop applies to files and folders. Unknown specs raise SourceConfigError.
+    loop applies to files and folders. A spec that is no known form raises
+    SourceConfigError; a file or folder path that does not exist (yet: a USB stick
+    mounted late) raises plain CaptureError, a runtime failure.
     """
     text = spec.strip()
     key = text.lower()
@@ -67,7 +69,8 @@ def open_source(
             return ImageFolderSource(path, fps, loop=loop)
         if path.is_file():
             return VideoFileSource(path, loop=loop)
-    raise SourceConfigError(
+    looks_like_path = any(c in text for c in "/\\.") or text.startswith("~")
+    raise (CaptureError if looks_like_path else SourceConfigError)(
         f"unknown capture source {redact(text)!r} (not a known camera, nor an existing file"
         f" or folder); accepted forms:\n{SOURCE_SPECS_HELP}"
     )
