@@ -485,3 +485,30 @@ def test_doctor_asks_a_running_daemon_about_the_camera_it_holds(tmp_path):
     assert camera["status"] == "fail" and "unplugged" in camera["detail"]
     camera = camera_check({**snapshot, "updated_at": time.time() - 3600})  # stale: opens it
     assert camera["status"] == "fail" and "video99" in camera["detail"]
+
+
+def test_doctor_camera_report_keeps_a_stream_password_out(tmp_path, monkeypatch):
+    """A camera that connects but sends nothing: the failure names the redacted source."""
+    from appliance.capture.stream import StreamSource
+    from appliance.config import load_config
+    from appliance.service import doctor
+
+    url = "rtsp://admin:p@ss/word@127.0.0.1:8554/live"
+
+    class SilentStream(StreamSource):
+        def open(self) -> None:
+            pass
+
+        def read(self, timeout: float = 1.0):
+            return None
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(doctor, "open_source", lambda spec, **_: SilentStream(spec))
+    config = load_config(None, [
+        f"camera.source={url}", f"service.runtime_dir={tmp_path / 'run'}",
+    ], default_path=tmp_path / "none.toml")  # fmt: skip
+    check = doctor.check_camera(config)
+    assert check.status == "fail" and "no frame within 5 s" in check.detail
+    assert "ss/word" not in check.detail and "***" in check.detail

@@ -110,7 +110,10 @@ def check_camera(config: Config) -> Check:
     except CaptureError as exc:
         return failed("camera", str(exc).splitlines()[0], CAMERA_HINT)
     if frame is None:
-        return failed("camera", f"{spec}: no frame within 5 s", "check the cable and power")
+        # describe(), not spec: a stream URL's password stays out of the report
+        return failed(
+            "camera", f"{source.describe()}: no frame within 5 s", "check the cable and power"
+        )
     height, width = frame.image.shape[:2]
     return passed("camera", f"{source.describe()}: {width}x{height} frame read")
 
