@@ -192,7 +192,8 @@ class DetectionConfig:
     )
     haar_fallback: bool = setting(
         True,
-        "Use the OpenCV Haar cascade when BlazeFace finds nothing or its model file is absent.",
+        "Use the OpenCV Haar cascade when the BlazeFace model is absent or unusable "
+        "(damaged, or not matching its card).",
     )
     min_face_px: int = setting(
         40, "Faces smaller than this many pixels across are ignored.", min=8, max=1000
