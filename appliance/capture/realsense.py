@@ -17,8 +17,10 @@ from .latest import LiveSource
 log = logging.getLogger(__name__)
 
 MISSING_MSG = (
-    "pyrealsense2 is not installed: `pip install pyrealsense2` (or install the appliance"
-    " with its `pi` extra)"
+    "pyrealsense2 is not installed: `pip install pyrealsense2` on x86_64 (the appliance's"
+    " `pi` extra does this); PyPI has no ARM wheels, so on a Raspberry Pi build librealsense"
+    " with its Python bindings, or read the D435's colour stream as a plain UVC camera"
+    " with camera.source = v4l2:N"
 )
 NO_DEVICE_MSG = "no Intel RealSense camera found (is the D435 on a USB3 port?)"
 
