@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from gpiozero import Button
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from support import ROOT
 
@@ -228,3 +229,94 @@ def test_a_failure_reading_the_current_song_is_a_store_error(songs):
     recorder = FeedbackRecorder(str(state), "ana", now_playing=lambda: playing)
     with pytest.raises(StoreError, match="no such table"):
         recorder.press("like")
+
+
+class LgpioError(Exception):
+    """Like lgpio.error: a bare Exception subclass that gpiozero 2.0.1 does not wrap."""
+
+
+def busy_factory(busy: int) -> MockFactory:
+    """A MockFactory whose pin `busy` is held by another program (lgpio's 'GPIO busy')."""
+
+    class BusyPin(MockPWMPin):
+        def __init__(self, factory, info):
+            if info.name == f"GPIO{busy}":
+                raise LgpioError("GPIO busy")
+            super().__init__(factory, info)
+
+    return MockFactory(pin_class=BusyPin)
+
+
+BUSY_KEYS = [
+    (17, "gpio.like_pin"),
+    (27, "gpio.skip_pin"),
+    (22, "gpio.led_pin"),
+    (13, "gpio.rgb_pins"),
+]
+
+
+@pytest.mark.parametrize(("busy", "key"), BUSY_KEYS)
+def test_a_busy_pin_turns_buttons_off_with_one_warning_naming_the_key(caplog, busy, key):
+    """lgpio's own error escaped the panel and crashed the daemon into a restart loop."""
+    caplog.set_level(logging.INFO)
+    factory = busy_factory(busy)
+    try:
+        panel = FeedbackPanel(
+            GpioConfig(led_pin=22, rgb_pins="5,6,13"), lambda: None, lambda: None,
+            pin_factory=factory,
+        )  # fmt: skip
+        assert not panel.available and panel.failed_key == key
+        assert key in panel.reason and "LgpioError: GPIO busy" in panel.reason
+        panel.show_sync("offline")  # harmless without LEDs
+        panel.show_mood("sad")
+        panel.close()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and key in warnings[0].getMessage()
+        assert str(busy) in warnings[0].getMessage()
+        # the pins claimed before the busy one were released
+        Button(17 if busy != 17 else 27, pin_factory=factory).close()
+    finally:
+        factory.reset()
+
+
+def test_a_busy_pin_leaves_the_music_stack_running(tmp_path, caplog):
+    from appliance.config import load_config
+    from appliance.music.stack import MusicStack
+
+    config = load_config(
+        None, [f"storage.state_dir={tmp_path / 'state'}", "music.enabled=true"],
+        default_path=tmp_path / "none.toml",
+    )  # fmt: skip
+    factory = busy_factory(27)
+    try:
+        stack = MusicStack(config, pin_factory=factory)
+        stack.tick(None)
+        assert stack.snapshot()["buttons"].startswith("off: gpio.skip_pin = 27 could not")
+        stack.stop()
+    finally:
+        factory.reset()
+
+
+def test_doctor_fails_a_busy_pin_and_asks_a_running_daemon_first(tmp_path, monkeypatch):
+    from gpiozero import Device
+
+    from appliance.config import load_config
+    from appliance.service import doctor
+    from appliance.service.status import write_status
+
+    config = load_config(
+        None, [f"service.runtime_dir={tmp_path / 'run'}"], default_path=tmp_path / "none.toml"
+    )
+    factory = busy_factory(17)
+    monkeypatch.setattr(Device, "pin_factory", factory)  # what FeedbackPanel gets by default
+    try:
+        check = doctor.check_gpio(config)
+        assert check.status == "fail" and "gpio.like_pin = 17" in check.detail
+        snapshot = {"state": "running", "pid": 4242, "updated_at": time.time()}
+        write_status(tmp_path / "run", {**snapshot, "buttons": "ready"})
+        check = doctor.check_gpio(config)  # the daemon holds the pins: not claimed again
+        assert check.status == "pass" and "pid 4242" in check.detail
+        write_status(tmp_path / "run", {**snapshot, "buttons": "off: " + "x could not be claimed"})
+        assert doctor.check_gpio(config).status == "fail"
+    finally:
+        factory.reset()

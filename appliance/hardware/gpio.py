@@ -37,6 +37,7 @@ class FeedbackPanel:
     ) -> None:
         self.available = False
         self.reason = "disabled in config"
+        self.failed_key: str | None = None  # set when a configured pin could not be claimed
         self._devices: list[Any] = []
         self._led = self._rgb = None
         self._sync_state: str | None = None
@@ -45,34 +46,57 @@ class FeedbackPanel:
             return
         try:
             from gpiozero import LED, RGBLED, Button
-            from gpiozero.exc import GPIOZeroError
+            from gpiozero.exc import BadPinFactory
         except ImportError:
             self.reason = "gpiozero not installed"
             log.info("GPIO buttons disabled: %s", self.reason)
             return
+        key = "gpio"  # the config key whose pin is being claimed, for the log line
         try:
             with warnings.catch_warnings():  # one log line, not a PinFactoryFallback per try
                 warnings.simplefilter("ignore")
                 options = {"pull_up": True, "bounce_time": settings.bounce_s or None}
-                for pin, action in ((settings.like_pin, on_like), (settings.skip_pin, on_skip)):
+                for name, pin, action in (
+                    ("like_pin", settings.like_pin, on_like),
+                    ("skip_pin", settings.skip_pin, on_skip),
+                ):
                     if pin:
+                        key = f"gpio.{name}"
                         button = Button(pin, hold_repeat=False, pin_factory=pin_factory, **options)
                         button.when_pressed = _quietly(action)
                         self._devices.append(button)
                 if settings.led_pin:
+                    key = "gpio.led_pin"
                     self._led = LED(settings.led_pin, pin_factory=pin_factory)
                     self._devices.append(self._led)
                 if rgb_pins:
+                    key = "gpio.rgb_pins"
                     self._rgb = RGBLED(*rgb_pins, pin_factory=pin_factory)
                     self._devices.append(self._rgb)
-        except (GPIOZeroError, OSError, RuntimeError) as exc:
-            self.close()
-            self.reason = f"no GPIO here ({exc.__class__.__name__}: {exc})"
-            log.info("GPIO buttons disabled: %s", self.reason)
+        except BadPinFactory as exc:  # a laptop or container: expected, not a fault
+            self._give_up(f"no GPIO here ({exc.__class__.__name__}: {exc})", logging.INFO)
+            return
+        except Exception as exc:
+            # Any pin library error: lgpio raises its own lgpio.error (a bare Exception)
+            # for a busy pin, unwrapped by gpiozero. Escaping here would crash the daemon
+            # into a systemd restart loop; the appliance must run on without buttons.
+            self.failed_key = key
+            self._give_up(
+                f"{key} = {_value_of(key, settings)} could not be claimed "
+                f"({exc.__class__.__name__}: {exc}); running without buttons",
+                logging.WARNING,
+            )
             return
         self.available, self.reason = True, ""
         like, skip = settings.like_pin or "-", settings.skip_pin or "-"
         log.info("GPIO: like on BCM %s, skip on BCM %s", like, skip)
+
+    def _give_up(self, reason: str, level: int) -> None:
+        """Release whatever was claimed and run on without buttons and LEDs."""
+        self.close()
+        self._led = self._rgb = None
+        self.available, self.reason = False, reason
+        log.log(level, "GPIO buttons disabled: %s", reason)
 
     def show_sync(self, state: str) -> None:
         """online: steady; offline or login needed: blinking; local only: off."""
@@ -97,6 +121,11 @@ class FeedbackPanel:
             except Exception:  # closing must never raise on shutdown
                 log.debug("closing %s failed", device, exc_info=True)
         self._devices.clear()
+
+
+def _value_of(key: str, settings: GpioConfig) -> str:
+    """The configured value of `key`, so the log line says which pin to free or change."""
+    return repr(getattr(settings, key.removeprefix("gpio."), "?"))
 
 
 def _quietly(action: Callable[[], Any]) -> Callable[[], None]:

@@ -29,6 +29,7 @@ from appliance.vision.runtime import ModelError
 log = logging.getLogger(__name__)
 
 MIN_FREE_MB = 200
+GPIO_HINT = "stop the other program using that pin, or change the [gpio] key named"
 CAMERA_HINT = "connect the camera, check camera.source, and the 'video' group membership"
 
 
@@ -212,11 +213,23 @@ def check_vlm(config: Config) -> Check:
 def check_gpio(config: Config) -> Check:
     from appliance.hardware.gpio import FeedbackPanel
 
+    daemon = running_daemon(config)
+    buttons = daemon.get("buttons") if daemon is not None else None
+    if isinstance(buttons, str) and config.gpio.enabled:
+        # it holds the pins (a second claim would fail): ask it, as for the camera
+        who = f"the running daemon (pid {daemon.get('pid')})"
+        if buttons == "ready":
+            return passed("gpio", f"buttons in use by {who}")
+        if "could not be claimed" in buttons:
+            return failed("gpio", f"{who} reports buttons {buttons}", GPIO_HINT)
+        return skipped("gpio", f"{who} reports buttons {buttons}")
     panel = FeedbackPanel(config.gpio, lambda: None, lambda: None)
     try:
         if panel.available:
             return passed("gpio", f"buttons on BCM {config.gpio.like_pin}/{config.gpio.skip_pin}")
-        return skipped("gpio", panel.reason)
+        if panel.failed_key is None:  # disabled, no GPIO hardware, gpiozero missing
+            return skipped("gpio", panel.reason)
+        return failed("gpio", panel.reason, GPIO_HINT)
     finally:
         panel.close()
 
