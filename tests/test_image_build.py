@@ -110,7 +110,11 @@ def run(script: Path, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
+FIRSTBOOT = FILES / "emotion-appliance-firstboot"
+
+
+def firstboot_root(tmp_path: Path, settings: str) -> tuple[Path, dict, Path]:
+    """A throwaway root with the example config and `settings` as the boot-partition file."""
     root = tmp_path / "root"
     (root / "etc" / "emotion-appliance").mkdir(parents=True)
     (root / "boot" / "firmware").mkdir(parents=True)
@@ -119,7 +123,28 @@ def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
         ROOT / "appliance" / "config" / "example.toml", root / "etc/emotion-appliance/config.toml"
     )
     boot = root / "boot" / "firmware" / "emotion-appliance.txt"
-    boot.write_text(
+    boot.write_text(settings)
+    bin_dir, _ = shims(tmp_path)
+    env = {**os.environ, "PREFIX": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return root, env, boot
+
+
+def vlm_settings(root: Path) -> dict:
+    return tomllib.loads((root / "etc/emotion-appliance/config.toml").read_text())["vlm"]
+
+
+def config_check(root: Path) -> subprocess.CompletedProcess:
+    """`emotion-appliance config check` on the config the script left, as the unit runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "config", "check",
+         str(root / "etc/emotion-appliance/config.toml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
+    root, env, boot = firstboot_root(
+        tmp_path,
         "# my settings\r\n"
         "HOSTNAME=kitchen-pi\r\n"
         "WIFI_SSID=Home Net\r\n"
@@ -130,12 +155,9 @@ def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
         "VLM_ENDPOINT=https://vlm.example.org/v1\r\n"
         "VLM_MODEL=qwen2-vl\r\n"
         "VLM_API_KEY=sk-xyz\r\n"
-        "$(rm -rf /)=no\r\n"  # never evaluated
+        "$(rm -rf /)=no\r\n",  # never evaluated
     )
-    bin_dir, _ = shims(tmp_path)
-    env = {**os.environ, "PREFIX": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    for _ in range(2):  # applying twice changes nothing
-        run(FILES / "emotion-appliance-firstboot", env, tmp_path)
+    run(FIRSTBOOT, env, tmp_path)
     assert (root / "etc/hostname").read_text() == "kitchen-pi\n"
     assert "127.0.1.1\tkitchen-pi" in (root / "etc/hosts").read_text()
     wifi = root / "etc/NetworkManager/system-connections/emotion-appliance-wifi.nmconnection"
@@ -152,15 +174,102 @@ def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
         secret = root / "etc/emotion-appliance" / name
         assert secret.read_text() == value + "\n"
         assert not secret.stat().st_mode & stat.S_IROTH
-    left = boot.read_text()
+    # The file is renamed, so the unit (ConditionPathExists) skips every later boot.
+    assert not boot.exists()
+    applied = boot.with_name("emotion-appliance.txt.applied")
+    left = applied.read_text()
     for secret in ("correct horse", "s3cr3t", "sk-xyz"):
         assert secret not in left
     assert "HOSTNAME=kitchen-pi" in left and "removed from this file" in left
+    record = root / "etc/emotion-appliance/firstboot.applied"
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert "correct horse" not in record.read_text() and "sk-xyz" not in record.read_text()
+    # Copying the applied file back (secrets scrubbed) changes nothing.
+    before = {p: p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file()}
+    shutil.copy(applied, boot)
+    run(FIRSTBOOT, env, tmp_path)
+    after = {p: p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file()}
+    assert after == before
+    assert (root / "home/pi/.ssh/authorized_keys").read_text().splitlines() == keys
     # The resulting config is one the appliance accepts (apart from the secret paths).
     sys.path.insert(0, str(ROOT))
     from appliance.config import load_config
 
     load_config(root / "etc/emotion-appliance/config.toml")
+
+
+def test_firstboot_unit_runs_only_while_the_settings_file_is_unapplied(tmp_path):
+    unit = (FILES / "emotion-appliance-firstboot.service").read_text()
+    condition = next(
+        line.split("=", 1)[1]
+        for line in unit.splitlines()
+        if line.startswith("ConditionPathExists=")
+    )
+    root, env, boot = firstboot_root(tmp_path, "HOSTNAME=kitchen-pi\n")
+    assert boot == root / condition.lstrip("/")
+    run(FIRSTBOOT, env, tmp_path)
+    assert not (root / condition.lstrip("/")).exists()
+
+
+def set_vlm_enabled(root: Path, value: bool) -> None:
+    """What a user does by hand: edit vlm.enabled in config.toml."""
+    path = root / "etc/emotion-appliance/config.toml"
+    lines = path.read_text().splitlines()
+    start = lines.index("[vlm]")
+    at = next(i for i in range(start, len(lines)) if lines[i].startswith("enabled ="))
+    lines[at] = f"enabled = {str(value).lower()}"
+    path.write_text("\n".join(lines) + "\n")
+    assert vlm_settings(root)["enabled"] is value
+
+
+def test_firstboot_keeps_a_vlm_the_user_switched_off_off(tmp_path):
+    settings = "VLM_ENDPOINT=https://vlm.example.org/v1\nVLM_MODEL=qwen2-vl\n"
+    root, env, boot = firstboot_root(tmp_path, settings)
+    run(FIRSTBOOT, env, tmp_path)
+    assert vlm_settings(root)["enabled"] is True
+    set_vlm_enabled(root, False)  # the user turns the VLM off
+    # A reboot: the settings file was applied, so the unit's script finds nothing to do...
+    assert "nothing to apply" in run(FIRSTBOOT, env, tmp_path).stdout
+    assert vlm_settings(root)["enabled"] is False
+    # ...and even with the same settings on the boot partition again (say for a new Wi-Fi
+    # network), the VLM stays off: its endpoint and model were applied before.
+    boot.write_text(settings + "WIFI_SSID=Cafe\n")
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert "vlm.enabled left as it is" in result.stdout
+    assert vlm_settings(root)["enabled"] is False
+    assert (root / "etc/NetworkManager/system-connections").is_dir()
+    assert config_check(root).returncode == 0
+    # A different model given on purpose is a new setting: applied.
+    boot.write_text("VLM_ENDPOINT=https://vlm.example.org/v1\nVLM_MODEL=llava\n")
+    run(FIRSTBOOT, env, tmp_path)
+    assert vlm_settings(root)["enabled"] is True and vlm_settings(root)["model"] == "llava"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "model", "message"),
+    [
+        ("https://vlm.example.org/v1", "", "must both be set (only VLM_ENDPOINT is)"),
+        ("", "qwen2-vl", "must both be set (only VLM_MODEL is)"),
+        ("vlm.example.org/v1", "qwen2-vl", "must start with http:// or https://"),
+    ],
+)
+def test_firstboot_leaves_the_vlm_off_without_a_usable_endpoint_and_model(
+    tmp_path, endpoint, model, message
+):
+    root, env, boot = firstboot_root(
+        tmp_path, f"HOSTNAME=kitchen-pi\nVLM_ENDPOINT={endpoint}\nVLM_MODEL={model}\n"
+    )
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert "VLM left off" in result.stderr and message in result.stderr
+    assert vlm_settings(root)["enabled"] is False
+    check = config_check(root)
+    assert check.returncode == 0, check.stderr  # the appliance still starts
+    assert (root / "etc/hostname").read_text() == "kitchen-pi\n"  # the rest was applied
+    # Fixed and copied back, the VLM settings are applied then.
+    boot.write_text("VLM_ENDPOINT=https://vlm.example.org/v1\nVLM_MODEL=qwen2-vl\n")
+    run(FIRSTBOOT, env, tmp_path)
+    assert vlm_settings(root)["enabled"] is True
+    assert config_check(root).returncode == 0
 
 
 def test_firstboot_without_a_settings_file_does_nothing(tmp_path):
@@ -170,7 +279,7 @@ def test_firstboot_without_a_settings_file_does_nothing(tmp_path):
         "PREFIX": str(tmp_path / "root"),
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }
-    assert "nothing to apply" in run(FILES / "emotion-appliance-firstboot", env, tmp_path).stdout
+    assert "nothing to apply" in run(FIRSTBOOT, env, tmp_path).stdout
 
 
 def test_stage_install_script_in_a_throwaway_root(tmp_path):
