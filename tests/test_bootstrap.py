@@ -5,6 +5,7 @@ README's commands on an installed .venv must not need the package index."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,17 @@ def test_nothing_installed_and_no_index_fails_clearly(tmp_path):
     pip_calls(root)
     assert bootstrap(root).returncode == 0
     assert any(f"-e {root}[dev]" in call for call in pip_calls(root))
+
+
+def test_dev_extra_pins_ruff_to_one_minor_release():
+    """tools/test.sh lints with rule sets that change between ruff's minor releases: an
+    unpinned ruff could fail CI with no change here."""
+    pins = re.findall(r'"ruff([^";]*)', (ROOT / "setup.py").read_text())
+    assert len(pins) == 1, pins
+    match = re.fullmatch(r">=0\.(\d+)(?:\.\d+)?,<0\.(\d+)", pins[0])
+    assert match and int(match[2]) == int(match[1]) + 1, pins[0]
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff:  # the ruff this checkout lints with lies in the pinned range
+        version = subprocess.run([ruff, "--version"], capture_output=True, text=True).stdout
+        minor = re.search(r"ruff 0\.(\d+)\.", version)
+        assert minor and minor[1] == match[1], version
