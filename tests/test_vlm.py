@@ -49,6 +49,8 @@ class VlmServer:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.release = threading.Event()
+        self.hung_up = threading.Event()
+        self.drip_s, self.drip_bytes = 0.25, 1
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,9 +78,27 @@ class VlmServer:
                     return self._send(200, b"\x00\xffnot json", "application/json")
                 if server.mode == "missing":
                     return self._send(200, b'{"choices": []}', "application/json")
+                if server.mode == "trickle":  # a slow body: headers at once, then drips
+                    return self._trickle(ok_reply())
                 if server.mode == "huge":
                     return self._send(200, b"x" * (MAX_REPLY_BYTES + 10), "application/json")
                 self._send(200, ok_reply(), "application/json")
+
+            def _trickle(self, body):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                give_up = time.monotonic() + 8  # without the fix the test ends, not hangs
+                try:
+                    for i in range(0, len(body), server.drip_bytes):
+                        if server.release.wait(server.drip_s) or time.monotonic() > give_up:
+                            return
+                        self.wfile.write(body[i : i + server.drip_bytes])
+                        self.wfile.flush()
+                except OSError:  # the client hung up: what the deadline is for
+                    server.hung_up.set()
 
             def _send(self, status, body, kind):
                 self.send_response(status)
@@ -154,6 +174,32 @@ def test_bad_replies_are_errors_not_exceptions_escaping(mode, words):
         client = VlmClient(settings(s.endpoint, timeout_s=1.0))
         with pytest.raises(VlmError, match=words):
             client.describe(face(), CONTEXT)
+    finally:
+        s.close()
+
+
+def test_a_trickling_reply_ends_at_the_timeout():
+    """requests' timeout bounds each read, not the reply: one byte every 0.25 s kept
+    iter_content (waiting for 8 KB) reading for ever, and the worker with it."""
+    s = VlmServer("trickle")
+    try:
+        client = VlmClient(settings(s.endpoint, timeout_s=1.0))
+        started = time.monotonic()
+        with pytest.raises(VlmError, match=r"reply still arriving after 1 s"):
+            client.describe(face(), CONTEXT)
+        assert time.monotonic() - started < 2.5
+        client.close()
+    finally:
+        s.close()
+
+
+def test_a_slow_reply_within_the_timeout_is_read():
+    s = VlmServer("trickle")
+    s.drip_s, s.drip_bytes = 0.02, 16  # about 0.2 s for the whole reply
+    try:
+        client = VlmClient(settings(s.endpoint, timeout_s=2.0))
+        assert client.describe(face(), CONTEXT).text.startswith("A person")
+        client.close()
     finally:
         s.close()
 

@@ -2,7 +2,8 @@
 
 The image goes as a JPEG base64 data URL in an `image_url` content part, beside a text
 part carrying the smoothed emotion and VA, so the model adds context instead of
-re-classifying. Replies are read up to a size cap and accepted only when they carry
+re-classifying. Replies are read up to a size cap and within `timeout_s` of wall-clock
+time for the whole reply (not just per read), and accepted only when they carry
 `choices[0].message.content`; HTML error pages, non-JSON and missing fields become a
 `VlmError` with a short reason. TLS certificates are always verified.
 """
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -20,6 +24,7 @@ import requests
 
 from appliance.config.schema import VlmConfig
 
+log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024
 JPEG_QUALITY = 85
 
@@ -104,6 +109,7 @@ class VlmClient:
             self.settings, encode_image(image, self.settings.max_image_side), context
         )
         started = time.monotonic()
+        deadline = _Deadline(self.settings.timeout_s)
         try:
             with self.session.post(
                 self.url,
@@ -119,14 +125,24 @@ class VlmClient:
                         f"HTTP {response.status_code} redirect to {where[:120]}: not followed "
                         "(the picture goes only to vlm.endpoint); set the endpoint to it"
                     )
-                data = _read_capped(response, started + self.settings.timeout_s)
+                deadline.watch(response)
+                try:
+                    data = _read_capped(response)
+                finally:
+                    deadline.finish()
+                if deadline.expired.is_set():  # cut short: what came may look complete
+                    raise VlmError(_late(self.settings.timeout_s))
                 if response.status_code != 200:
                     kind = response.headers.get("Content-Type", "?").split(";")[0]
                     raise VlmError(f"HTTP {response.status_code} ({kind}): {data[:80]!r}")
         except requests.Timeout:
             raise VlmError(f"no reply within {self.settings.timeout_s:.0f} s") from None
         except requests.RequestException as exc:
+            if deadline.expired.is_set():
+                raise VlmError(_late(self.settings.timeout_s)) from None
             raise VlmError(f"unreachable: {exc.__class__.__name__}") from exc
+        finally:
+            deadline.finish()
         text = parse_reply(data, self.settings.max_reply_chars)
         return VlmReply(text, (time.monotonic() - started) * 1e3, self.settings.model)
 
@@ -134,14 +150,64 @@ class VlmClient:
         self.session.close()
 
 
-def _read_capped(response: requests.Response, deadline: float) -> bytes:
-    """The body, refusing more than MAX_REPLY_BYTES or a trickle past the deadline."""
+def _late(timeout_s: float) -> str:
+    return f"reply still arriving after {timeout_s:.0f} s"
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    """The body, refusing more than MAX_REPLY_BYTES."""
     chunks, size = [], 0
     for chunk in response.iter_content(8192):
         size += len(chunk)
         if size > MAX_REPLY_BYTES:
             raise VlmError(f"reply larger than {MAX_REPLY_BYTES // 1024} KB")
-        if time.monotonic() > deadline:
-            raise VlmError("reply still arriving at the timeout")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _Deadline:
+    """A wall-clock limit on the whole reply, enforced from a timer thread.
+
+    requests' timeout bounds each socket read, not the reply: a server sending one byte
+    every half second keeps iter_content (which waits for 8 KB or the end) going for
+    ever, holding the worker with the breaker never opening. At the deadline the timer
+    shuts the connection down, which wakes a blocked read at once (plain or TLS).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = threading.Event()
+        self._response: requests.Response | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, response: requests.Response) -> None:
+        with self._lock:
+            self._response = response
+            if self.expired.is_set():
+                self._cut()
+
+    def finish(self) -> None:
+        """Before the response closes: its file descriptor may be reused after that."""
+        with self._lock:
+            self._response = None
+            self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            self._cut()
+
+    def _cut(self) -> None:
+        if self._response is None:
+            return
+        try:
+            # the public way to the socket: http.client drops HTTPConnection.sock on
+            # HTTP/1.0 and "Connection: close" replies; shutdown acts on the socket
+            # behind both descriptors, and closing the duplicate leaves the original
+            fd = self._response.raw.fileno()
+            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError, AttributeError):  # closed already: nothing to wake
+            log.debug("VLM connection already closed at the deadline", exc_info=True)
