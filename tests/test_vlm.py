@@ -21,12 +21,15 @@ from appliance.config import load_config
 from appliance.config.schema import VlmConfig
 from appliance.vlm.client import (
     MAX_REPLY_BYTES,
+    MAX_TOKENS,
+    REASONING_MAX_TOKENS,
     VlmClient,
     VlmError,
     build_request,
     completions_url,
     encode_image,
     parse_reply,
+    refuses_sampling_parameters,
 )
 from appliance.vlm.worker import BREAKER_FAILURES, VlmWorker
 
@@ -38,6 +41,24 @@ def ok_reply(text: str = "  A person sits alone\n at a desk late at night.  ") -
     message = {"role": "assistant", "content": text}
     choice = {"index": 0, "message": message, "finish_reason": "stop"}
     return json.dumps({"id": "x", "object": "chat.completion", "choices": [choice]}).encode()
+
+
+def refusal(param: str) -> bytes:
+    """OpenAI's HTTP 400 body for a parameter a reasoning model does not take."""
+    if param == "temperature":
+        message = (
+            "Unsupported value: 'temperature' does not support 0.2 with this model. "
+            "Only the default (1) value is supported."
+        )
+        code = "unsupported_value"
+    else:
+        message = (
+            f"Unsupported parameter: '{param}' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        code = "unsupported_parameter"
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return json.dumps({"error": error}).encode()
 
 
 class VlmServer:
@@ -72,12 +93,30 @@ class VlmServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if server.mode == "400":
+                    error = {"message": "Invalid image.", "code": "image_parse_error"}
+                    return self._send(
+                        400, json.dumps({"error": error}).encode(), "application/json"
+                    )
                 if server.mode == "500":
                     return self._send(500, b"<html><body>Bad gateway</body></html>", "text/html")
                 if server.mode == "garbage":
                     return self._send(200, b"\x00\xffnot json", "application/json")
                 if server.mode == "missing":
                     return self._send(200, b'{"choices": []}', "application/json")
+                if server.mode == "reasoning":  # OpenAI's o-series and gpt-5
+                    body = server.bodies[-1]
+                    if "max_tokens" in body:
+                        return self._send(400, refusal("max_tokens"), "application/json")
+                    if body.get("temperature", 1) != 1:
+                        return self._send(400, refusal("temperature"), "application/json")
+                if server.mode == "refuses_all":  # a server that refuses either form
+                    name = (
+                        "max_tokens"
+                        if "max_tokens" in server.bodies[-1]
+                        else "max_completion_tokens"
+                    )
+                    return self._send(400, refusal(name), "application/json")
                 if server.mode == "trickle":  # a slow body: headers at once, then drips
                     return self._trickle(ok_reply())
                 if server.mode == "huge":
@@ -202,6 +241,57 @@ def test_a_slow_reply_within_the_timeout_is_read():
         client.close()
     finally:
         s.close()
+
+
+def test_a_reasoning_model_gets_max_completion_tokens_from_then_on():
+    """o-series and gpt-5 refuse max_tokens (and temperature 0.2) with HTTP 400."""
+    s = VlmServer("reasoning")
+    try:
+        client = VlmClient(settings(s.endpoint))
+        assert client.describe(face(), CONTEXT).text.startswith("A person")
+        first, retry = s.bodies
+        assert first["max_tokens"] == MAX_TOKENS and first["temperature"] == 0.2
+        assert "max_tokens" not in retry and "temperature" not in retry
+        assert retry["max_completion_tokens"] == REASONING_MAX_TOKENS
+        assert retry["messages"] == first["messages"]  # the same picture and prompt
+        assert client.describe(face(), CONTEXT).text.startswith("A person")
+        assert len(s.bodies) == 3 and "max_completion_tokens" in s.bodies[2]  # remembered
+    finally:
+        s.close()
+
+
+def test_other_400s_are_not_retried_and_a_double_refusal_is_not_remembered():
+    s = VlmServer("400")
+    try:
+        client = VlmClient(settings(s.endpoint))
+        with pytest.raises(VlmError, match=r"HTTP 400.*image_parse_error"):
+            client.describe(face(), CONTEXT)
+        assert len(s.bodies) == 1 and not client.reasoning
+        s.mode = "refuses_all"
+        with pytest.raises(VlmError, match=r"HTTP 400.*max_completion_tokens"):
+            client.describe(face(), CONTEXT)
+        assert len(s.bodies) == 3 and not client.reasoning  # one retry, then as before
+    finally:
+        s.close()
+
+
+def test_refusal_shapes():
+    assert refuses_sampling_parameters(400, refusal("max_tokens"))
+    assert refuses_sampling_parameters(400, refusal("temperature"))
+    no_param = json.dumps(
+        {"error": {"message": json.loads(refusal("max_tokens"))["error"]["message"]}}
+    )
+    assert refuses_sampling_parameters(400, no_param.encode())
+    assert not refuses_sampling_parameters(400, b'{"error": {"message": "bad image"}}')
+    assert not refuses_sampling_parameters(400, b"<html>no</html>")
+    assert not refuses_sampling_parameters(400, b'["error"]')
+    assert not refuses_sampling_parameters(500, refusal("max_tokens"))
+
+
+def test_an_empty_reply_cut_by_the_token_budget_says_so():
+    body = json.dumps({"choices": [{"message": {"content": ""}, "finish_reason": "length"}]})
+    with pytest.raises(VlmError, match="whole token budget"):
+        parse_reply(body.encode(), 50)
 
 
 def test_a_redirect_is_not_followed_so_the_picture_goes_nowhere_else():

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,6 +28,10 @@ from appliance.config.schema import VlmConfig
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024
 JPEG_QUALITY = 85
+MAX_TOKENS = 96  # one short sentence
+TEMPERATURE = 0.2
+REASONING_MAX_TOKENS = 2048  # hidden reasoning + the sentence; a cap, not a charge
+SAMPLING_PARAMETERS = ("max_tokens", "temperature")
 
 
 class VlmError(RuntimeError):
@@ -58,9 +63,16 @@ def encode_image(image: np.ndarray, max_side: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
-def build_request(settings: VlmConfig, image_url: str, context: dict) -> dict:
-    """The chat-completions request body (one user message: text + image)."""
-    return {
+def build_request(
+    settings: VlmConfig, image_url: str, context: dict, *, reasoning: bool = False
+) -> dict:
+    """The chat-completions request body (one user message: text + image).
+
+    `reasoning`: the form OpenAI's reasoning models (o-series, gpt-5) accept. They refuse
+    `max_tokens` and any non-default `temperature` with HTTP 400, and their hidden
+    reasoning counts against `max_completion_tokens`, so that budget is larger.
+    """
+    body: dict[str, Any] = {
         "model": settings.model,
         "messages": [
             {
@@ -71,9 +83,37 @@ def build_request(settings: VlmConfig, image_url: str, context: dict) -> dict:
                 ],
             }
         ],
-        "max_tokens": 96,
-        "temperature": 0.2,
     }
+    if reasoning:
+        body["max_completion_tokens"] = REASONING_MAX_TOKENS
+    else:
+        body["max_tokens"] = MAX_TOKENS
+        body["temperature"] = TEMPERATURE
+    return body
+
+
+def refuses_sampling_parameters(status: int, body: bytes) -> bool:
+    """Is this OpenAI's 400 for `max_tokens` or `temperature` on a reasoning model?
+
+    {"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with
+    this model. Use 'max_completion_tokens' instead.", "param": "max_tokens", "code":
+    "unsupported_parameter"}}, and the same with "param": "temperature" and "code":
+    "unsupported_value" once max_tokens is gone.
+    """
+    if status != 400:
+        return False
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message") or "")
+    return error.get("param") in SAMPLING_PARAMETERS or (
+        "max_completion_tokens" in message
+        or any(f"Unsupported {what}: '{name}'" in message
+               for what in ("parameter", "value") for name in SAMPLING_PARAMETERS)
+    )  # fmt: skip
 
 
 def parse_reply(body: bytes, max_chars: int) -> str:
@@ -89,6 +129,8 @@ def parse_reply(body: bytes, max_chars: int) -> str:
     if isinstance(content, list):  # some servers return content parts
         content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
     if not isinstance(content, str) or not content.strip():
+        if data["choices"][0].get("finish_reason") == "length":
+            raise VlmError("reply content is empty: the model used its whole token budget")
         raise VlmError("reply content is empty")
     text = " ".join(content.split())
     return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
@@ -103,12 +145,35 @@ class VlmClient:
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self.reasoning = False  # set once the endpoint refuses max_tokens/temperature
 
     def describe(self, image: np.ndarray, context: dict) -> VlmReply:
-        body = build_request(
-            self.settings, encode_image(image, self.settings.max_image_side), context
-        )
+        image_url = encode_image(image, self.settings.max_image_side)
         started = time.monotonic()
+        status, kind, data = self._post(
+            build_request(self.settings, image_url, context, reasoning=self.reasoning)
+        )
+        if not self.reasoning and refuses_sampling_parameters(status, data):
+            # One retry in the reasoning models' form, kept for every later request: a
+            # reasoning model refuses max_tokens on every request, not just this one.
+            log.warning(
+                "VLM %s refuses max_tokens/temperature (a reasoning model?): sending "
+                "max_completion_tokens and no temperature from now on",
+                self.settings.model,
+            )
+            self.reasoning = True
+            status, kind, data = self._post(
+                build_request(self.settings, image_url, context, reasoning=True)
+            )
+            if refuses_sampling_parameters(status, data):
+                self.reasoning = False  # it refuses that form too: back to the usual one
+        if status != 200:
+            raise VlmError(f"HTTP {status} ({kind}): {data[:80]!r}")
+        text = parse_reply(data, self.settings.max_reply_chars)
+        return VlmReply(text, (time.monotonic() - started) * 1e3, self.settings.model)
+
+    def _post(self, body: dict) -> tuple[int, str, bytes]:
+        """One POST: (status, content type, body), read within timeout_s in all."""
         deadline = _Deadline(self.settings.timeout_s)
         try:
             with self.session.post(
@@ -132,9 +197,8 @@ class VlmClient:
                     deadline.finish()
                 if deadline.expired.is_set():  # cut short: what came may look complete
                     raise VlmError(_late(self.settings.timeout_s))
-                if response.status_code != 200:
-                    kind = response.headers.get("Content-Type", "?").split(";")[0]
-                    raise VlmError(f"HTTP {response.status_code} ({kind}): {data[:80]!r}")
+                kind = response.headers.get("Content-Type", "?").split(";")[0]
+                return response.status_code, kind, data
         except requests.Timeout:
             raise VlmError(f"no reply within {self.settings.timeout_s:.0f} s") from None
         except requests.RequestException as exc:
@@ -143,8 +207,6 @@ class VlmClient:
             raise VlmError(f"unreachable: {exc.__class__.__name__}") from exc
         finally:
             deadline.finish()
-        text = parse_reply(data, self.settings.max_reply_chars)
-        return VlmReply(text, (time.monotonic() - started) * 1e3, self.settings.model)
 
     def close(self) -> None:
         self.session.close()
