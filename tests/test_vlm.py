@@ -72,6 +72,7 @@ class VlmServer:
         self.release = threading.Event()
         self.hung_up = threading.Event()
         self.drip_s, self.drip_bytes = 0.25, 1
+        self.location = "/elsewhere/chat/completions"  # where "redirect" points
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,7 +90,7 @@ class VlmServer:
                     return
                 if server.mode == "redirect":  # a 307 would make requests re-send the body
                     self.send_response(307)
-                    self.send_header("Location", "/elsewhere/chat/completions")
+                    self.send_header("Location", server.location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

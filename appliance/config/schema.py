@@ -17,11 +17,13 @@ like any other error.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
-from appliance.sources import spec_problem
+from appliance.sources import redact, spec_problem
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-appliance/config.toml"
 
@@ -391,6 +393,33 @@ VLM_DEFAULT_PROMPT = (
 VLM_PROMPT_FIELDS = {"emotion": "happy", "confidence": 0.5, "valence": 0.1, "arousal": 0.1}
 
 
+# names that resolve on the LAN only; anything else with a dot is taken as public
+_LOCAL_SUFFIXES = (".local", ".lan", ".home", ".internal", ".home.arpa", ".localdomain")
+
+
+def cleartext_to_public_host(endpoint: str) -> bool:
+    """http:// to a host that is not loopback, private, link-local or a LAN-only name.
+
+    Decided from the URL alone (no DNS lookup at startup): IP literals by their range
+    (not globally routable counts as local, so CGNAT/Tailscale 100.64/10 is too), names
+    by form: localhost, single-label names and LAN suffixes are local.
+    """
+    try:
+        parts = urlsplit(endpoint.strip())
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    if parts.scheme.lower() != "http" or not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost") or "." not in host:
+        return False
+    return not host.endswith(_LOCAL_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class VlmConfig:
     """VLM: an occasional sentence of context from a remote vision-language model.
@@ -435,6 +464,25 @@ class VlmConfig:
     max_reply_chars: int = setting(
         300, "Replies are trimmed to this many characters.", min=20, max=4000
     )
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint for logs, status and doctor: a URL password never leaves config."""
+        return redact(self.endpoint)
+
+    def cleartext_warning(self) -> str | None:
+        """Why this endpoint sends face images unencrypted across the internet, or None.
+
+        Not a config error: http:// to this machine or the LAN (Ollama, llama.cpp on a
+        box next door) is normal. Only a public address or name over http:// is flagged.
+        """
+        if not self.enabled or not cleartext_to_public_host(self.endpoint):
+            return None
+        return (
+            f"vlm.endpoint {self.shown_endpoint} is plain http:// to a host that is not "
+            "loopback, private or a LAN name: face images and credentials would cross the "
+            "network unencrypted; use https://"
+        )
 
     def problems(self) -> list[tuple[str, str]]:
         found = []

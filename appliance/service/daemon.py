@@ -152,8 +152,10 @@ class Daemon:
         from appliance.vlm.worker import VlmWorker
 
         key = read_secret(settings.api_key_file, "VLM API key") if settings.api_key_file else None
-        log.info("VLM context from %s (%s) every %.0f s", settings.endpoint, settings.model,
-                 settings.interval_s)  # fmt: skip
+        log.info("VLM context from %s (%s) every %.0f s", settings.shown_endpoint,
+                 settings.model, settings.interval_s)  # fmt: skip
+        if warning := settings.cleartext_warning():
+            log.warning("%s", warning)
         return VlmWorker(settings, self.config.storage.state_dir, VlmClient(settings, key))
 
     def _offer_to_vlm(self, frame: Frame, result: FrameResult) -> None:

@@ -22,6 +22,7 @@ from appliance.config import Config
 from appliance.config.secrets import SecretError, read_secret
 from appliance.pipeline import models_dir
 from appliance.service.status import read_status, snapshot_age, stale_after
+from appliance.sources import redact
 from appliance.store.database import StoreError, open_database
 from appliance.vision.model_card import load_card, resolve_card
 from appliance.vision.runtime import ModelError
@@ -192,6 +193,8 @@ def check_vlm(config: Config) -> Check:
     settings = config.vlm
     if not settings.enabled:
         return skipped("vlm", "disabled: no image leaves the device")
+    if warning := settings.cleartext_warning():  # before any request carries the key
+        return failed("vlm", warning, "set vlm.endpoint to the https:// address")
     headers = {}
     try:
         if settings.api_key_file:
@@ -199,15 +202,16 @@ def check_vlm(config: Config) -> Check:
     except SecretError as exc:
         return failed("vlm", str(exc), f"chmod 600 {settings.api_key_file}")
     url = settings.endpoint.rstrip("/").removesuffix("/chat/completions") + "/models"
+    shown = redact(url)  # the report is pasted into tickets: no URL password
     try:
         reply = requests.get(url, headers=headers, timeout=min(10.0, settings.timeout_s))
     except requests.RequestException as exc:
-        return failed("vlm", f"{url}: unreachable ({exc.__class__.__name__})",
+        return failed("vlm", f"{shown}: unreachable ({exc.__class__.__name__})",
                       "check vlm.endpoint and the network")  # fmt: skip
     if reply.status_code in (401, 403):
-        return failed("vlm", f"{url}: key refused (HTTP {reply.status_code})",
+        return failed("vlm", f"{shown}: key refused (HTTP {reply.status_code})",
                       "check vlm.api_key_file")  # fmt: skip
-    return passed("vlm", f"{url}: reachable (HTTP {reply.status_code})")
+    return passed("vlm", f"{shown}: reachable (HTTP {reply.status_code})")
 
 
 def check_gpio(config: Config) -> Check:

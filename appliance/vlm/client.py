@@ -24,6 +24,7 @@ import numpy as np
 import requests
 
 from appliance.config.schema import VlmConfig
+from appliance.sources import redact
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024
@@ -185,7 +186,7 @@ class VlmClient:
                 allow_redirects=False,  # a 307/308 would re-send the picture elsewhere
             ) as response:
                 if response.is_redirect:
-                    where = response.headers.get("Location", "?")
+                    where = redact(response.headers.get("Location", "?"))
                     raise VlmError(
                         f"HTTP {response.status_code} redirect to {where[:120]}: not followed "
                         "(the picture goes only to vlm.endpoint); set the endpoint to it"

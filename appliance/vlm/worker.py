@@ -181,7 +181,7 @@ class VlmWorker(threading.Thread):
     def snapshot(self) -> dict[str, Any]:
         return {
             "vlm": {
-                "endpoint": self.settings.endpoint,
+                "endpoint": self.settings.shown_endpoint,  # status.json is world-readable
                 "model": self.settings.model,
                 "breaker": self.breaker,
                 "requests": self.requests,
