@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from appliance import __version__
-from appliance.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from appliance.config import (
+    DEFAULT_CONFIG_PATH,
+    EXIT_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+)
 from appliance.config.secrets import SecretError
 from appliance.service.status import UNKNOWN, format_status, read_status, render, stale_after
 
@@ -29,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("appliance")
 
 EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 
 
 class UsageError(SystemExit):

@@ -13,9 +13,14 @@ from appliance.config.loader import (
 )
 from appliance.config.schema import DEFAULT_CONFIG_PATH, Config
 
+# The exit status of a configuration error, for the CLI and the daemon alike: the unit's
+# RestartPreventExitStatus, so systemd does not restart what a restart cannot fix.
+EXIT_CONFIG = 2
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "EXAMPLE_CONFIG_PATH",
+    "EXIT_CONFIG",
     "Config",
     "ConfigError",
     "config_to_toml",

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from appliance.capture import CaptureError, FrameSource, SourceConfigError, open_source
 from appliance.capture.base import Frame
-from appliance.config import Config
+from appliance.config import EXIT_CONFIG, Config
 from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.notify import Notifier, ServiceHeartbeat
@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 READ_TIMEOUT_S = 2.0
-# The CLI's configuration-error status: the unit's RestartPreventExitStatus, so a source
-# that can never work (unknown spec, library not installed) fails once, not in a loop.
-EXIT_CONFIG = 2
 
 
 class Daemon:
