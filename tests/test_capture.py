@@ -21,7 +21,7 @@ from appliance.capture import CaptureError, Frame, SourceConfigError, open_sourc
 from appliance.capture.base import ensure_bgr
 from appliance.capture.files import ImageFolderSource, VideoFileSource
 from appliance.capture.latest import LatestFrameGrabber
-from appliance.capture.picamera import PiCameraSource, picamera_available
+from appliance.capture.picamera import PiCameraSource, find_pi_camera
 from appliance.capture.realsense import RealSenseSource, realsense_available
 from appliance.capture.stream import StreamSource
 from appliance.capture.v4l2 import V4L2Source
@@ -461,18 +461,18 @@ def test_picamera_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
         PiCameraSource().open()
     assert "sudo apt install python3-picamera2" in str(info.value)
     assert "--system-site-packages" in str(info.value)
-    assert picamera_available() is False
+    assert find_pi_camera() is None
 
 
 def test_picamera_no_camera(fake_picamera2, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fake_picamera2, "cameras", [])
     with pytest.raises(CaptureError, match="no Raspberry Pi camera detected"):
         PiCameraSource().open()
-    assert picamera_available() is False
+    assert find_pi_camera() is None
 
 
 def test_picamera_end_to_end(fake_picamera2) -> None:
-    assert picamera_available() is True
+    assert find_pi_camera() == 0
     src = PiCameraSource(32, 24, 12)
     assert src.live
     with src:
@@ -538,7 +538,7 @@ def test_picamera_ignores_usb_cameras_libcamera_lists(
     monkeypatch.setattr(realsense_mod, "realsense_available", lambda: False)
     usb = {"Model": "uvcvideo", "Num": 0, "Id": USB_ID}
     monkeypatch.setattr(fake_picamera2, "cameras", [usb])  # a webcam and no Pi camera
-    assert picamera_available() is False
+    assert find_pi_camera() is None
     src = open_source("auto")
     assert isinstance(src, V4L2Source) and src.device == 0
     with pytest.raises(CaptureError, match=r"only USB cameras: use v4l2:N"):
@@ -553,12 +553,12 @@ def test_picamera_ignores_usb_cameras_libcamera_lists(
     assert [cam.camera_num for cam in fake_picamera2.instances] == [1]
 
 
-def test_picamera_available_never_raises(fake_picamera2, monkeypatch) -> None:
+def test_find_pi_camera_never_raises(fake_picamera2, monkeypatch) -> None:
     def boom() -> list:
         raise RuntimeError("libcamera exploded")
 
     monkeypatch.setattr(fake_picamera2, "global_camera_info", staticmethod(boom))
-    assert picamera_available() is False
+    assert find_pi_camera() is None
 
 
 # ---------------------------------------------------------------- pyrealsense2

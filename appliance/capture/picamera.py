@@ -49,11 +49,6 @@ def find_pi_camera() -> int | None:
     return int(found[0].get("Num", 0)) if found else None
 
 
-def picamera_available() -> bool:
-    """True only if picamera2 imports and lists at least one Pi (not USB) camera."""
-    return find_pi_camera() is not None
-
-
 class PiCameraSource(LiveSource):
     """A Pi camera (the first one unless `camera_num` is given), streaming BGR frames on a
     background grab thread."""

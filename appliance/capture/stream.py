@@ -10,12 +10,10 @@ import logging
 
 import cv2
 
-from appliance.sources import STREAM_SCHEMES, redact
+from appliance.sources import redact
 
 from .base import CaptureError
 from .latest import OpenCVLiveSource
-
-__all__ = ["STREAM_SCHEMES", "StreamSource", "redact"]
 
 log = logging.getLogger(__name__)
 
