@@ -16,6 +16,9 @@ from appliance.config.schema import GpioConfig, parse_rgb_pins
 
 log = logging.getLogger(__name__)
 
+# in the reason (and so in status' "buttons"), which doctor reads from a running daemon
+CLAIM_FAILED = "could not be claimed"
+
 MOOD_COLOURS: dict[str, tuple[float, float, float]] = {
     "happy": (1.0, 0.6, 0.0),  # warm yellow
     "energetic": (1.0, 0.0, 0.2),  # red
@@ -82,7 +85,7 @@ class FeedbackPanel:
             # into a systemd restart loop; the appliance must run on without buttons.
             self.failed_key = key
             self._give_up(
-                f"{key} = {_value_of(key, settings)} could not be claimed "
+                f"{key} = {_value_of(key, settings)} {CLAIM_FAILED} "
                 f"({exc.__class__.__name__}: {exc}); running without buttons",
                 logging.WARNING,
             )

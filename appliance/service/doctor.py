@@ -215,7 +215,7 @@ def check_vlm(config: Config) -> Check:
 
 
 def check_gpio(config: Config) -> Check:
-    from appliance.hardware.gpio import FeedbackPanel
+    from appliance.hardware.gpio import CLAIM_FAILED, FeedbackPanel
 
     daemon = running_daemon(config)
     buttons = daemon.get("buttons") if daemon is not None else None
@@ -224,7 +224,7 @@ def check_gpio(config: Config) -> Check:
         who = f"the running daemon (pid {daemon.get('pid')})"
         if buttons == "ready":
             return passed("gpio", f"buttons in use by {who}")
-        if "could not be claimed" in buttons:
+        if CLAIM_FAILED in buttons:
             return failed("gpio", f"{who} reports buttons {buttons}", GPIO_HINT)
         return skipped("gpio", f"{who} reports buttons {buttons}")
     panel = FeedbackPanel(config.gpio, lambda: None, lambda: None)
