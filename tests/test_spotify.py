@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from fake_spotify import AUTH_CODE, CLIENT_SECRET, FakeSpotify
@@ -308,7 +309,8 @@ def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_login_then_devices(fake, tmp_path):
+def spotify_cli_settings(fake, tmp_path) -> tuple[list[str], Path]:
+    """CLI arguments for the fake Spotify, with the client secret in a 0600 file."""
     secret = tmp_path / "secret"
     secret.write_text(CLIENT_SECRET)
     secret.chmod(0o600)
@@ -321,6 +323,11 @@ def test_cli_login_then_devices(fake, tmp_path):
         f"spotify.token_url={s.token_url}",
         f"spotify.authorize_url={s.authorize_url}",
     )
+    return common, secret
+
+
+def test_cli_login_then_devices(fake, tmp_path):
+    common, secret = spotify_cli_settings(fake, tmp_path)
     login = cli("spotify", "login", *common, stdin=REDIRECT + "\n")
     assert login.returncode == 0, login.stderr
     assert f"{fake.base}/authorize?" in login.stdout and "logged in" in login.stdout
@@ -334,16 +341,7 @@ def test_cli_login_then_devices(fake, tmp_path):
 
 def test_cli_login_without_a_terminal_is_a_clear_error(fake, tmp_path):
     """No stdin (ssh without -t, a script): input() raised EOFError, a traceback."""
-    secret = tmp_path / "secret"
-    secret.write_text(CLIENT_SECRET)
-    secret.chmod(0o600)
-    s = fake.settings()
-    common = cli_settings(
-        tmp_path,
-        f"spotify.client_id={s.client_id}",
-        f"spotify.client_secret_file={secret}",
-        f"spotify.authorize_url={s.authorize_url}",
-    )
+    common, _ = spotify_cli_settings(fake, tmp_path)
     login = cli("spotify", "login", *common, stdin="")
     assert login.returncode == 1
     assert "--redirect-url" in login.stderr and "Traceback" not in login.stderr
