@@ -6,7 +6,9 @@ Kept apart from `appliance.capture` (which loads OpenCV) so `--help`, `status` a
 
 from __future__ import annotations
 
+import difflib
 import re
+from pathlib import Path
 
 SOURCE_SPECS_HELP = """\
 auto           Pi camera if present, else Intel RealSense, else /dev/video0
@@ -20,6 +22,7 @@ PATH/TO/DIR    a folder of .jpg/.jpeg/.png/.bmp images, played in name order
 PATH/TO/FILE   a video file (anything OpenCV/FFmpeg can decode)"""
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+SOURCE_KEYWORDS = ("auto", "picamera", "realsense", "demo")
 V4L2_SPEC = re.compile(r"v4l2:(\d+)")
 
 _URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
@@ -35,13 +38,25 @@ def redact(spec: str) -> str:
     return f"{m['head']}:***@{m['tail']}" if m else spec
 
 
+def looks_like_path(text: str) -> bool:
+    """A spec with a separator, a dot or a leading ~ names a file or folder, perhaps one
+    not there yet (a USB stick mounted late); a bare word is meant as a keyword."""
+    return any(c in text for c in "/\\.") or text.startswith("~")
+
+
 def spec_problem(spec: str) -> str | None:
-    """Why `spec` can never name a source, or None; checks the form only (no devices,
-    no files), so `config check` can run it anywhere. Any other text is a path."""
+    """Why `spec` can never name a source, or None; checks the form (no devices), so
+    `config check` can run it anywhere. Path-like text is a file or folder, there or
+    not; a bare word must be a keyword (or, rarely, an existing file)."""
     text = spec.strip()
     key = text.lower()
     if not text:
         return 'is empty; use "auto" for the first camera found'
+    keyword_like = not (looks_like_path(text) or key.startswith("v4l2:"))
+    if keyword_like and key not in SOURCE_KEYWORDS and not Path(text).exists():
+        near = difflib.get_close_matches(key, SOURCE_KEYWORDS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        return f"{text!r} is not a source keyword{hint}, nor a file or folder"
     if key.startswith("v4l2:") and not V4L2_SPEC.fullmatch(key):
         return f"{text!r} is not v4l2:N (N a camera number, e.g. v4l2:0)"
     if _URL_SCHEME.match(key) and not key.startswith(STREAM_SCHEMES):

@@ -299,7 +299,7 @@ def test_last_override_wins() -> None:
             "source",
             "/media/clips/happy face.mp4",
         ),
-        ('camera.source="quoted"', "camera", "source", "quoted"),
+        ('camera.source="quoted.mp4"', "camera", "source", "quoted.mp4"),
         ("camera.source=demo", "camera", "source", "demo"),
         ("models.dir=", "models", "dir", ""),
         ("models.detector=a=b", "models", "detector", "a=b"),
@@ -343,9 +343,9 @@ def test_bad_overrides(override: str, message: str) -> None:
 def test_override_cannot_smuggle_extra_keys() -> None:
     # a newline in the value must not let the value add a second TOML key
     config = load_config(
-        None, ["camera.source=x\nfps = 99"], default_path="/nonexistent/config.toml"
+        None, ["camera.source=x.mp4\nfps = 99"], default_path="/nonexistent/config.toml"
     )
-    assert config.camera.source == "x\nfps = 99"
+    assert config.camera.source == "x.mp4\nfps = 99"
     assert config.camera.fps == 15
 
 
@@ -429,3 +429,33 @@ def test_two_gpio_parts_on_one_pin_are_refused_naming_both_keys(tmp_path: Path) 
     # pin 0 means "not fitted", and a disabled GPIO section claims no pins
     load_config(write(tmp_path, "[gpio]\nlike_pin = 0\nskip_pin = 0\n"))
     load_config(write(tmp_path, "[gpio]\nenabled = false\nled_pin = 17\n"))
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "picamra",
+            "'picamra' is not a source keyword (did you mean 'picamera'?), nor a file or folder",
+        ),
+        (
+            "Realsens",
+            "'Realsens' is not a source keyword (did you mean 'realsense'?), nor a file or folder",
+        ),
+        ("webcam", "'webcam' is not a source keyword, nor a file or folder"),
+    ],
+)
+def test_a_mistyped_source_keyword_fails_config_check(source: str, message: str) -> None:
+    """`config check` is where a typo should surface, not the daemon's first start."""
+    assert set_problems(f"camera.source={source}") == [
+        f"/nonexistent/config.toml: [camera] source: {message}"
+    ]
+
+
+def test_a_bare_word_source_that_exists_is_a_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip").write_bytes(b"")
+    config = load_config(None, ["camera.source=clip"], default_path="/nonexistent/config.toml")
+    assert config.camera.source == "clip"
+    for path_like in ("clips/", "clip.mp4", "~/faces", "AUTO", "v4l2:3"):  # may yet appear
+        load_config(None, [f"camera.source={path_like}"], default_path="/nonexistent/c.toml")

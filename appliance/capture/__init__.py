@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from appliance.sources import SOURCE_SPECS_HELP, STREAM_SCHEMES, V4L2_SPEC, redact, spec_problem
+from appliance.sources import (
+    SOURCE_SPECS_HELP,
+    STREAM_SCHEMES,
+    V4L2_SPEC,
+    looks_like_path,
+    redact,
+    spec_problem,
+)
 
 from . import picamera as _picamera
 from . import realsense as _realsense
@@ -69,8 +76,7 @@ def open_source(
             return ImageFolderSource(path, fps, loop=loop)
         if path.is_file():
             return VideoFileSource(path, loop=loop)
-    looks_like_path = any(c in text for c in "/\\.") or text.startswith("~")
-    raise (CaptureError if looks_like_path else SourceConfigError)(
+    raise (CaptureError if looks_like_path(text) else SourceConfigError)(
         f"unknown capture source {redact(text)!r} (not a known camera, nor an existing file"
         f" or folder); accepted forms:\n{SOURCE_SPECS_HELP}"
     )
