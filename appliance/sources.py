@@ -32,10 +32,23 @@ _URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
 _USERINFO = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):.*@(?P<tail>[^@]*)", re.I | re.S)
 
 
+# Query parameters that carry credentials in IP-camera URLs (Foscam's usr=&pwd=, Axis's
+# and others' token=/key=/auth=): their values are hidden like a URL password.
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;](?:pwd|pass|passwd|password|token|access_token|auth|key|api_key|apikey"
+    r"|secret|sig|signature)=)[^&#;]*",
+    re.I,
+)
+
+
 def redact(spec: str) -> str:
-    """The spec without a URL password, for logs, status.json and history rows."""
+    """The spec without a URL password or credential query values, for logs, status.json
+    and history rows."""
     m = _USERINFO.fullmatch(spec)
-    return f"{m['head']}:***@{m['tail']}" if m else spec
+    shown = f"{m['head']}:***@{m['tail']}" if m else spec
+    if _URL_SCHEME.match(shown.lower()):
+        shown = _SECRET_QUERY.sub(r"\g<name>***", shown)
+    return shown
 
 
 def looks_like_path(text: str) -> bool:

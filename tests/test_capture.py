@@ -691,6 +691,14 @@ def test_open_source_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, video
         ("http://cam.local:8080/video", "http://cam.local:8080/video"),  # nothing to hide
         ("http://cam/snapshots@2x/live", "http://cam/snapshots@2x/live"),  # "@" in a path
         ("/dev/video0", "/dev/video0"),
+        (  # Foscam-style credentials in the query
+            "http://cam/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=admin&pwd=s3cret",
+            "http://cam/cgi-bin/CGIStream.cgi?cmd=GetMJStream&usr=admin&pwd=***",
+        ),
+        ("rtsp://cam/live?Token=abc&channel=1", "rtsp://cam/live?Token=***&channel=1"),
+        ("rtsp://u:p@cam/live?key=k#frag", "rtsp://u:***@cam/live?key=***#frag"),
+        ("http://cam/video?keyframes=1", "http://cam/video?keyframes=1"),  # not a secret
+        ("clips/a?pwd=x.mp4", "clips/a?pwd=x.mp4"),  # a file name, not a URL
     ],
 )
 def test_redact_hides_the_whole_password(url: str, shown: str) -> None:
