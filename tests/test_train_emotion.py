@@ -75,6 +75,21 @@ def test_folder_layout(tmp_path):
     assert np.bincount(data["val"].labels).tolist() == [5] * 7
 
 
+def test_missing_or_empty_data_stops_with_a_message_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match=r"missing\.csv: no such file"):
+        train.load_data(tmp_path / "missing.csv")
+    csv_path = tmp_path / "fer2013.csv"
+    write_csv(csv_path, [(3, pixels(40), "Training"), (3, pixels(40), "PrivateTest")])
+    with pytest.raises(SystemExit, match=r"fer2013\.csv: no PublicTest rows"):
+        train.load_data(csv_path)
+    data = fixture_split_folders(tmp_path)
+    for label in train.LABELS:
+        shutil.rmtree(data / "val" / label)
+        (data / "val" / label).mkdir()
+    with pytest.raises(SystemExit, match=r"val: no images in any class folder"):
+        train.load_data(data)
+
+
 def test_class_weights_favour_rare_classes():
     labels = np.array([0] * 100 + [1] * 400 + [2] * 25)
     weights = train.class_weights(np.concatenate([labels, np.arange(3, 7)]))

@@ -78,6 +78,11 @@ def test_labels_csv_without_split_holds_out_a_tenth_and_names_missing_columns(tm
         train.load_labels_csv(tmp_path / "bad.csv", seed=0)
 
 
+def test_a_missing_labels_csv_stops_with_a_message(tmp_path):
+    with pytest.raises(SystemExit, match=r"missing\.csv: no such file"):
+        train.load_labels_csv(tmp_path / "missing.csv", seed=0)
+
+
 @requires_tensorflow
 def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     fixture_data(tmp_path / "fer")

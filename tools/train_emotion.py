@@ -86,6 +86,8 @@ def load_folder(root: Path, split: str) -> Dataset:
                 image = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
             images.append(image)
             labels.append(index)
+    if not images:  # np.stack would fail with "need at least one array to stack"
+        raise SystemExit(f"{root / split}: no images in any class folder ({', '.join(LABELS)})")
     return Dataset(np.stack(images), np.array(labels, dtype=np.int64))
 
 
@@ -105,6 +107,12 @@ def load_csv(path: Path) -> dict[str, Dataset]:
                 continue
             split_rows[split][0].append(pixels)
             split_rows[split][1].append(label)
+    for usage, split in CSV_SPLITS.items():
+        if not split_rows[split][0]:  # np.stack would fail with a bare numpy message
+            raise SystemExit(
+                f"{path}: no {usage} rows with readable pixels (columns emotion, pixels, "
+                f"Usage; Usage Training -> train, PublicTest -> val)"
+            )
     return {
         split: Dataset(np.stack(images), np.array(labels, dtype=np.int64))
         for split, (images, labels) in split_rows.items()
@@ -112,6 +120,13 @@ def load_csv(path: Path) -> dict[str, Dataset]:
 
 
 def load_data(data: Path) -> dict[str, Dataset]:
+    """Folders or fer2013.csv; a missing or empty source stops with a message, not a
+    traceback."""
+    if not data.exists():
+        raise SystemExit(
+            f"{data}: no such file or folder (expected <root>/train|val/<class>/*.jpg "
+            "or fer2013.csv; see --data)"
+        )
     if data.suffix.lower() == ".csv":
         return load_csv(data)
     return {split: load_folder(data, split) for split in ("train", "val")}

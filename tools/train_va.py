@@ -69,6 +69,8 @@ def load_labels_csv(path: Path, seed: int) -> dict[str, VASet]:
     """`path, valence, arousal[, split]` rows; bad rows are reported by line and skipped."""
     rows: dict[str, tuple[list, list]] = {"train": ([], []), "val": ([], [])}
     unsplit: list[tuple[np.ndarray, tuple[float, float]]] = []
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (--labels takes a CSV of path,valence,arousal)")
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "valence", "arousal"} - set(reader.fieldnames or ())
