@@ -98,6 +98,33 @@ def test_class_weights_favour_rare_classes():
     assert (weights * counts).sum() == pytest.approx(counts.sum())  # mean sample weight 1
 
 
+def test_a_class_without_faces_gets_weight_zero_not_nan():
+    """`--limit 64` or an empty disgust/ folder: one NaN weight made every weight NaN."""
+    labels = np.array([0] * 30 + [2] * 10 + [3] * 60 + [4] * 20 + [5] * 15 + [6] * 5)
+    weights = train.class_weights(labels)
+    assert np.isfinite(weights).all()
+    assert weights[1] == 0
+    assert weights[6] > weights[0] > weights[3]
+    counts = np.bincount(labels, minlength=7)
+    assert (weights * counts).sum() == pytest.approx(counts.sum())  # mean 1 over the faces
+
+
+def test_a_train_set_smaller_than_one_batch_stops_before_training(tmp_path):
+    data = fixture_split_folders(tmp_path)
+    args = ["--data", str(data), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match=r"8 training faces.*one batch of 16"):
+        train.main([*args, "--limit", "8", "--batch-size", "16"])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_diverged_run_stops_before_export(bad):
+    history = {"loss": [1.2, bad], "val_loss": [1.1, bad], "val_acc": [0.3, 0.14]}
+    with pytest.raises(SystemExit, match=rf"loss is {bad} after epoch 2.*nothing exported"):
+        train.check_finite(history, ("loss", "val_loss", "val_acc"))
+    train.check_finite({"loss": [1.0, 0.9], "val_acc": [0.2, 0.3]}, ("loss", "val_acc"))
+
+
 def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():
     images = train.load_folder(FIXTURE_FACES.parent, FIXTURE_FACES.name).images
     card = train.load_card(MODELS / "emotion_cnn_int8.json")

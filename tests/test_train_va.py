@@ -37,6 +37,23 @@ def test_derived_targets_without_teacher_are_the_class_coordinates(tmp_path):
     assert sets["val"].weights.tolist() == [1.0] * 35
 
 
+def test_derived_targets_with_a_class_missing_from_train_have_finite_weights(tmp_path):
+    data = fixture_data(tmp_path)
+    keep = data["train"].labels != train_emotion.LABELS.index("disgust")
+    data["train"] = train_emotion.Dataset(data["train"].images[keep], data["train"].labels[keep])
+    sets = train.derived_targets(data, None, 0.5)
+    assert np.isfinite(sets["train"].weights).all()
+    assert sets["train"].weights.mean() == pytest.approx(1.0)
+
+
+def test_a_train_set_smaller_than_one_batch_stops_before_training(tmp_path):
+    fixture_data(tmp_path / "fer")
+    args = ["--data", str(tmp_path / "fer"), "--work", str(tmp_path / "w")]
+    args += ["--out", str(tmp_path / "o"), "--distill", "0"]
+    with pytest.raises(SystemExit, match=r"8 training faces.*one batch of 16"):
+        train.main([*args, "--limit", "8", "--batch-size", "16"])
+
+
 def test_teacher_mixing_moves_train_targets_but_never_val(tmp_path):
     data = fixture_data(tmp_path)
     plain = train.derived_targets(data, None, 0.5)

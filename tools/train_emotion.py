@@ -293,10 +293,37 @@ def cutmixer(seed: int, probability: float):
 
 def class_weights(labels: np.ndarray) -> np.ndarray:
     """Square-root inverse frequency, mean 1: disgust (436 faces) counts ~4x, happy ~0.5x.
-    Full inverse frequency over-predicts the rare classes and costs overall accuracy."""
+    Full inverse frequency over-predicts the rare classes and costs overall accuracy.
+
+    A class without faces (`--limit`, an empty folder) gets weight 0: its infinite
+    inverse frequency times 0 faces made every weight NaN, and training ran on NaN loss."""
     counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    weights = np.sqrt(counts.sum() / (len(LABELS) * counts))
+    present = counts > 0
+    weights = np.zeros(len(counts))
+    weights[present] = np.sqrt(counts.sum() / (present.sum() * counts[present]))
     return weights / (weights * counts).sum() * counts.sum()
+
+
+def check_batches(faces: int, batch_size: int) -> None:
+    """Stop when the train set fills no batch: batches drop the remainder, so Keras would
+    run zero steps and fail with a traceback (or divide by zero in the LR schedule)."""
+    if faces < batch_size:
+        raise SystemExit(
+            f"{faces} training faces: fewer than one batch of {batch_size}, so no training "
+            "step would run; lower --batch-size, raise --limit or add data"
+        )
+
+
+def check_finite(history: dict[str, list[float]], keys: tuple[str, ...]) -> None:
+    """Stop before export when training diverged: a NaN/inf loss means NaN weights (an
+    accuracy can still look finite), and exporting them would replace a working model."""
+    for key in keys:
+        values = history.get(key) or [float("nan")]
+        if not np.isfinite(values[-1]):
+            raise SystemExit(
+                f"training diverged: {key} is {values[-1]} after epoch {len(values)}; "
+                "nothing exported (try a lower --lr, or check the data)"
+            )
 
 
 def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> np.ndarray:
@@ -427,8 +454,10 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
             keras.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=args.patience),
             TimeBudget(args.time_budget_min * 60),
             keras.callbacks.CSVLogger(args.work / "history.csv"),
+            keras.callbacks.TerminateOnNaN(),
         ],
     )
+    check_finite(history.history, ("loss", "val_loss", "val_acc"))
     model.load_weights(best)
     val_acc = history.history["val_acc"]
     best_epoch = int(np.argmax(val_acc)) + 1
@@ -637,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--teacher: {exc}") from None
         agree = float(np.mean(soft.argmax(axis=1) == data["train"].labels))
         log.info("teacher %s agrees with %.1f%% of train labels", args.teacher, 100 * agree)
+    check_batches(len(data["train"]), args.batch_size)  # after the teacher: a bad card first
     model, best_epoch, epochs_run = train(args, data, soft)
     train_s = time.monotonic() - started
     float_path, int8_path = export(model, data["train"], args.out, args.work, args.name, args.seed)

@@ -263,8 +263,10 @@ def train(args, sets: dict[str, VASet]):
             keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=args.patience),
             fer.TimeBudget(args.time_budget_min * 60),
             keras.callbacks.CSVLogger(args.work / "history.csv"),
+            keras.callbacks.TerminateOnNaN(),
         ],
     )
+    fer.check_finite(history.history, tuple(dict.fromkeys(("loss", "val_loss", monitor))))
     model.load_weights(best)
     val_loss = history.history[monitor]
     return model, int(np.argmin(val_loss)) + 1, len(val_loss)
@@ -284,6 +286,7 @@ def reload(args):
         rows = list(csv.DictReader(fh))
     key = "val_va_loss" if aux else "val_loss"
     losses = [float(r[key]) for r in rows]
+    fer.check_finite({key: losses}, (key,))
     return model, int(np.argmin(losses)) + 1, len(losses)
 
 
@@ -477,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.labels:
         sets = load_labels_csv(args.labels, args.seed)
+        if not args.export_only:
+            fer.check_batches(len(sets["train"]), args.batch_size)
         trained_against = (
             f"real valence-arousal annotations from {args.labels.name} "
             f"({len(sets['train'])} train, {len(sets['val'])} val faces)"
@@ -486,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit:
             keep = np.random.default_rng(args.seed).permutation(len(data["train"]))[: args.limit]
             data["train"] = fer.Dataset(data["train"].images[keep], data["train"].labels[keep])
+        if not args.export_only:  # before the teacher's minutes of work
+            fer.check_batches(len(data["train"]), args.batch_size)
         teacher = args.teacher if args.distill > 0 else None
         if teacher is not None and not teacher.is_file():
             raise SystemExit(f"{teacher}: teacher card not found (or pass --distill 0)")
