@@ -270,6 +270,30 @@ def test_restart_settles_an_interrupted_push_without_sending_twice(fake, state_d
     assert outbox_states(state_dir) == ["sent", "sent"]
 
 
+def test_a_settle_reply_that_is_not_json_does_not_queue_the_song_twice(fake, state_dir, tmp_path):
+    """A captive portal's 200 HTML page is no evidence that the queue is empty."""
+    songs = queue_songs(state_dir, tmp_path, 1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/queue", 502, after_acting=True)  # the push: queued, reply lost
+    fake.fail("/v1/me/player/queue", 200, body=b"<html>")  # the settle's GET
+    run_rounds(worker, state_dir, rounds=2)
+    assert fake.state.player_queue == [songs[0]["uri"]]  # not pushed again
+    assert worker.state == "offline" and "malformed" in worker.last_error
+    assert outbox_states(state_dir) == ["sending"]  # still unknown
+    run_rounds(worker, state_dir)
+    assert fake.state.player_queue == [songs[0]["uri"]]
+    assert outbox_states(state_dir) == ["sent"]
+
+
+def test_a_queue_reply_without_a_queue_is_transient(fake, state_dir):
+    p = logged_in(fake, state_dir)
+    fake.fail("/v1/me/player/queue", 200, body=b'{"currently_playing": null}')
+    with pytest.raises(SpotifyError, match="malformed") as info:
+        p.queued_uris()
+    assert info.value.transient
+    assert p.queued_uris() == []
+
+
 def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):
     queue_songs(state_dir, tmp_path, 1)
     worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)

@@ -7,8 +7,10 @@ Each change is its own committed transaction (the sync worker commits with
 synchronous=FULL), so a power cut loses at most the change in flight. `sending` marks a
 push whose outcome is unknown (the reply was lost, or the process died during the call);
 the sync worker settles it against Spotify's queue before pushing again, so a song is
-neither lost nor queued twice. Every database failure, read or write, is a StoreError,
-which the callers already handle by reopening later.
+not lost, and not queued twice while it is still ahead of the listener (one that already
+played before it could be settled is pushed again: at-least-once, see sync.py). Every
+database failure, read or write, is a StoreError, which the callers already handle by
+reopening later.
 """
 
 from __future__ import annotations

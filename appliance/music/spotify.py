@@ -194,9 +194,12 @@ class SpotifyPlayer:
     def queued_uris(self) -> list[str]:
         """URIs now playing and queued on the player (GET me/player/queue)."""
         reply = self._call(self.client.queue)
-        if not isinstance(reply, dict):
-            return []
-        items = [reply.get("currently_playing"), *(reply.get("queue") or [])]
+        # spotipy turns a 200 that is not JSON (a captive portal's page) into None: that
+        # is no evidence of an empty queue, and settling on it would push a song twice
+        queued = reply.get("queue") if isinstance(reply, dict) else None
+        if not isinstance(queued, list):
+            raise SpotifyError("malformed queue reply", transient=True)
+        items = [reply.get("currently_playing"), *queued]
         return [item["uri"] for item in items if isinstance(item, dict) and "uri" in item]
 
     # ---------------------------------------------------------------- errors

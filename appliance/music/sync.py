@@ -3,9 +3,14 @@
 Offline, rate-limited or logged out, songs simply wait in SQLite; the worker backs off
 (1, 2, 4 ... 300 s, or Retry-After) and tries again. A push whose outcome is unknown (the
 reply was lost, a timeout or 5xx, or the process died during the call) stays `sending`
-and is settled against Spotify's queue before anything else is pushed, so a song is
-neither lost nor queued twice. Its state changes are written with synchronous=FULL: a
-power cut must not roll `sent` back to a state that pushes the song again.
+and is settled against Spotify's queue and current song before anything else is pushed:
+found there, it is `sent`; not found, it is pushed again; a queue reply that cannot be
+read settles nothing and is asked again later. So a song is not lost, and not queued
+twice while it is still ahead of the listener. Delivery is at-least-once in one corner:
+if the song already finished playing before the worker could settle (a long outage right
+after the push), Spotify no longer shows it anywhere and it is pushed again. State
+changes are written with synchronous=FULL: a power cut must not roll `sent` back to a
+state that pushes the song again.
 It also polls what is playing (to mark songs played, and to tell the like/skip buttons
 which song they are about) and runs the skip commands the buttons ask for.
 """
