@@ -83,6 +83,29 @@ def test_labels_csv_reads_splits_and_reports_bad_rows(tmp_path, caplog):
         assert f"labels.csv:{line}" in caplog.text
 
 
+def test_labels_csv_never_reads_test_rows_and_refuses_unknown_splits(tmp_path, caplog):
+    """A `test` row used to fall into the unsplit pool, and 90% of those were trained on."""
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("happy/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / "a.png"), face)
+    rows = [
+        "path,valence,arousal,split",
+        "a.png,0.5,0.1,Train",
+        "a.png,0.4,0.1, TRAIN ",
+        "a.png,-0.25,0.3,validation",
+        "a.png,-0.5,0.3,VAL",
+        *[f"secret{i}.png,0.9,0.9,test" for i in range(20)],  # held out: never opened
+        *[f"secret{i}.png,0.9,0.9,Test" for i in range(20)],
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    sets = train.load_labels_csv(tmp_path / "labels.csv", seed=0)
+    assert sets["train"].targets[:, 0].tolist() == pytest.approx([0.5, 0.4])
+    assert sets["val"].targets[:, 0].tolist() == pytest.approx([-0.25, -0.5])
+    assert "secret" not in caplog.text
+    (tmp_path / "bad.csv").write_text("\n".join([*rows[:3], "a.png,0.1,0.1,holdout"]) + "\n")
+    with pytest.raises(SystemExit, match=r"bad\.csv:4: split 'holdout'.*train, val"):
+        train.load_labels_csv(tmp_path / "bad.csv", seed=0)
+
+
 def test_labels_csv_without_split_holds_out_a_tenth_and_names_missing_columns(tmp_path):
     face = cv2.imread(str(next(FIXTURE_FACES.glob("sad/*.jpg"))), cv2.IMREAD_GRAYSCALE)
     cv2.imwrite(str(tmp_path / "a.png"), face)

@@ -12,8 +12,9 @@ class labels: each face's target is a mix of its class's coordinates
 coordinates (`--distill`, default 0.5). The second term gives an ambiguous face an
 in-between target instead of a corner of the plane. The card says so plainly.
 
-`--labels CSV` (columns `path, valence, arousal`, optional `split` = train/val; paths
-relative to the CSV) trains on real annotations instead, e.g. AffectNet's.
+`--labels CSV` (columns `path, valence, arousal`, optional `split` = train, val or
+validation, test (never read), or empty (split 90/10); paths relative to the CSV) trains
+on real annotations instead, e.g. AffectNet's.
 
 Why this network: MobileNetV3-Small (alpha 0.75) as the issue asks; it reads the same
 48x48 gray input as the emotion CNN (one preprocessing pass in the daemon) and upsamples
@@ -65,8 +66,19 @@ class VASet:
         return len(self.targets)
 
 
+# `split` values, case-insensitive. "validation" is the same held-out model-selection set
+# under its other common name (Hugging Face datasets, many AffectNet exports); "test" rows
+# are held out like FER2013's PrivateTest and never read. Anything else is refused: it
+# fell into the unsplit pool before, and 90% of a mislabelled test set was trained on.
+LABEL_SPLITS = {"train": "train", "val": "val", "validation": "val", "": ""}
+HELD_OUT_SPLITS = ("test",)
+
+
 def load_labels_csv(path: Path, seed: int) -> dict[str, VASet]:
-    """`path, valence, arousal[, split]` rows; bad rows are reported by line and skipped."""
+    """`path, valence, arousal[, split]` rows; bad rows are reported by line and skipped.
+
+    split: train, val (or validation), test (never read) or empty (the unsplit rows are
+    divided 90/10 into train and val); any other value stops with file, line and value."""
     rows: dict[str, tuple[list, list]] = {"train": ([], []), "val": ([], [])}
     unsplit: list[tuple[np.ndarray, tuple[float, float]]] = []
     if not path.is_file():
@@ -77,6 +89,15 @@ def load_labels_csv(path: Path, seed: int) -> dict[str, VASet]:
         if missing:
             raise SystemExit(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         for line_no, row in enumerate(reader, start=2):
+            given = (row.get("split") or "").strip()
+            if given.lower() in HELD_OUT_SPLITS:
+                continue
+            split = LABEL_SPLITS.get(given.lower())
+            if split is None:
+                raise SystemExit(
+                    f"{path}:{line_no}: split {given!r} is not one of train, val "
+                    f"(or validation), {', '.join(HELD_OUT_SPLITS)} (never read) or empty"
+                )
             try:
                 valence, arousal = float(row["valence"]), float(row["arousal"])
                 if not (-1 <= valence <= 1 and -1 <= arousal <= 1):
@@ -88,8 +109,7 @@ def load_labels_csv(path: Path, seed: int) -> dict[str, VASet]:
                 log.warning("%s:%d: skipped (%s)", path, line_no, exc)
                 continue
             image = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-            split = (row.get("split") or "").strip()
-            if split in rows:
+            if split:
                 rows[split][0].append(image)
                 rows[split][1].append((valence, arousal))
             else:
@@ -435,7 +455,12 @@ def write_card(path: Path, model_file: Path, extra: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/fer2013")
-    parser.add_argument("--labels", type=Path, help="CSV of path,valence,arousal[,split]")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        help="CSV of path,valence,arousal[,split]; split train, val|validation, test (never "
+        "read) or empty (90/10)",
+    )
     parser.add_argument(
         "--teacher",
         type=Path,
