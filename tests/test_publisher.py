@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 
@@ -10,6 +11,9 @@ from appliance.affect.smoothing import AffectState
 from appliance.pipeline import FrameResult
 from appliance.service.publisher import Board, Publisher
 from appliance.service.status import CRITICAL, OK, assess, read_status
+from appliance.store.database import open_database
+from appliance.store.retention import Retention
+from appliance.store.samples import sample_row, write_samples
 
 
 def result(index: int, t: float) -> FrameResult:
@@ -145,3 +149,46 @@ def test_companions_tick_on_their_own_clock_whatever_the_status_interval(tmp_pat
         assert wait_for(lambda: counter.ticks >= 5, timeout=5.0)
     finally:
         publisher.stop()
+
+
+def seed_history(state_dir, ages_days: list[float]) -> None:
+    """Samples at t_stream 0, 1, 2... written the given number of days ago."""
+    now = time.time()
+    rows = [
+        sample_row(result(i, float(i)).smoothed, 1, "test", now - age * 86400)
+        for i, age in enumerate(ages_days)
+    ]
+    db = open_database(state_dir)
+    try:
+        write_samples(db, rows)
+    finally:
+        db.conn.close()
+
+
+def test_history_older_than_the_retention_is_pruned_at_start(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="appliance.service.publisher")
+    seed_history(tmp_path / "state", [400.0, 31.0, 29.0, 0.0])
+    _, publisher = make(tmp_path, tmp_path / "state", retention=Retention(30.0, 30.0))
+
+    def logged() -> bool:
+        return any("pruned history: 2 affect samples" in r.getMessage() for r in caplog.records)
+
+    publisher.start()
+    try:
+        assert wait_for(lambda: len(samples(tmp_path / "state")) == 2)
+        assert wait_for(logged)
+    finally:
+        publisher.stop()
+    assert [t for t, _ in samples(tmp_path / "state")] == [2.0, 3.0]  # the recent ones
+
+
+def test_history_days_zero_keeps_all_history(tmp_path):
+    seed_history(tmp_path / "state", [400.0, 31.0, 0.0])
+    board, publisher = make(tmp_path, tmp_path / "state", retention=Retention(0.0, 0.0))
+    publisher.start()
+    try:
+        board.post(result(0, 0.0))
+        assert wait_for(lambda: publisher.samples_written == 1)
+    finally:
+        publisher.stop()
+    assert len(samples(tmp_path / "state")) == 4

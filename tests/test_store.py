@@ -11,6 +11,8 @@ import pytest
 import sqlite_utils
 
 from appliance.affect.smoothing import AffectState
+from appliance.config import load_config
+from appliance.store import retention
 from appliance.store.database import (
     DB_NAME,
     MIGRATIONS,
@@ -18,6 +20,7 @@ from appliance.store.database import (
     open_database,
     schema_version,
 )
+from appliance.store.retention import Retention, prune_history
 from appliance.store.samples import recent_samples, sample_row, write_samples
 
 LATEST = MIGRATIONS[-1][0]
@@ -272,3 +275,134 @@ def test_write_samples_is_one_transaction_beyond_a_chunk(tmp_path):
         assert db["affect_samples"].count == 0 and not db.conn.in_transaction
     finally:
         db.conn.close()
+
+
+# --------------------------------------------------------------------------- retention
+
+DAY = 86400.0
+NOW = 1_750_000_000.0
+
+
+def settings(*overrides: str):
+    return load_config(None, overrides, default_path="/nonexistent/config.toml")
+
+
+def song(user: str, uri: str, state: str, days_ago: float) -> dict:
+    t = NOW - days_ago * DAY
+    return {"user": user, "uri": uri, "state": state, "created_at": t, "updated_at": t}
+
+
+def test_prune_removes_old_history_and_keeps_recent(tmp_path):
+    db = open_database(tmp_path)
+    try:
+        ages = [45.0, 31.0, 29.0, 1.0, 0.0]  # days
+        write_samples(
+            db, [sample_row(state(i), 1, "demo", NOW - a * DAY) for i, a in enumerate(ages)]
+        )
+        db["vlm_notes"].insert_all(
+            {"t_wall": NOW - a * DAY, "reply": "r", "latency_ms": 1.0} for a in ages
+        )
+        pruned = prune_history(db, Retention(30.0, 30.0), NOW)
+        assert (pruned.samples, pruned.notes, pruned.done) == (2, 2, True)
+        kept = [round((NOW - t) / DAY) for (t,) in db.execute("SELECT t_wall FROM affect_samples")]
+        assert kept == [29, 1, 0]
+        assert db["vlm_notes"].count == 3
+        assert prune_history(db, Retention(30.0, 30.0), NOW).total == 0  # nothing left to do
+    finally:
+        db.conn.close()
+
+
+def test_history_days_zero_keeps_everything(tmp_path):
+    db = open_database(tmp_path)
+    try:
+        write_samples(db, [sample_row(state(0), 1, "demo", NOW - 3650 * DAY)])
+        db["queue"].insert(song("ann", "spotify:track:a", "played", 3650.0))
+        db["queue"].insert(song("ann", "spotify:track:b", "played", 3000.0))
+        retention = Retention.from_config(settings("storage.history_days=0"))
+        assert not retention.enabled
+        assert prune_history(db, retention, NOW).total == 0
+        assert db["affect_samples"].count == 1 and db["queue"].count == 2
+    finally:
+        db.conn.close()
+
+
+def test_prune_removes_only_old_finished_songs_and_keeps_feedback(tmp_path):
+    """Waiting songs are the outbox; each user's newest row tells a button press which
+    song it means; likes and skips are the recommender's taste history."""
+    db = open_database(tmp_path)
+    try:
+        db["queue"].insert_all(
+            [
+                song("ann", "spotify:track:old-played", "played", 60.0),
+                song("ann", "spotify:track:old-skipped", "skipped", 50.0),
+                song("ann", "spotify:track:old-failed", "failed", 40.0),
+                song("ann", "spotify:track:old-waiting", "recommended", 40.0),
+                song("ann", "spotify:track:old-sent", "sent", 39.0),
+                song("ann", "spotify:track:recent", "played", 2.0),
+                song("bob", "spotify:track:bob-only", "played", 90.0),  # bob's newest
+            ]
+        )
+        db["feedback"].insert(
+            {
+                "user": "ann",
+                "uri": "spotify:track:old-played",
+                "action": "like",
+                "t": NOW - 60 * DAY,
+                "source": "gpio",
+            }
+        )
+        pruned = prune_history(db, Retention(30.0, 30.0), NOW)
+        assert pruned.songs == 3
+        left = {uri.split(":")[-1] for (uri,) in db.execute("SELECT uri FROM queue")}
+        assert left == {"old-waiting", "old-sent", "recent", "bob-only"}
+        assert db["feedback"].count == 1
+    finally:
+        db.conn.close()
+
+
+def test_songs_outlive_a_short_history_within_the_no_repeat_window():
+    config = settings("storage.history_days=7", "music.no_repeat_hours=720")
+    assert Retention.from_config(config) == Retention(7.0, 30.0)
+    assert Retention.from_config(settings()) == Retention(30.0, 30.0)
+
+
+def test_a_large_backlog_is_pruned_in_batches(tmp_path):
+    db = open_database(tmp_path)
+    try:
+        write_samples(db, [sample_row(state(i), 1, "demo", NOW - 40 * DAY + i) for i in range(25)])
+        write_samples(db, [sample_row(state(0), 1, "demo", NOW)])
+        first = prune_history(db, Retention(30.0, 30.0), NOW, batch=10)
+        assert (first.samples, first.done) == (10, False)
+        assert prune_history(db, Retention(30.0, 30.0), NOW, batch=10).samples == 10
+        last = prune_history(db, Retention(30.0, 30.0), NOW, batch=10)
+        assert (last.samples, last.done) == (5, True)
+        assert db["affect_samples"].count == 1
+    finally:
+        db.conn.close()
+
+
+def test_prune_finds_old_rows_through_an_index(tmp_path):
+    """No table scan of a year of samples once a day: the t_wall indexes answer."""
+    db = open_database(tmp_path)
+    try:
+        for sql in (retention._DELETE_SAMPLES, retention._DELETE_NOTES, retention._DELETE_SONGS):
+            plan = [row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", [NOW, 10])]
+            assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), plan
+        plan = " ".join(
+            r[-1] for r in db.execute(f"EXPLAIN QUERY PLAN {retention._DELETE_SAMPLES}", [NOW, 10])
+        )
+        assert "INDEX affect_samples_t" in plan
+    finally:
+        db.conn.close()
+
+
+def test_prune_on_a_read_only_database_gives_store_error(tmp_path):
+    db = open_database(tmp_path)
+    write_samples(db, [sample_row(state(0), 1, "demo", NOW - 40 * DAY)])
+    db.conn.close()
+    conn = sqlite3.connect(f"file:{tmp_path / DB_NAME}?mode=ro", uri=True)
+    try:
+        with pytest.raises(StoreError, match="prune"):
+            prune_history(sqlite_utils.Database(conn), Retention(30.0, 30.0), NOW)
+    finally:
+        conn.close()

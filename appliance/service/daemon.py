@@ -22,6 +22,7 @@ from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.notify import Notifier, ServiceHeartbeat
 from appliance.service.publisher import Board, Publisher
+from appliance.store.retention import Retention
 from appliance.vision.preprocess import crop_face
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class Daemon:
             runtime_dir=self.config.service.runtime_dir,
             status_interval_s=self.config.service.status_interval_s,
             companions=[c for c in (systemd, music, vlm) if c is not None],
+            retention=Retention.from_config(self.config),
         )
         if music:
             music.start()

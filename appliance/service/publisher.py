@@ -16,17 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import sqlite_utils
+
 from appliance import __version__
 from appliance.hardware.pi_health import read_health
 from appliance.pipeline import FrameResult
 from appliance.service.status import write_status
 from appliance.store.database import StoreError, open_database
+from appliance.store.retention import Retention, prune_history
 from appliance.store.samples import sample_row, write_samples
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_S = 30.0
 MAX_BACKLOG = 3600  # samples kept in memory while the disk is failing
+PRUNE_PERIOD_S = 86400.0  # old history is deleted at start and then once a day
+PRUNE_BACKLOG_S = 1.0  # between batches of a large backlog: status and watchdog go on
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ class Publisher(threading.Thread):
     """Writes status every status_interval_s and flushes the samples the board picked
     (one per sample period of stream time) to SQLite, until stopped. Companions tick at
     least every COMPANION_MAX_S whatever the status interval: the systemd watchdog
-    (WatchdogSec=30) is pinged from a tick."""
+    (WatchdogSec=30) is pinged from a tick. History older than `retention` is deleted at
+    start and once a day, here because this thread already owns the writes."""
 
     COMPANION_MAX_S = 5.0
 
@@ -127,6 +133,7 @@ class Publisher(threading.Thread):
         flush_interval_s: float = 1.0,
         store_retry_s: float = STORE_RETRY_S,
         companions: Sequence[Companion] = (),
+        retention: Retention | None = None,
     ) -> None:
         super().__init__(name="publisher", daemon=True)
         self.board = board
@@ -137,6 +144,7 @@ class Publisher(threading.Thread):
         self.status_period = status_interval_s
         self.companion_period = min(status_interval_s, self.COMPANION_MAX_S)
         self.companions = tuple(companions)
+        self.retention = retention or Retention()  # 30 days, as storage.history_days
         self.started_at = time.time()
         self.storage_error: str | None = None
         self.samples_written = 0
@@ -144,6 +152,8 @@ class Publisher(threading.Thread):
         self._db = None
         self._db_retry_at = 0.0
         self._pending: list[dict] = []
+        self._next_prune = time.monotonic() if self.retention.enabled else float("inf")
+        self._pruned: dict[str, int] = {}
         self._fps = 0.0
         self._fps_mark: tuple[float, int] = (time.monotonic(), 0)
         self._status_warned = False
@@ -168,7 +178,10 @@ class Publisher(threading.Thread):
             if now >= next_status:
                 self._guarded(self._write_status)
                 next_status = now + self.status_period
-            soonest = min(next_flush, next_status, next_tick)
+            if now >= self._next_prune:
+                self._next_prune = now + PRUNE_PERIOD_S  # a bug in the step must not spin
+                self._guarded(self._prune_history)
+            soonest = min(next_flush, next_status, next_tick, self._next_prune)
             self._stop_event.wait(max(0.01, soonest - time.monotonic()))
         self._guarded(self._flush_samples)
         self._guarded(self._write_status)
@@ -200,26 +213,70 @@ class Publisher(threading.Thread):
         if not self._pending:
             return
         try:
-            if self._db is None:
-                if time.monotonic() < self._db_retry_at:
-                    return
-                self._db = open_database(self.state_dir)
-            write_samples(self._db, self._pending)
+            db = self._database()
+            if db is None:
+                return
+            write_samples(db, self._pending)
             self.samples_written += len(self._pending)
             self._pending.clear()
-            if self.storage_error:
-                log.info("storage recovered")
-            self.storage_error = None
+            self._storage_ok()
         except StoreError as exc:
-            if self.storage_error != str(exc):
-                log.error(
-                    "%s; samples kept in memory, retrying every %.0f s", exc, self.store_retry_s
-                )
-            self.storage_error = str(exc)
-            if self._db is not None:
-                self._db.conn.close()
-            self._db = None
-            self._db_retry_at = time.monotonic() + self.store_retry_s
+            self._storage_failed(exc)
+
+    def _prune_history(self) -> None:
+        """Delete history older than the retention: one batch per call, the next batch of
+        a large backlog a moment later, and INFO once the pass is done."""
+        try:
+            db = self._database()
+            if db is None:
+                self._next_prune = self._db_retry_at
+                return
+            pruned = prune_history(db, self.retention, time.time())
+        except StoreError as exc:
+            self._storage_failed(exc)
+            self._next_prune = time.monotonic() + self.store_retry_s
+            return
+        if not self._pending:
+            self._storage_ok()
+        for key in ("samples", "notes", "songs"):
+            self._pruned[key] = self._pruned.get(key, 0) + getattr(pruned, key)
+        if not pruned.done:
+            self._next_prune = time.monotonic() + PRUNE_BACKLOG_S
+            return
+        r, n = self.retention, self._pruned
+        log.info(
+            "pruned history: %d affect samples and %d VLM replies older than %g days, "
+            "%d finished songs older than %g days",
+            n["samples"],
+            n["notes"],
+            r.history_days,
+            n["songs"],
+            r.song_days,
+        )
+        self._pruned = {}
+
+    def _database(self) -> sqlite_utils.Database | None:
+        """The database, opened on first use; None while a failed one waits to retry."""
+        if self._db is None:
+            if time.monotonic() < self._db_retry_at:
+                return None
+            self._db = open_database(self.state_dir)
+        return self._db
+
+    def _storage_ok(self) -> None:
+        if self.storage_error:
+            log.info("storage recovered")
+        self.storage_error = None
+
+    def _storage_failed(self, exc: StoreError) -> None:
+        """Log a new error once, drop the connection and retry in store_retry_s."""
+        if self.storage_error != str(exc):
+            log.error("%s; samples kept in memory, retrying every %.0f s", exc, self.store_retry_s)
+        self.storage_error = str(exc)
+        if self._db is not None:
+            self._db.conn.close()
+        self._db = None
+        self._db_retry_at = time.monotonic() + self.store_retry_s
 
     def snapshot(self) -> dict[str, Any]:
         view = self.board.read()
