@@ -123,6 +123,20 @@ def test_a_missing_labels_csv_stops_with_a_message(tmp_path):
         train.load_labels_csv(tmp_path / "missing.csv", seed=0)
 
 
+def test_card_text_says_fer2013_only_for_fer2013_and_the_export_note_only_when_exporting():
+    labelled = train.parse_args(["--labels", "affect.csv", "--export-only", "--init", "w.h5"])
+    text = train.provenance(labelled, n_train=90, n_val=10)
+    assert "FER2013" not in json.dumps(text) and "PrivateTest" not in json.dumps(text)
+    assert "affect.csv" in text["data"] and "90 train, 10 val" in text["data"]
+    assert "affect.csv" in text["licence"]
+    assert "class weights" not in text["loss"]
+    assert "w.h5" in text["note"] and "after fixing" not in text["note"]
+    fer2013 = train.provenance(train.parse_args([]), n_train=100, n_val=20)
+    assert "PublicTest" in fer2013["data"] and "FER2013" in fer2013["licence"]
+    assert "class weights" in fer2013["loss"] and "training-only head" in fer2013["loss"]
+    assert "note" not in fer2013
+
+
 @requires_tensorflow
 def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     fixture_data(tmp_path / "fer")

@@ -452,7 +452,42 @@ def write_card(path: Path, model_file: Path, extra: dict) -> None:
     path.write_text(json.dumps(card, indent=2) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def provenance(args: argparse.Namespace, n_train: int, n_val: int) -> dict[str, str]:
+    """The card's data, loss, licence and export note, worded from what this run read:
+    FER2013 only when it trained on FER2013, the export note only with --export-only."""
+    if args.labels:
+        data = (
+            f"{args.labels} ({n_train} train, {n_val} val faces: its split column, or a "
+            "seeded 90/10 split of the rows without one; test rows never read)"
+        )
+        loss = "mean squared error on (valence, arousal); every face weighted 1"
+        licence = (
+            f"model weights: this project's; trained on {args.labels.name}: the licence of "
+            "that data set applies"
+        )
+    else:
+        data = (
+            f"FER2013 Training split ({n_train} faces) from {args.data.name}; val = FER2013 "
+            "PublicTest (model selection); PrivateTest never read"
+        )
+        loss = "mean squared error on (valence, arousal)"
+        if args.aux_weight > 0:
+            loss += (
+                f" + {args.aux_weight} x cross-entropy of a training-only head against the "
+                "same label distributions (not exported)"
+            )
+        loss += "; sqrt inverse-frequency class weights on FER2013"
+        licence = "model weights: this project's; trained on FER2013 (research use)"
+    text = {"data": data, "loss": loss, "licence": licence}
+    if args.export_only:
+        text["note"] = (
+            f"exported with --export-only from the weights {args.init}, without training; "
+            f"epochs from {args.work / 'history.csv'}, training time from --train-seconds"
+        )
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/fer2013")
     parser.add_argument(
@@ -496,7 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--time-budget-min", type=float, default=60.0)
     parser.add_argument("--limit", type=int, default=0, help="use N train faces (smoke tests)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -541,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         model, sets["train"], args.out, args.work, args.name, args.seed
     )
 
+    text = provenance(args, len(sets["train"]), len(sets["val"]))
     common = {
         "architecture": {
             "kind": "MobileNetV3-Small (keras.applications, no pretrained weights) on a "
@@ -559,25 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         "coordinates": {label: list(v) for label, v in VA_COORDINATES.items()},
         "coordinates_source": VA_SOURCE,
         "training": {
-            "data": str(args.labels)
-            if args.labels
-            else (
-                f"FER2013 Training split ({len(sets['train'])} faces); val = FER2013 "
-                "PublicTest (model selection); PrivateTest never read"
-            ),
+            "data": text["data"],
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
             "batch_size": args.batch_size,
             "optimizer": f"AdamW lr {args.lr} cosine, {args.warmup} warm-up epochs, "
             f"weight decay {args.weight_decay}",
-            "loss": "mean squared error on (valence, arousal)"
-            + (
-                f" + {args.aux_weight} x cross-entropy of a training-only head against the "
-                "same label distributions (not exported)"
-                if not args.labels and args.aux_weight > 0
-                else ""
-            )
-            + "; sqrt inverse-frequency class weights on FER2013",
+            "loss": text["loss"],
             "augmentation": "as tools/train_emotion.py (flip, rotation, shift, scale, "
             "brightness, contrast, noise, blur, random erasing)",
             "seed": args.seed,
@@ -585,17 +613,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, "
             f"TensorFlow {__import__('tensorflow').__version__}",
             "command": "python tools/train_va.py " + " ".join(argv or sys.argv[1:]),
-            **(
-                {
-                    "note": "trained by `python tools/train_va.py` (defaults); this file was "
-                    "exported again from its best checkpoint with --export-only after fixing "
-                    "the export (inference-mode BatchNorm, checked calibration)"
-                }
-                if args.export_only
-                else {}
-            ),
+            **({"note": text["note"]} if "note" in text else {}),
         },
-        "licence": "model weights: this project's; trained on FER2013 (research use)",
+        "licence": text["licence"],
     }
     float_card = args.work / f"{args.name}_float.json"
     int8_card = args.out / f"{args.name}_int8.json"
