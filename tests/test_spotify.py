@@ -294,6 +294,36 @@ def test_a_queue_reply_without_a_queue_is_transient(fake, state_dir):
     assert p.queued_uris() == []
 
 
+def expire_access_token(p: SpotifyPlayer) -> None:
+    token = p.cache.get_cached_token()
+    token["expires_at"] = 0
+    p.cache.save_token_to_cache(token)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_token_server_outage_is_offline_not_login_needed(fake, state_dir, status):
+    p = logged_in(fake, state_dir)
+    worker = SyncWorker(str(state_dir), p, poll_s=0.1)
+    expire_access_token(p)
+    fake.fail("/api/token", status, headers={"Retry-After": "30"})
+    before = time.monotonic()
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline" and str(status) in worker.last_error
+    if status == 429:
+        assert worker._resume_at - before == pytest.approx(30, abs=1)
+    run_rounds(worker, state_dir)
+    assert worker.state == "online"
+
+
+def test_a_refused_refresh_token_needs_a_new_login(fake, state_dir):
+    p = logged_in(fake, state_dir)
+    worker = SyncWorker(str(state_dir), p, poll_s=0.1)
+    expire_access_token(p)
+    fake.fail("/api/token", 400, body=b'{"error": "invalid_grant"}')
+    run_rounds(worker, state_dir)
+    assert worker.state == "login needed" and "spotify login" in worker.last_error
+
+
 def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):
     queue_songs(state_dir, tmp_path, 1)
     worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)

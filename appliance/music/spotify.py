@@ -3,6 +3,9 @@
 Every failure becomes a `SpotifyError` that says whether trying again later can help
 (`transient`) and how long to wait (`retry_after`, from Retry-After on 429), so the sync
 worker's backoff needs no knowledge of HTTP. A 401 refreshes the token once and retries.
+Only a token request the server refuses (invalid_grant and the like, 400/401) means "log
+in again"; a token server that is down or busy (5xx, 429) is transient like any other
+outage.
 
 The Pi has no browser: `spotify login` prints the authorize URL, the user opens it on a
 phone or laptop, and pastes back the address the browser was redirected to. The token
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 
 SCOPES = "user-modify-playback-state user-read-playback-state user-read-currently-playing"
 TOKEN_FILE = "spotify_token.json"
+# OAuth error codes (RFC 6749 5.2) no retry cures: the refresh token or the app's
+# credentials are no longer accepted, so only `spotify login` helps.
+RELOGIN_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 T = TypeVar("T")
 
 
@@ -216,9 +222,7 @@ class SpotifyPlayer:
         except SpotifyException as exc:
             raise _classify(exc) from exc
         except SpotifyOauthError as exc:
-            raise SpotifyAuthError(
-                f"Spotify login failed or was revoked ({exc}); run: emotion-appliance spotify login"
-            ) from exc
+            raise _classify_oauth(exc) from exc
         except requests.RequestException as exc:
             raise SpotifyError(f"Spotify unreachable: {exc}", transient=True) from exc
         except (ValueError, KeyError, TypeError) as exc:
@@ -246,15 +250,39 @@ def _classify(exc: SpotifyException) -> SpotifyError:
             "Spotify refused the token after a refresh; run: emotion-appliance spotify login"
         )
     if status == 429:
-        headers = exc.headers or {}
-        try:
-            retry_after = float(headers.get("Retry-After", 1))
-        except (TypeError, ValueError):
-            retry_after = 1.0
         return SpotifyError(
-            "Spotify rate limit", transient=True, retry_after=max(0.0, retry_after), status=429
+            "Spotify rate limit", transient=True, retry_after=_retry_after(exc.headers), status=429
         )
     message = f"Spotify HTTP {status}: {exc.msg}".strip()
     if status >= 500 or status == 404:  # 404: no active device (yet); 5xx: Spotify's side
         return SpotifyError(message, transient=True, status=status)
     return SpotifyError(message, transient=False, status=status)
+
+
+def _classify_oauth(exc: SpotifyOauthError) -> SpotifyError:
+    """A token request failed: re-login only when the server refused the grant.
+
+    spotipy raises SpotifyOauthError inside its `except HTTPError`, so the reply is on
+    `__context__`; no reply at all means it was raised locally (HeadlessOAuth: not
+    logged in), which is a login problem too.
+    """
+    response = getattr(exc.__context__, "response", None)
+    status = int(getattr(response, "status_code", 0) or 0)
+    if exc.error in RELOGIN_ERRORS or status in (0, 400, 401):
+        return SpotifyAuthError(
+            f"Spotify login failed or was revoked ({exc}); run: emotion-appliance spotify login"
+        )
+    return SpotifyError(
+        f"Spotify token request failed: HTTP {status}",
+        transient=True,
+        retry_after=_retry_after(response.headers) if status == 429 else None,
+        status=status,
+    )
+
+
+def _retry_after(headers: Any) -> float:
+    """Seconds from a Retry-After header (1 when missing or unreadable)."""
+    try:
+        return max(0.0, float((headers or {}).get("Retry-After", 1)))
+    except (TypeError, ValueError):
+        return 1.0
