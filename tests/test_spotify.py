@@ -324,6 +324,47 @@ def test_a_refused_refresh_token_needs_a_new_login(fake, state_dir):
     assert worker.state == "login needed" and "spotify login" in worker.last_error
 
 
+PREMIUM_REQUIRED = json.dumps(
+    {
+        "error": {
+            "status": 403,
+            "message": "Player command failed: Premium required",
+            "reason": "PREMIUM_REQUIRED",
+        }
+    }
+).encode()
+
+
+def test_spotify_free_is_an_account_error_and_the_songs_wait(fake, state_dir, tmp_path):
+    """403 PREMIUM_REQUIRED is about the account: no song is failed, a long backoff."""
+    songs = queue_songs(state_dir, tmp_path, 2)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/queue", 403, body=PREMIUM_REQUIRED, times=2)
+    before = time.monotonic()
+    run_rounds(worker, state_dir)
+    assert worker.snapshot()["spotify"] == "error"
+    assert worker.last_error == "Spotify Premium is required to add to the queue"
+    assert outbox_states(state_dir) == ["recommended", "recommended"]
+    assert worker._resume_at - before >= 30 * 60 - 1
+    run_rounds(worker, state_dir)  # still Free: still waiting, nothing failed
+    assert outbox_states(state_dir) == ["recommended", "recommended"]
+    run_rounds(worker, state_dir)  # upgraded
+    assert outbox_states(state_dir) == ["sent", "sent"]
+    assert fake.state.player_queue == [s["uri"] for s in songs]
+
+
+def test_another_403_is_an_account_error_with_spotifys_message(fake, state_dir, tmp_path):
+    queue_songs(state_dir, tmp_path, 1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    body = b'{"error": {"status": 403, "message": "Restriction violated"}}'
+    fake.fail("/v1/me/player/queue", 403, body=body)
+    before = time.monotonic()
+    run_rounds(worker, state_dir)
+    assert worker.state == "error" and "Restriction violated" in worker.last_error
+    assert outbox_states(state_dir) == ["recommended"]
+    assert worker._resume_at - before >= 300 - 1
+
+
 def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):
     queue_songs(state_dir, tmp_path, 1)
     worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)

@@ -5,7 +5,8 @@ Every failure becomes a `SpotifyError` that says whether trying again later can 
 worker's backoff needs no knowledge of HTTP. A 401 refreshes the token once and retries.
 Only a token request the server refuses (invalid_grant and the like, 400/401) means "log
 in again"; a token server that is down or busy (5xx, 429) is transient like any other
-outage.
+outage. A 403 from the player is about the account (Spotify Free, a restricted device),
+not the song: `SpotifyAccountError`.
 
 The Pi has no browser: `spotify login` prints the authorize URL, the user opens it on a
 phone or laptop, and pastes back the address the browser was redirected to. The token
@@ -58,6 +59,15 @@ class SpotifyAuthError(SpotifyError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)
+
+
+class SpotifyAccountError(SpotifyError):
+    """403 from the player: the account may not do this (Spotify Free: reason
+    PREMIUM_REQUIRED; a restricted device), whatever the song, so no song is at fault."""
+
+    def __init__(self, message: str, *, premium_required: bool = False) -> None:
+        super().__init__(message, transient=False, status=403)
+        self.premium_required = premium_required
 
 
 class TokenCache(CacheHandler):
@@ -254,6 +264,12 @@ def _classify(exc: SpotifyException) -> SpotifyError:
             "Spotify rate limit", transient=True, retry_after=_retry_after(exc.headers), status=429
         )
     message = f"Spotify HTTP {status}: {exc.msg}".strip()
+    if status == 403:
+        if exc.reason == "PREMIUM_REQUIRED":
+            return SpotifyAccountError(
+                "Spotify Premium is required to add to the queue", premium_required=True
+            )
+        return SpotifyAccountError(message)
     if status >= 500 or status == 404:  # 404: no active device (yet); 5xx: Spotify's side
         return SpotifyError(message, transient=True, status=status)
     return SpotifyError(message, transient=False, status=status)

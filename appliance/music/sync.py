@@ -11,6 +11,8 @@ if the song already finished playing before the worker could settle (a long outa
 after the push), Spotify no longer shows it anywhere and it is pushed again. State
 changes are written with synchronous=FULL: a power cut must not roll `sent` back to a
 state that pushes the song again.
+A 403 (Spotify Free, a restricted device) is about the account, not the song: the songs
+wait as they are, the state is "error" and the worker asks again only after a long pause.
 It also polls what is playing (to mark songs played, and to tell the like/skip buttons
 which song they are about) and runs the skip commands the buttons ask for.
 """
@@ -24,16 +26,25 @@ import time
 from typing import Any
 
 from appliance.music.outbox import Outbox
-from appliance.music.spotify import SpotifyAuthError, SpotifyError, SpotifyPlayer
+from appliance.music.spotify import (
+    SpotifyAccountError,
+    SpotifyAuthError,
+    SpotifyError,
+    SpotifyPlayer,
+)
 from appliance.store.database import StoreError, open_database
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+# A Free account stays Free until the user upgrades: asking twice an hour, not every
+# backoff, keeps a doomed request (and its log line) from repeating all day.
+PREMIUM_BACKOFF_S = 1800.0
 
 
 class SyncWorker(threading.Thread):
-    """States: local only (no Spotify configured), online, offline, login needed."""
+    """States: local only (no Spotify configured), online, offline, login needed, error
+    (the account may not use the player: 403)."""
 
     def __init__(self, state_dir: str, player: SpotifyPlayer | None, poll_s: float) -> None:
         super().__init__(name="spotify-sync", daemon=True)
@@ -117,8 +128,10 @@ class SyncWorker(threading.Thread):
                 try:
                     self.player.add_to_queue(item["uri"])
                 except SpotifyError as exc:
-                    if isinstance(exc, SpotifyAuthError) or exc.status == 429:
-                        # refused before acting: safe to push again later
+                    if isinstance(exc, (SpotifyAuthError, SpotifyAccountError)) or (
+                        exc.status == 429
+                    ):
+                        # refused before acting, whatever the song: push again later
                         outbox.set_state(item["id"], "recommended", error=str(exc))
                         raise
                     if exc.transient:
@@ -136,6 +149,8 @@ class SyncWorker(threading.Thread):
                 outbox.mark_played(self.now_playing["uri"])
         except SpotifyAuthError as exc:
             self._failed("login needed", exc)
+        except SpotifyAccountError as exc:
+            self._failed("error", exc)
         except SpotifyError as exc:
             self._failed("offline", exc)
         else:
@@ -165,6 +180,8 @@ class SyncWorker(threading.Thread):
             delay = max(delay, exc.retry_after)
         if isinstance(exc, SpotifyAuthError):
             delay = max(delay, 60.0)
+        if isinstance(exc, SpotifyAccountError):
+            delay = max(delay, PREMIUM_BACKOFF_S if exc.premium_required else MAX_BACKOFF_S)
         if state != self.state or str(exc) != self.last_error:
             log.warning("Spotify sync %s: %s; retrying in %.0f s", state, exc, delay)
         self.state, self.last_error = state, str(exc)
