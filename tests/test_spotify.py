@@ -21,7 +21,7 @@ from appliance.music.outbox import Outbox
 from appliance.music.recommender import Recommender
 from appliance.music.spotify import SpotifyAuthError, SpotifyError, SpotifyPlayer
 from appliance.music.sync import SyncWorker
-from appliance.store.database import open_database
+from appliance.store.database import StoreError, open_database
 
 REDIRECT = f"http://127.0.0.1:8888/callback?code={AUTH_CODE}&state=x"
 
@@ -363,6 +363,31 @@ def test_another_403_is_an_account_error_with_spotifys_message(fake, state_dir, 
     assert worker.state == "error" and "Restriction violated" in worker.last_error
     assert outbox_states(state_dir) == ["recommended"]
     assert worker._resume_at - before >= 300 - 1
+
+
+def test_a_store_error_right_after_a_push_is_settled_later(fake, state_dir, tmp_path, monkeypatch):
+    """A "database is locked" while recording `sent` must not leave the row `sending`."""
+    songs = queue_songs(state_dir, tmp_path, 1)
+    real_set_state = Outbox.set_state
+    failed: list[int] = []
+
+    def locked_once(self, item_id, state, **kwargs):
+        if state == "sent" and not failed:
+            failed.append(item_id)
+            raise StoreError("cannot update the song queue: database is locked")
+        return real_set_state(self, item_id, state, **kwargs)
+
+    monkeypatch.setattr(Outbox, "set_state", locked_once)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while outbox_states(state_dir) != ["sent"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    assert failed and outbox_states(state_dir) == ["sent"]
+    assert fake.state.player_queue == [songs[0]["uri"]]  # settled, not pushed again
 
 
 def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):

@@ -106,9 +106,11 @@ class SyncWorker(threading.Thread):
                 if db is not None:
                     db.conn.close()
                 db = None
+                self._settled = False  # a push may be left `sending`: settle it first
                 self._stop_event.wait(self.poll_s)
             except Exception:
                 log.exception("sync round failed")  # a bug must not end syncing for good
+                self._settled = False
             self._wake.wait(self._next_wait(time.monotonic()))
             self._wake.clear()
         if db is not None:
