@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -388,6 +389,35 @@ def test_a_store_error_right_after_a_push_is_settled_later(fake, state_dir, tmp_
         worker.stop()
     assert failed and outbox_states(state_dir) == ["sent"]
     assert fake.state.player_queue == [songs[0]["uri"]]  # settled, not pushed again
+
+
+def test_a_failed_round_forgets_what_was_playing(fake, state_dir):
+    """Offline, a like or skip must not be about the song playing minutes ago."""
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    with fake.lock:
+        fake.state.playing = "spotify:track:" + "b" * 22
+    run_rounds(worker, state_dir)
+    assert worker.now_playing["uri"] == "spotify:track:" + "b" * 22
+    fake.fail("/v1/me/player/currently-playing", 503)
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline" and worker.now_playing is None
+    assert worker.snapshot()["now_playing"] is None
+
+
+def test_a_skip_pressed_long_ago_is_dropped(fake, state_dir, caplog):
+    """Presses queued during a long backoff must not all fire when Spotify is back."""
+    now = [1000.0]
+    worker = SyncWorker(
+        str(state_dir), logged_in(fake, state_dir), poll_s=5.0, clock=lambda: now[0]
+    )
+    worker.request_next_track()
+    worker.request_next_track()
+    now[0] += 60.0
+    worker.request_next_track()  # a fresh press still works
+    with caplog.at_level(logging.INFO, logger="appliance.music.sync"):
+        run_rounds(worker, state_dir)
+    assert fake.state.next_calls == 1
+    assert "stale skip" in caplog.text
 
 
 def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):

@@ -14,7 +14,9 @@ state that pushes the song again.
 A 403 (Spotify Free, a restricted device) is about the account, not the song: the songs
 wait as they are, the state is "error" and the worker asks again only after a long pause.
 It also polls what is playing (to mark songs played, and to tell the like/skip buttons
-which song they are about) and runs the skip commands the buttons ask for.
+which song they are about; forgotten when a round fails, so an offline press is not
+about a song from minutes ago) and runs the skip commands the buttons ask for, dropping
+ones that waited out a backoff: they would skip whatever plays by then.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from appliance.music.outbox import Outbox
@@ -40,17 +43,30 @@ MAX_BACKOFF_S = 300.0
 # A Free account stays Free until the user upgrades: asking twice an hour, not every
 # backoff, keeps a doomed request (and its log line) from repeating all day.
 PREMIUM_BACKOFF_S = 1800.0
+# A skip older than two polls waited out an outage or a backoff and would skip a song the
+# listener never pressed for. Never less than this, though: a press during a round in
+# flight (a few requests, each up to spotify.timeout_s) runs only when that round ends.
+SKIP_STALE_MIN_S = 10.0
 
 
 class SyncWorker(threading.Thread):
     """States: local only (no Spotify configured), online, offline, login needed, error
     (the account may not use the player: 403)."""
 
-    def __init__(self, state_dir: str, player: SpotifyPlayer | None, poll_s: float) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        player: SpotifyPlayer | None,
+        poll_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """clock: monotonic seconds for backoffs and the age of skip presses (tests)."""
         super().__init__(name="spotify-sync", daemon=True)
         self.state_dir = state_dir
         self.player = player
         self.poll_s = poll_s
+        self.clock = clock
         self.state = "local only" if player is None else "starting"
         self.last_error: str | None = None
         self.now_playing: dict | None = None
@@ -58,7 +74,7 @@ class SyncWorker(threading.Thread):
         self._failures = 0
         self._resume_at = 0.0
         self._settled = False
-        self._commands: queue.Queue[str] = queue.Queue()
+        self._commands: queue.Queue[tuple[str, float]] = queue.Queue()  # (command, at)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
 
@@ -66,7 +82,7 @@ class SyncWorker(threading.Thread):
 
     def request_next_track(self) -> None:
         """Ask for Spotify's next-track (a skip press); done on this thread, never blocking."""
-        self._commands.put("next")
+        self._commands.put(("next", self.clock()))
         self._wake.set()
 
     def wake(self) -> None:
@@ -98,7 +114,7 @@ class SyncWorker(threading.Thread):
                 if db is None:
                     db = open_database(self.state_dir)
                     db.execute("PRAGMA synchronous = FULL")  # rare writes, each must last
-                if time.monotonic() >= self._resume_at:
+                if self.clock() >= self._resume_at:
                     self.sync_once(Outbox(db))
             except StoreError as exc:
                 self.last_error = str(exc)
@@ -107,11 +123,13 @@ class SyncWorker(threading.Thread):
                     db.conn.close()
                 db = None
                 self._settled = False  # a push may be left `sending`: settle it first
+                self.now_playing = None
                 self._stop_event.wait(self.poll_s)
             except Exception:
                 log.exception("sync round failed")  # a bug must not end syncing for good
                 self._settled = False
-            self._wake.wait(self._next_wait(time.monotonic()))
+                self.now_playing = None
+            self._wake.wait(self._next_wait(self.clock()))
             self._wake.clear()
         if db is not None:
             db.conn.close()
@@ -120,8 +138,13 @@ class SyncWorker(threading.Thread):
         """One round: commands, settle unknown pushes, push due songs, check now playing."""
         assert self.player is not None
         try:
+            stale_after = max(2 * self.poll_s, SKIP_STALE_MIN_S)
             while not self._commands.empty():
-                if self._commands.get_nowait() == "next":
+                command, at = self._commands.get_nowait()
+                age = self.clock() - at
+                if age > stale_after:
+                    log.info("dropped a stale skip pressed %.0f s ago", age)
+                elif command == "next":
                     self.player.next_track()
             if not self._settled:
                 self._settle(outbox)
@@ -176,6 +199,7 @@ class SyncWorker(threading.Thread):
         return self.poll_s
 
     def _failed(self, state: str, exc: SpotifyError) -> None:
+        self.now_playing = None  # unknown now: a press must not mean an old song
         self._failures += 1
         delay = min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
         if exc.retry_after is not None:
@@ -187,4 +211,4 @@ class SyncWorker(threading.Thread):
         if state != self.state or str(exc) != self.last_error:
             log.warning("Spotify sync %s: %s; retrying in %.0f s", state, exc, delay)
         self.state, self.last_error = state, str(exc)
-        self._resume_at = time.monotonic() + delay
+        self._resume_at = self.clock() + delay
