@@ -9,6 +9,7 @@ import time
 
 from appliance.affect.smoothing import AffectState
 from appliance.pipeline import FrameResult
+from appliance.service import publisher as publisher_module
 from appliance.service.publisher import Board, Publisher
 from appliance.service.status import CRITICAL, OK, assess, read_status
 from appliance.store.database import open_database
@@ -192,3 +193,49 @@ def test_history_days_zero_keeps_all_history(tmp_path):
     finally:
         publisher.stop()
     assert len(samples(tmp_path / "state")) == 4
+
+
+class Listener(Counter):
+    """A companion that also takes the affect samples, like the music director."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+
+    def samples(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+
+
+def test_samples_are_committed_in_batches_and_flushed_on_stop(tmp_path, monkeypatch):
+    """One commit per FLUSH_INTERVAL_S, not one a second (SD-card wear), while status and
+    the companions stay as fresh as before; a clean stop writes what is buffered."""
+    commits: list[int] = []
+
+    def counting(db, rows: list[dict]) -> None:
+        commits.append(len(rows))
+        write_samples(db, rows)
+
+    monkeypatch.setattr(publisher_module, "write_samples", counting)
+    listener = Listener()
+    board = Board(info={"source": "test"}, sample_period_s=1.0)
+    publisher = Publisher(
+        board,
+        state_dir=str(tmp_path / "state"),
+        runtime_dir=str(tmp_path / "run"),
+        status_interval_s=0.05,
+        companions=[listener],
+    )
+    assert 10.0 <= publisher.flush_period <= 30.0
+    publisher.start()
+    try:
+        for i in range(45):  # 3 s of stream: 3 samples
+            board.post(result(i, i / 15))
+        assert wait_for(lambda: len(listener.rows) == 3)  # handed off within a second
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("frames") == 45)
+        time.sleep(1.5)  # past the old one-second commit period
+        assert commits == [] and publisher.samples_written == 0
+    finally:
+        publisher.stop()
+    assert commits == [3]  # everything buffered, in one transaction
+    assert [round(t) for t, _ in samples(tmp_path / "state")] == [0, 1, 2]
+    assert read_status(tmp_path / "run")["samples_written"] == 3
