@@ -123,8 +123,12 @@ def test_a_missing_labels_csv_stops_with_a_message(tmp_path):
         train.load_labels_csv(tmp_path / "missing.csv", seed=0)
 
 
-def test_card_text_says_fer2013_only_for_fer2013_and_the_export_note_only_when_exporting():
-    labelled = train.parse_args(["--labels", "affect.csv", "--export-only", "--init", "w.h5"])
+def test_card_text_says_fer2013_only_for_fer2013_and_the_export_note_only_when_exporting(
+    tmp_path,
+):
+    (tmp_path / "w.h5").write_bytes(b"")
+    init = str(tmp_path / "w.h5")
+    labelled = train.parse_args(["--labels", "affect.csv", "--export-only", "--init", init])
     text = train.provenance(labelled, n_train=90, n_val=10)
     assert "FER2013" not in json.dumps(text) and "PrivateTest" not in json.dumps(text)
     assert "affect.csv" in text["data"] and "90 train, 10 val" in text["data"]
@@ -135,6 +139,32 @@ def test_card_text_says_fer2013_only_for_fer2013_and_the_export_note_only_when_e
     assert "PublicTest" in fer2013["data"] and "FER2013" in fer2013["licence"]
     assert "class weights" in fer2013["loss"] and "training-only head" in fer2013["loss"]
     assert "note" not in fer2013
+
+
+def test_init_must_exist_and_export_only_needs_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--init", str(tmp_path / "missing.weights.h5"), "--data", str(tmp_path)])
+    assert "--init" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--export-only", "--data", str(tmp_path)])
+    assert "--export-only needs --init" in capsys.readouterr().err
+
+
+@requires_tensorflow
+def test_init_weights_are_where_training_starts(tmp_path):
+    """--init was read only by --export-only; a training run silently started afresh."""
+    small = ["--alpha", "0.35", "--upsample", "32", "--batch-size", "16", "--epochs", "1"]
+    init = tmp_path / "init.weights.h5"
+    model = train.build_model(0.35, 32, 0.2, aux_classes=len(train_emotion.LABELS))
+    kernel = model.get_layer("va").kernel
+    kernel.assign(np.full(kernel.shape, 0.0123, np.float32))
+    model.save_weights(init)
+    args = train.parse_args(
+        [*small, "--warmup", "0", "--lr", "0", "--work", str(tmp_path), "--init", str(init)]
+    )
+    sets = train.derived_targets(fixture_data(tmp_path / "fer"), None, 0.5)
+    trained, _, _ = train.train(args, sets)
+    np.testing.assert_allclose(trained.get_layer("va").kernel.numpy(), 0.0123)  # lr 0
 
 
 @requires_tensorflow

@@ -243,6 +243,9 @@ def train(args, sets: dict[str, VASet]):
 
     val_x = (val_set.images[..., None].astype(np.float32) - MEAN) / STD
     model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
+    if args.init:
+        load_init(model, args.init)
+        log.info("fine-tuning from %s", args.init)
     steps = len(train_set) // args.batch_size
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=args.lr * 0.1,
@@ -292,16 +295,24 @@ def train(args, sets: dict[str, VASet]):
     return model, int(np.argmin(val_loss)) + 1, len(val_loss)
 
 
+def load_init(model, path: Path) -> None:
+    """--init's weights into `model`; a file saved by a differently shaped run stops with
+    what must match instead of Keras's layer-count traceback."""
+    try:
+        model.load_weights(path)
+    except ValueError as exc:
+        raise SystemExit(
+            f"--init {path}: does not fit this model ({exc}); --alpha, --upsample and the "
+            "training-only class head (on unless --labels or --aux-weight 0) must match the "
+            "run that saved it"
+        ) from None
+
+
 def reload(args):
     """--export-only: the weights of an earlier run (--init) and its history.csv."""
-
-    if not args.init:
-        raise SystemExit(
-            "--export-only needs --init WEIGHTS (e.g. .cache/train_va/best.weights.h5)"
-        )
     aux = not args.labels and args.aux_weight > 0
     model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
-    model.load_weights(args.init)
+    load_init(model, args.init)
     with (args.work / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     key = "val_va_loss" if aux else "val_loss"
@@ -519,7 +530,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2013)
-    parser.add_argument("--init", type=Path, help="start from these weights (.weights.h5)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="WEIGHTS",
+        help="a .weights.h5 of an earlier run: training starts from it (fine-tuning; "
+        "--alpha, --upsample and the class head must match); with --export-only, the "
+        "weights exported. The card records it",
+    )
     parser.add_argument(
         "--export-only",
         action="store_true",
@@ -531,7 +549,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--time-budget-min", type=float, default=60.0)
     parser.add_argument("--limit", type=int, default=0, help="use N train faces (smoke tests)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.export_only and not args.init:
+        parser.error("--export-only needs --init WEIGHTS (e.g. .cache/train_va/best.weights.h5)")
+    if args.init and not args.init.is_file():
+        parser.error(f"--init {args.init}: no such file")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,6 +637,18 @@ def main(argv: list[str] | None = None) -> int:
             f"TensorFlow {__import__('tensorflow').__version__}",
             "command": "python tools/train_va.py " + " ".join(argv or sys.argv[1:]),
             **({"note": text["note"]} if "note" in text else {}),
+            **(
+                {
+                    "init": f"{args.init} (sha256 {fer.sha256(args.init)[:16]}): "
+                    + (
+                        "the weights exported"
+                        if args.export_only
+                        else "training started from these weights (fine-tuning)"
+                    )
+                }
+                if args.init
+                else {}
+            ),
         },
         "licence": text["licence"],
     }
