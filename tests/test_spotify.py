@@ -18,10 +18,11 @@ from support import ROOT, cli_settings
 from appliance.config.schema import MusicConfig
 from appliance.config.secrets import SecretError, read_secret
 from appliance.music.catalog import import_catalog, load_moods
+from appliance.music.director import MusicDirector
 from appliance.music.outbox import Outbox
 from appliance.music.recommender import Recommender
 from appliance.music.spotify import SpotifyAuthError, SpotifyError, SpotifyPlayer
-from appliance.music.sync import SyncWorker
+from appliance.music.sync import EXPIRY_CHECK_S, SyncWorker
 from appliance.store.database import StoreError, open_database
 
 REDIRECT = f"http://127.0.0.1:8888/callback?code={AUTH_CODE}&state=x"
@@ -418,6 +419,52 @@ def test_a_skip_pressed_long_ago_is_dropped(fake, state_dir, caplog):
         run_rounds(worker, state_dir)
     assert fake.state.next_calls == 1
     assert "stale skip" in caplog.text
+
+
+def test_sent_songs_the_player_no_longer_has_expire_and_the_queue_is_topped_up(
+    fake, state_dir, tmp_path
+):
+    """Songs that played during a Wi-Fi drop, or a cleared queue: `sent` must not stay
+    `sent` forever, or the director never tops the queue up again."""
+    songs = queue_songs(state_dir, tmp_path, 2)
+    now, mono = [time.time()], [1000.0]
+    worker = SyncWorker(
+        str(state_dir),
+        logged_in(fake, state_dir),
+        poll_s=0.1,
+        clock=lambda: mono[0],
+        wall_clock=lambda: now[0],
+    )
+    run_rounds(worker, state_dir)
+    assert outbox_states(state_dir) == ["sent", "sent"]
+    director = MusicDirector(
+        str(state_dir), MusicConfig(queue_low=1, min_interval_s=0, mood_hold_s=0)
+    )
+    try:
+        with fake.lock:  # the user dropped song 1 and plays something else
+            fake.state.player_queue = [songs[1]["uri"]]
+            fake.state.playing = "spotify:track:" + "z" * 22
+        run_rounds(worker, state_dir)
+        assert outbox_states(state_dir) == ["sent", "sent"]  # too soon to tell
+        now[0] += 11 * 60
+        run_rounds(worker, state_dir)
+        assert outbox_states(state_dir) == ["played", "sent"]  # song 2 is still queued
+        director.update(0.0, 0.5, 0.5)
+        assert len(outbox_states(state_dir)) == 2  # one waiting: no new song
+        with fake.lock:
+            fake.state.player_queue = []
+        mono[0] += EXPIRY_CHECK_S  # checked again at most once a minute
+        run_rounds(worker, state_dir)
+        assert outbox_states(state_dir) == ["played", "played"]
+        db = open_database(state_dir)
+        try:
+            assert Outbox(db).waiting("default") == 0
+        finally:
+            db.conn.close()
+        director.update(1.0, 0.5, 0.5)
+        assert outbox_states(state_dir) == ["played", "played", "recommended"]
+    finally:
+        director.close()
 
 
 def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):

@@ -3,6 +3,11 @@
     recommended -> sending -> sent -> played | skipped
                           \\-> recommended (retry later)   \\-> failed (Spotify refused it)
 
+`played` also ends a `sent` song the player no longer has some minutes after it was sent
+(it played while the worker was offline, or the listener cleared the queue or switched
+device): `error` then says it was not seen playing. Without that end it would count as
+waiting forever and the director would never top the queue up again.
+
 Each change is its own committed transaction (the sync worker commits with
 synchronous=FULL), so a power cut loses at most the change in flight. `sending` marks a
 push whose outcome is unknown (the reply was lost, or the process died during the call);
@@ -116,6 +121,31 @@ class Outbox:
                     "UPDATE queue SET state = 'played', updated_at = ? WHERE state = 'sent'"
                     " AND id <= ?",
                     [now, rows[0]["id"]],
+                )
+                return cursor.rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update the song queue: {exc}") from exc
+
+    def sent_before(self, before: float) -> list[dict]:
+        """Songs pushed to the player before `before` (unix time) and not seen playing."""
+        return self._rows(
+            "SELECT * FROM queue WHERE state = 'sent' AND updated_at < ? ORDER BY id", [before]
+        )
+
+    def mark_gone(self, ids: list[int]) -> int:
+        """Sent songs the player no longer has: `played`, as far as anyone can tell.
+
+        updated_at is kept: a like or skip offline means the newest song sent, and these
+        were never seen playing."""
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        try:
+            with self.db.conn:
+                cursor = self.db.conn.execute(
+                    "UPDATE queue SET state = 'played', error = 'gone from the player unseen'"
+                    f" WHERE state = 'sent' AND id IN ({marks})",
+                    ids,
                 )
                 return cursor.rowcount
         except sqlite3.Error as exc:

@@ -1,22 +1,25 @@
 """The sync worker: pushes the local song queue to Spotify when it can, on its own thread.
 
 Offline, rate-limited or logged out, songs simply wait in SQLite; the worker backs off
-(1, 2, 4 ... 300 s, or Retry-After) and tries again. A push whose outcome is unknown (the
-reply was lost, a timeout or 5xx, or the process died during the call) stays `sending`
-and is settled against Spotify's queue and current song before anything else is pushed:
-found there, it is `sent`; not found, it is pushed again; a queue reply that cannot be
-read settles nothing and is asked again later. So a song is not lost, and not queued
-twice while it is still ahead of the listener. Delivery is at-least-once in one corner:
-if the song already finished playing before the worker could settle (a long outage right
-after the push), Spotify no longer shows it anywhere and it is pushed again. State
-changes are written with synchronous=FULL: a power cut must not roll `sent` back to a
-state that pushes the song again.
-A 403 (Spotify Free, a restricted device) is about the account, not the song: the songs
-wait as they are, the state is "error" and the worker asks again only after a long pause.
-It also polls what is playing (to mark songs played, and to tell the like/skip buttons
-which song they are about; forgotten when a round fails, so an offline press is not
-about a song from minutes ago) and runs the skip commands the buttons ask for, dropping
-ones that waited out a backoff: they would skip whatever plays by then.
+(1, 2, 4 ... 300 s, or Retry-After) and tries again. A 403 (Spotify Free, a restricted
+device) is about the account, not the song: the songs wait as they are, the state is
+"error" and the worker asks again only after a long pause.
+
+A push whose outcome is unknown (the reply was lost, a timeout or 5xx, or the process
+died during the call) stays `sending` and is settled against Spotify's queue and current
+song before anything else is pushed: found there, it is `sent`; not found, it is pushed
+again; a queue reply that cannot be read settles nothing and is asked again later. So a
+song is not lost, and not queued twice while it is still ahead of the listener. Delivery
+is at-least-once in one corner: if the song already finished playing before the worker
+could settle (a long outage right after the push), Spotify no longer shows it anywhere
+and it is pushed again. State changes are written with synchronous=FULL: a power cut
+must not roll `sent` back to a state that pushes the song again.
+
+It also polls what is playing: to mark songs played (and, SENT_EXPIRY_S after sending,
+those Spotify no longer shows at all), and to tell the like/skip buttons which song they
+are about (forgotten when a round fails, so an offline press does not mean a song from
+minutes ago). It runs the skip commands the buttons ask for, dropping ones that waited
+out an outage: they would skip whatever plays by then.
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ PREMIUM_BACKOFF_S = 1800.0
 # listener never pressed for. Never less than this, though: a press during a round in
 # flight (a few requests, each up to spotify.timeout_s) runs only when that round ends.
 SKIP_STALE_MIN_S = 10.0
+# A `sent` song neither queued nor playing on Spotify this long after it was sent played
+# unseen (while offline) or was dropped (queue cleared, another device): it ends as
+# played. Not sooner: Spotify's queue reply can lag a song just added, and this leaves
+# a song that played between two polls to mark_played. A queued song further ahead than
+# the queue reply shows (about 20) is counted as played early: one song too many queued.
+SENT_EXPIRY_S = 600.0
+# How often that is checked (one more request) while old `sent` songs are still queued.
+EXPIRY_CHECK_S = 60.0
 
 
 class SyncWorker(threading.Thread):
@@ -60,13 +71,16 @@ class SyncWorker(threading.Thread):
         poll_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """clock: monotonic seconds for backoffs and the age of skip presses (tests)."""
+        """clock: monotonic seconds for backoffs and the age of skip presses; wall_clock:
+        unix time, as the song queue stores it (both replaceable for tests)."""
         super().__init__(name="spotify-sync", daemon=True)
         self.state_dir = state_dir
         self.player = player
         self.poll_s = poll_s
         self.clock = clock
+        self.wall_clock = wall_clock
         self.state = "local only" if player is None else "starting"
         self.last_error: str | None = None
         self.now_playing: dict | None = None
@@ -74,6 +88,7 @@ class SyncWorker(threading.Thread):
         self._failures = 0
         self._resume_at = 0.0
         self._settled = False
+        self._expiry_due = 0.0  # clock() of the next check for sent songs gone unseen
         self._commands: queue.Queue[tuple[str, float]] = queue.Queue()  # (command, at)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
@@ -172,6 +187,7 @@ class SyncWorker(threading.Thread):
             self.now_playing = self.player.now_playing()
             if self.now_playing:
                 outbox.mark_played(self.now_playing["uri"])
+            self._expire_sent(outbox)
         except SpotifyAuthError as exc:
             self._failed("login needed", exc)
         except SpotifyAccountError as exc:
@@ -191,6 +207,24 @@ class SyncWorker(threading.Thread):
             for item in stuck:
                 outbox.set_state(item["id"], "sent" if item["uri"] in on_player else "recommended")
         self._settled = True
+
+    def _expire_sent(self, outbox: Outbox) -> None:
+        """Old sent songs Spotify no longer has end as played, so the queue is topped up."""
+        if self.clock() < self._expiry_due:
+            return
+        old = outbox.sent_before(self.wall_clock() - SENT_EXPIRY_S)
+        if not old:
+            return
+        on_player = set(self.player.queued_uris())
+        self._expiry_due = self.clock() + EXPIRY_CHECK_S
+        gone = [item["id"] for item in old if item["uri"] not in on_player]
+        if gone:
+            outbox.mark_gone(gone)
+            log.info(
+                "%d sent song(s) gone from Spotify unseen (played offline, or the queue was"
+                " cleared): counted as played",
+                len(gone),
+            )
 
     def _next_wait(self, now: float) -> float:
         """Until the next poll, or sooner when a backoff ends first (a wake cuts it short)."""
