@@ -272,6 +272,61 @@ def test_firstboot_leaves_the_vlm_off_without_a_usable_endpoint_and_model(
     assert config_check(root).returncode == 0
 
 
+def test_firstboot_keeps_a_vlm_endpoint_password_out_of_the_journal_and_boot_partition(
+    tmp_path,
+):
+    endpoint = "https://alice:hunter2@vlm.example.org/v1?token=t0k3n&x=1"
+    shown = "https://alice:***@vlm.example.org/v1?token=***&x=1"
+    root, env, boot = firstboot_root(tmp_path, f"VLM_ENDPOINT={endpoint}\nVLM_MODEL=qwen2-vl\n")
+    outputs = []
+    outputs.append(run(FIRSTBOOT, env, tmp_path))
+    assert shown in outputs[-1].stdout
+    config = root / "etc/emotion-appliance/config.toml"
+    assert vlm_settings(root)["endpoint"] == endpoint and vlm_settings(root)["enabled"] is True
+    assert not config.stat().st_mode & stat.S_IRWXO  # root and the service group only
+    applied = boot.with_name("emotion-appliance.txt.applied")
+    assert f"VLM_ENDPOINT={shown}" in applied.read_text().splitlines()
+    # Copied back (the password masked there) after the user switched the VLM off:
+    # nothing changes, and the masked endpoint never replaces the real one.
+    set_vlm_enabled(root, False)
+    shutil.copy(applied, boot)
+    outputs.append(run(FIRSTBOOT, env, tmp_path))
+    assert "vlm.enabled left as it is" in outputs[-1].stdout
+    assert vlm_settings(root)["endpoint"] == endpoint and vlm_settings(root)["enabled"] is False
+    # A new model with the masked endpoint: applied with the real endpoint.
+    boot.write_text(applied.read_text().replace("VLM_MODEL=qwen2-vl", "VLM_MODEL=llava"))
+    outputs.append(run(FIRSTBOOT, env, tmp_path))
+    vlm = vlm_settings(root)
+    assert vlm["endpoint"] == endpoint and vlm["model"] == "llava" and vlm["enabled"] is True
+    for result in outputs:
+        for secret in ("hunter2", "t0k3n"):
+            assert secret not in result.stdout + result.stderr
+    for secret in ("hunter2", "t0k3n"):
+        assert secret not in applied.read_text()
+
+
+def test_firstboot_redacts_like_the_appliance(tmp_path):
+    """The shell redact() mirrors appliance.sources.redact, which the README describes."""
+    sys.path.insert(0, str(ROOT))
+    from appliance.sources import redact
+
+    specs = [
+        "https://alice:hunter2@vlm.example.org/v1",
+        "http://bob:p@ss/w:rd@10.0.0.5:8080/v1",
+        "HTTPS://Carol:S3cret@Host/v1?Token=abc&keep=1",
+        "https://vlm.example.org/v1?key=k1;pwd=p2#frag",
+        "https://token@vlm.example.org/v1",
+        "https://vlm.example.org/v1",
+        "vlm.example.org/v1?key=abc",
+    ]
+    script = f'source "{FIRSTBOOT}"; for s in "$@"; do redact "$s"; done'
+    result = subprocess.run(
+        ["bash", "-c", script, "redact", *specs], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [redact(s) for s in specs]
+
+
 def test_firstboot_without_a_settings_file_does_nothing(tmp_path):
     bin_dir, _ = shims(tmp_path)
     env = {
