@@ -122,6 +122,12 @@ def test_leds_show_sync_state_and_mood(factory):
         assert factory.pin(22).state == 1
         panel.show_sync("local only")
         assert factory.pin(22).state == 0
+        for failing in ("offline", "login needed", "error"):  # error: e.g. Premium required
+            panel.show_sync("local only")
+            since = len(factory.pin(22).states)
+            panel.show_sync(failing)
+            time.sleep(0.5)  # blink: 0.2 s on, then off
+            assert [s.state for s in factory.pin(22).states[since:]][:2] == [1, 0], failing
         panel.show_mood("sad")
         assert (factory.pin(5).state, factory.pin(13).state) == (0.0, 1.0)
         panel.show_mood("calm")

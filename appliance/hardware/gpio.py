@@ -102,16 +102,18 @@ class FeedbackPanel:
         log.log(level, "GPIO buttons disabled: %s", reason)
 
     def show_sync(self, state: str) -> None:
-        """online: steady; offline or login needed: blinking; local only: off."""
+        """online: steady; local only or starting: off; anything else (offline, login
+        needed, an account error such as Premium required) blinks: a state this panel
+        does not know yet is a problem to look at, not something to hide."""
         if self._led is None or state == self._sync_state:
             return
         self._sync_state = state
         if state == "online":
             self._led.on()
-        elif state in ("offline", "login needed"):
-            self._led.blink(on_time=0.2, off_time=1.0)
-        else:
+        elif state in ("local only", "starting"):
             self._led.off()
+        else:
+            self._led.blink(on_time=0.2, off_time=1.0)
 
     def show_mood(self, mood: str | None) -> None:
         if self._rgb is not None:
