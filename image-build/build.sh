@@ -14,8 +14,11 @@
 #   image-build/build.sh                       # default: no SSH key baked in (add one
 #                                              # later in emotion-appliance.txt on /boot)
 #   SSH_PUBKEY="$(cat ~/.ssh/id_ed25519.pub)" image-build/build.sh
+#   WPA_COUNTRY=GB image-build/build.sh        # Wi-Fi country baked in: WIFI_COUNTRY
+#                                              # in emotion-appliance.txt may stay empty
 # Either way SSH takes keys only: the stage installs an sshd drop-in that turns
-# password login off.
+# password login off. Without WPA_COUNTRY pi-gen leaves the Wi-Fi radio off until a
+# country is set (WIFI_COUNTRY on /boot, or raspi-config).
 set -euo pipefail
 
 PIGEN_REPO="${PIGEN_REPO:-https://github.com/RPi-Distro/pi-gen.git}"
@@ -84,6 +87,15 @@ CONFIG
     # pi-gen refuses PUBKEY_ONLY_SSH=1 without a key, so only a baked-in key sets it
     if [[ -n "${SSH_PUBKEY:-}" ]]; then
         printf 'PUBKEY_SSH_FIRST_USER="%s"\nPUBKEY_ONLY_SSH=1\n' "$SSH_PUBKEY" >> "$WORK/pi-gen/config"
+    fi
+    # pi-gen sets the Wi-Fi country (and unblocks the radio) only when WPA_COUNTRY is
+    # set at all (it tests -v), so an empty one is left out.
+    if [[ -n "${WPA_COUNTRY:-}" ]]; then
+        if [[ ! "$WPA_COUNTRY" =~ ^[A-Z]{2}$ ]]; then
+            echo "WPA_COUNTRY must be a two-letter country code in capitals (GB, US, DE...)" >&2
+            return 1
+        fi
+        echo "WPA_COUNTRY=$WPA_COUNTRY" >> "$WORK/pi-gen/config"
     fi
     # No password login over SSH: set a random first-user password nobody knows.
     echo "FIRST_USER_PASS=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >> "$WORK/pi-gen/config"

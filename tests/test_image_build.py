@@ -60,11 +60,12 @@ def test_tools_with_a_shebang_are_executable_in_git():
             assert mode == "100755", f"{path} has a shebang but mode {mode}"
 
 
-def pigen_config(tmp_path: Path, ssh_pubkey: str) -> str:
+def pigen_config(tmp_path: Path, ssh_pubkey: str, **extra_env: str) -> str:
     """Run build.sh's place_stage and write_config into a scratch pi-gen tree."""
     (tmp_path / "pi-gen").mkdir(parents=True)
     script = f'source "{ROOT / "image-build" / "build.sh"}"; place_stage; write_config'
-    env = {**os.environ, "WORK": str(tmp_path), "SSH_PUBKEY": ssh_pubkey}
+    env = {k: v for k, v in os.environ.items() if k != "WPA_COUNTRY"}  # only as given
+    env.update(WORK=str(tmp_path), SSH_PUBKEY=ssh_pubkey, **extra_env)
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return (tmp_path / "pi-gen" / "config").read_text()
@@ -83,6 +84,17 @@ def test_pigen_config_builds_without_a_key_and_with_one(tmp_path):
     placed = tmp_path / "b" / "pi-gen" / "stage-emotion-appliance"
     assert (placed / "00-install" / "02-run-chroot.sh").stat().st_mode & stat.S_IXUSR
     assert (placed / "EXPORT_IMAGE").is_file()
+
+
+def test_pigen_config_passes_a_wifi_country_through(tmp_path):
+    """pi-gen enables the Wi-Fi radio only with WPA_COUNTRY (else WirelessEnabled=false)."""
+    assert "WPA_COUNTRY" not in pigen_config(tmp_path / "a", "")  # pi-gen tests -v: unset
+    assert "WPA_COUNTRY=GB\n" in pigen_config(tmp_path / "b", "", WPA_COUNTRY="GB")
+    (tmp_path / "c" / "pi-gen").mkdir(parents=True)
+    script = f'source "{ROOT / "image-build" / "build.sh"}"; write_config'
+    env = {**os.environ, "WORK": str(tmp_path / "c"), "WPA_COUNTRY": "GB; rm -rf /"}
+    bad = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "WPA_COUNTRY" in bad.stderr
 
 
 def shims(tmp_path: Path) -> tuple[Path, Path]:
@@ -125,7 +137,12 @@ def firstboot_root(tmp_path: Path, settings: str) -> tuple[Path, dict, Path]:
     boot = root / "boot" / "firmware" / "emotion-appliance.txt"
     boot.write_text(settings)
     bin_dir, _ = shims(tmp_path)
-    env = {**os.environ, "PREFIX": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PREFIX": str(root),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RASPI_CONFIG": str(bin_dir / "raspi-config"),  # outside a scratch root: the real one
+    }
     return root, env, boot
 
 
@@ -149,6 +166,7 @@ def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
         "HOSTNAME=kitchen-pi\r\n"
         "WIFI_SSID=Home Net\r\n"
         "WIFI_PSK=correct horse $battery\r\n"
+        "WIFI_COUNTRY=GB\r\n"
         "SSH_PUBKEY=ssh-ed25519 AAAAC3Nza me@laptop\r\n"
         "SPOTIFY_CLIENT_ID=abc123\r\n"
         "SPOTIFY_CLIENT_SECRET=s3cr3t\r\n"
@@ -163,6 +181,7 @@ def test_firstboot_applies_settings_and_removes_secrets(tmp_path):
     wifi = root / "etc/NetworkManager/system-connections/emotion-appliance-wifi.nmconnection"
     assert "ssid=Home Net" in wifi.read_text() and "psk=correct horse $battery" in wifi.read_text()
     assert stat.S_IMODE(wifi.stat().st_mode) == 0o600
+    assert "raspi-config nonint do_wifi_country GB" in (tmp_path / "calls.log").read_text()
     keys = (root / "home/pi/.ssh/authorized_keys").read_text().splitlines()
     assert keys == ["ssh-ed25519 AAAAC3Nza me@laptop"]
     config = tomllib.loads((root / "etc/emotion-appliance/config.toml").read_text())
@@ -209,6 +228,62 @@ def test_firstboot_unit_runs_only_while_the_settings_file_is_unapplied(tmp_path)
     assert boot == root / condition.lstrip("/")
     run(FIRSTBOOT, env, tmp_path)
     assert not (root / condition.lstrip("/")).exists()
+
+
+def recorded(root: Path) -> str:
+    record = root / "etc/emotion-appliance/firstboot.applied"
+    return record.read_text() if record.exists() else ""
+
+
+def test_firstboot_wifi_without_a_country_warns_and_is_not_recorded(tmp_path):
+    """Without a country the radio stays rfkill-blocked: the journal must say so, and the
+    network must be applied again once the country is given."""
+    root, env, boot = firstboot_root(tmp_path, "WIFI_SSID=Home Net\nWIFI_PSK=pw123456\n")
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert "WIFI_COUNTRY" in result.stderr and "radio" in result.stderr
+    assert "Wi-Fi network Home Net" not in result.stdout
+    assert "WIFI=" not in recorded(root)
+    wifi = root / "etc/NetworkManager/system-connections/emotion-appliance-wifi.nmconnection"
+    assert "psk=pw123456" in wifi.read_text()  # kept for when the country is set
+    # The .applied file copied back with the country added: applied now (the password
+    # was scrubbed from the file, the saved connection keeps it).
+    applied = boot.with_name("emotion-appliance.txt.applied")
+    boot.write_text(applied.read_text() + "WIFI_COUNTRY=DE\n")
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert "raspi-config nonint do_wifi_country DE" in (tmp_path / "calls.log").read_text()
+    assert "Wi-Fi network Home Net" in result.stdout and "WIFI=" in recorded(root)
+    assert "psk=pw123456" in wifi.read_text()
+
+
+def test_firstboot_wifi_uses_a_country_set_when_the_image_was_built(tmp_path):
+    """build.sh passes WPA_COUNTRY to pi-gen, whose raspi-config puts the regulatory
+    domain on the kernel command line: then WIFI_COUNTRY may be left empty."""
+    root, env, _ = firstboot_root(tmp_path, "WIFI_SSID=Home Net\nWIFI_PSK=pw123456\n")
+    (root / "boot/firmware/cmdline.txt").write_text(
+        "console=tty1 root=PARTUUID=1234-02 rootwait cfg80211.ieee80211_regdom=GB\n"
+    )
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert "warning" not in result.stderr
+    assert "Wi-Fi network Home Net" in result.stdout and "WIFI=" in recorded(root)
+
+
+def test_firstboot_reports_a_failed_wifi_country_and_retries_it(tmp_path):
+    root, env, boot = firstboot_root(
+        tmp_path, "HOSTNAME=kitchen-pi\nWIFI_SSID=Home Net\nWIFI_COUNTRY=GB\n"
+    )
+    failing = tmp_path / "shims" / "raspi-config"
+    failing.write_text('#!/bin/sh\necho "No wireless interface found"\nexit 1\n')
+    result = run(FIRSTBOOT, env, tmp_path)  # the rest is still applied
+    assert "do_wifi_country" in result.stderr and "No wireless interface found" in result.stderr
+    assert "Wi-Fi network Home Net" not in result.stdout
+    assert "WIFI=" not in recorded(root) and "HOSTNAME=" in recorded(root)
+    # Once raspi-config works (say the Wi-Fi dongle is plugged in), the copied-back file
+    # applies the network.
+    failing.write_text(f'#!/bin/sh\necho "raspi-config $*" >> "{tmp_path / "calls.log"}"\n')
+    shutil.copy(boot.with_name("emotion-appliance.txt.applied"), boot)
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert "Wi-Fi network Home Net" in result.stdout and "WIFI=" in recorded(root)
+    assert "raspi-config nonint do_wifi_country GB" in (tmp_path / "calls.log").read_text()
 
 
 def set_vlm_enabled(root: Path, value: bool) -> None:
