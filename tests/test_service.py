@@ -57,6 +57,10 @@ def test_unit_declares_what_the_appliance_relies_on():
     assert "StartLimitIntervalSec=0" in unit_section.splitlines()  # a [Unit] setting
     # A call outside @system-service fails with EPERM instead of SIGSYS killing the daemon
     assert s["SystemCallErrorNumber"] == ["EPERM"]
+    # The frame loop needs no network (Spotify and the VLM retry on their own): an
+    # offline boot must not wait for NetworkManager-wait-online's timeout.
+    for key in ("Wants", "After", "Requires"):
+        assert not any("network-online.target" in v for v in s.get(key, [])), key
     assert set(s["SupplementaryGroups"][0].split()) == {"video", "gpio", "i2c"}
     for key in ("StateDirectory", "RuntimeDirectory", "ConfigurationDirectory"):
         assert s[key] == ["emotion-appliance"]
