@@ -75,8 +75,30 @@ def test_unit_declares_what_the_appliance_relies_on():
     assert "LG_WD=/run/emotion-appliance" in s["Environment"]
 
 
+def stop_join_timeout(module: str, cls_name: str) -> float:
+    """The longest join(timeout=...) in cls_name.stop(), read from the source."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    stop = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "stop")
+    joins = [
+        n
+        for n in ast.walk(stop)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "join"
+    ]
+    values = [kw.value for j in joins for kw in j.keywords if kw.arg == "timeout"]
+    values += [j.args[0] for j in joins if j.args]
+    timeouts = [float(v.value) for v in values if isinstance(v, ast.Constant)]
+    assert timeouts, f"{cls_name}.stop() joins without a constant timeout"
+    return max(timeouts)
+
+
 def test_unit_stop_timeout_outlasts_a_stalled_camera_at_shutdown():
-    """Killed mid-shutdown, the daemon would skip the final status and history flush."""
+    """Killed mid-shutdown, the daemon would skip the final status and history flush.
+    Daemon.run stops, one after another: the frame loop (one read), the source's close(),
+    the VLM worker, the publisher (whose thread writes the last samples and status.json
+    within its join) and the Spotify sync."""
     from appliance.capture.latest import LiveSource
     from appliance.capture.picamera import PiCameraSource
     from appliance.capture.realsense import RealSenseSource
@@ -85,10 +107,15 @@ def test_unit_stop_timeout_outlasts_a_stalled_camera_at_shutdown():
     from appliance.service.daemon import READ_TIMEOUT_S
 
     live: list[type[LiveSource]] = [PiCameraSource, RealSenseSource, StreamSource, V4L2Source]
-    companions_s = 1.0 + 1.0  # the VLM worker's and the Spotify sync's joins
-    flush_margin_s = 3.0  # the publisher's last status.json and SQLite write
-    worst = READ_TIMEOUT_S + max(cls.join_timeout for cls in live) + companions_s
-    assert float(unit_settings()["TimeoutStopSec"][0]) >= worst + flush_margin_s
+    joins_s = (
+        stop_join_timeout("appliance/vlm/worker.py", "VlmWorker")
+        + stop_join_timeout("appliance/service/publisher.py", "Publisher")
+        + stop_join_timeout("appliance/music/sync.py", "SyncWorker")
+    )
+    assert joins_s >= 7.0  # 1 s VLM + 5 s publisher + 1 s Spotify, as of writing
+    exit_margin_s = 3.0  # closing the camera, the database and the interpreter itself
+    worst = READ_TIMEOUT_S + max(cls.join_timeout for cls in live) + joins_s
+    assert float(unit_settings()["TimeoutStopSec"][0]) >= worst + exit_margin_s
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
