@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +126,29 @@ def test_a_diverged_run_stops_before_export(bad):
     train.check_finite({"loss": [1.0, 0.9], "val_acc": [0.2, 0.3]}, ("loss", "val_acc"))
 
 
+def test_install_replaces_model_then_card_through_temp_files(tmp_path, monkeypatch):
+    work, out = tmp_path / "work", tmp_path / "models"
+    work.mkdir()
+    out.mkdir()
+    (work / "m_int8.tflite").write_bytes(b"new model")
+    (work / "m_int8.json").write_text("new card")
+    (out / "m_int8.tflite").write_bytes(b"old model")
+    (out / "m_int8.json").write_text("old card")
+    replaced = []
+    real_replace = train.os.replace
+
+    def replace(source, target):
+        replaced.append((Path(source).parent, Path(target).name))
+        real_replace(source, target)
+
+    monkeypatch.setattr(train.os, "replace", replace)
+    train.install([work / "m_int8.tflite", work / "m_int8.json"], out)
+    assert replaced == [(out, "m_int8.tflite"), (out, "m_int8.json")]  # temp files in out
+    assert (out / "m_int8.tflite").read_bytes() == b"new model"
+    assert (out / "m_int8.json").read_text() == "new card"
+    assert sorted(p.name for p in out.iterdir()) == ["m_int8.json", "m_int8.tflite"]
+
+
 def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():
     images = train.load_folder(FIXTURE_FACES.parent, FIXTURE_FACES.name).images
     card = train.load_card(MODELS / "emotion_cnn_int8.json")
@@ -195,6 +219,29 @@ def test_cutmix_pastes_a_partner_box_and_mixes_targets_and_weights_by_its_area()
     untouched = train.cutmixer(seed=1, probability=0.0)(images, targets, weights)
     for before, after in zip((images, targets, weights), untouched, strict=True):
         np.testing.assert_array_equal(before.numpy(), after.numpy())
+
+
+@requires_tensorflow
+def test_a_run_that_fails_after_conversion_leaves_out_untouched(tmp_path, monkeypatch):
+    """The int8 file was written into --out first: a crash before the card left a new
+    model beside the old card's sha256, and the daemon refused it."""
+    data = fixture_split_folders(tmp_path)
+    out, work = tmp_path / "models", tmp_path / "work"
+    out.mkdir()
+    (out / "emotion_cnn_int8.tflite").write_bytes(b"old model")
+    (out / "emotion_cnn_int8.json").write_text("old card")
+
+    def crash(*args):
+        raise RuntimeError("scoring crashed")
+
+    monkeypatch.setattr(train, "measure_without_tensorflow", crash)
+    small = ["--epochs", "1", "--warmup", "0", "--batch-size", "16", "--widths", "8", "16"]
+    with pytest.raises(RuntimeError, match="scoring crashed"):
+        train.main([*small, "--depths", "1", "1", "--data", str(data), "--out", str(out),
+                    "--work", str(work)])  # fmt: skip
+    assert (out / "emotion_cnn_int8.tflite").read_bytes() == b"old model"
+    assert (out / "emotion_cnn_int8.json").read_text() == "old card"
+    assert len(list(out.iterdir())) == 2
 
 
 @requires_tensorflow

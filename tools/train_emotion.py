@@ -464,10 +464,9 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
     return model, best_epoch, len(val_acc)
 
 
-def export(
-    model, train_set: Dataset, out: Path, work: Path, name: str, seed: int
-) -> tuple[Path, Path]:
-    """Float reference (kept in the work dir) and full-integer int8 TFLite (int8 in/out)."""
+def export(model, train_set: Dataset, work: Path, name: str, seed: int) -> tuple[Path, Path]:
+    """Float reference and full-integer int8 TFLite (int8 in/out), both in the work dir:
+    `install` puts the int8 file and its card into --out once both are final."""
     import tensorflow as tf
 
     float_path = work / f"{name}_float.tflite"
@@ -492,9 +491,34 @@ def export(
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    int8_path = out / f"{name}_int8.tflite"
+    int8_path = work / f"{name}_int8.tflite"
     int8_path.write_bytes(converter.convert())
     return float_path, int8_path
+
+
+def install(files: list[Path], out: Path) -> list[Path]:
+    """Copy finished files into `out` in order (model, then card), each through a temp
+    file in `out` and os.replace.
+
+    Writing straight into --out let a crash (conversion, scoring) leave a new model
+    beside the old card's sha256, and the daemon then refused the model. Now --out
+    changes only here, and no reader ever sees a half-written file."""
+    out.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for source in files:
+        target = out / source.name
+        temp = out / f".{source.name}.tmp"  # same filesystem: os.replace is atomic
+        try:
+            with temp.open("wb") as fh:
+                fh.write(source.read_bytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        installed.append(target)
+        log.info("installed %s", target)
+    return installed
 
 
 def evaluate(card_path: Path, dataset: Dataset) -> dict:
@@ -669,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     check_batches(len(data["train"]), args.batch_size)  # after the teacher: a bad card first
     model, best_epoch, epochs_run = train(args, data, soft)
     train_s = time.monotonic() - started
-    float_path, int8_path = export(model, data["train"], args.out, args.work, args.name, args.seed)
+    float_path, int8_path = export(model, data["train"], args.work, args.name, args.seed)
 
     common = {
         "architecture": {
@@ -723,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         "licence": "model weights: this project's; trained on FER2013 (research use)",
     }
     float_card = args.work / f"{args.name}_float.json"
-    int8_card = args.out / f"{args.name}_int8.json"
+    int8_card = args.work / f"{args.name}_int8.json"  # installed into --out when final
     write_card(float_card, float_path, {**common, "quantization": {"input": None}})
     write_card(int8_card, int8_path, {**common, "quantization": tensor_quantization(int8_path)})
     metrics_float, metrics_int8, robust = measure_without_tensorflow(
@@ -743,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = json.loads(card_path.read_text())
         raw["metrics"] = {"fer2013_val": own} if own else metrics
         card_path.write_text(json.dumps(raw, indent=2) + "\n")
+    install([int8_path, int8_card], args.out)
     log.info(
         "float val accuracy %.4f, int8 %.4f (macro-F1 %.4f), %d bytes, %.0f s",
         metrics_float["accuracy"],

@@ -351,8 +351,10 @@ def inference_converter(model):
 CALIBRATION_SIZES = (500, 300, 200, 100)
 
 
-def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int):
-    """Float reference (work dir) and full-integer int8 TFLite (int8 in, int8 out).
+def export(model, train_set: VASet, work: Path, name: str, seed: int):
+    """Float reference and full-integer int8 TFLite (int8 in, int8 out), both in the work
+    dir: the calibration candidates overwrite each other there, never --out (main
+    installs the chosen file and its card at the end).
 
     Calibration uses min/max ranges, and one unusual face can stretch a range until the
     int8 network outputs a constant (measured here: 500 calibration faces gave one VA
@@ -368,7 +370,7 @@ def export(model, train_set: VASet, out: Path, work: Path, name: str, seed: int)
         (train_set.images[i][None, ..., None].astype(np.float32) - MEAN) / STD for i in order[-300:]
     ]
     reference = _run_tflite(float_path, check)
-    int8_path = out / f"{name}_int8.tflite"
+    int8_path = work / f"{name}_int8.tflite"
 
     def convert(size: int) -> None:
         picks = order[:size]
@@ -600,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         model, best_epoch, epochs_run = train(args, sets)
         train_s = time.monotonic() - started
     float_path, int8_path, calibration = export(
-        model, sets["train"], args.out, args.work, args.name, args.seed
+        model, sets["train"], args.work, args.name, args.seed
     )
 
     text = provenance(args, len(sets["train"]), len(sets["val"]))
@@ -653,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         "licence": text["licence"],
     }
     float_card = args.work / f"{args.name}_float.json"
-    int8_card = args.out / f"{args.name}_int8.json"
+    int8_card = args.work / f"{args.name}_int8.json"  # installed into --out when final
     write_card(float_card, float_path, {**common, "quantization": {"input": None}})
     quantization = {**fer.tensor_quantization(int8_path), **calibration}
     write_card(int8_card, int8_path, {**common, "quantization": quantization})
@@ -679,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = json.loads(card_path.read_text())
         raw["metrics"] = {split: own} if own else metrics
         card_path.write_text(json.dumps(raw, indent=2) + "\n")
+    fer.install([int8_path, int8_card], args.out)
     log.info(
         "int8: %s; float: %s; %d bytes; %.0f s",
         measured[1],
