@@ -230,6 +230,49 @@ def test_firstboot_unit_runs_only_while_the_settings_file_is_unapplied(tmp_path)
     assert not (root / condition.lstrip("/")).exists()
 
 
+def unit_file_settings(path: Path) -> dict[str, dict[str, list[str]]]:
+    """section -> key -> values of a systemd unit file."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = ""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            sections.setdefault(current, {}).setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_firstboot_unit_cannot_hold_up_ssh_forever_and_precedes_mdns():
+    """A hung hostnamectl or raspi-config must not keep SSH (ordered after the unit) down:
+    oneshot units have no start timeout unless given one. avahi-daemon starts after it,
+    so the new hostname is the one announced on .local."""
+    unit = unit_file_settings(FILES / "emotion-appliance-firstboot.service")
+    assert unit["Service"]["Type"] == ["oneshot"]
+    assert 0 < int(unit["Service"]["TimeoutStartSec"][0]) <= 120
+    before = " ".join(unit["Unit"]["Before"]).split()
+    assert {"ssh.service", "NetworkManager.service", "avahi-daemon.service"} <= set(before)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_firstboot_unit_passes_systemd_analyze_verify(tmp_path):
+    text = (FILES / "emotion-appliance-firstboot.service").read_text()
+    # verify checks that ExecStart exists: point it at this checkout's script.
+    text = text.replace("/usr/local/sbin/emotion-appliance-firstboot", str(FIRSTBOOT))
+    unit = tmp_path / "emotion-appliance-firstboot.service"
+    unit.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "emotion-appliance-firstboot.service" in line and "Failed to" not in line
+    ]
+    assert result.returncode == 0 and not problems, result.stderr
+
+
 def recorded(root: Path) -> str:
     record = root / "etc/emotion-appliance/firstboot.applied"
     return record.read_text() if record.exists() else ""
