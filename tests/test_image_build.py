@@ -97,6 +97,15 @@ def test_pigen_config_passes_a_wifi_country_through(tmp_path):
     assert bad.returncode != 0 and "WPA_COUNTRY" in bad.stderr
 
 
+def test_picamera2_is_installed_without_recommends():
+    """With Recommends, python3-picamera2 pulls PyQt5, OpenGL and X into the Lite image;
+    pi-gen installs an NN-packages-nr list with --no-install-recommends."""
+    install = STAGE / "00-install"
+    with_recommends = (install / "00-packages").read_text().split()
+    without = (install / "00-packages-nr").read_text().split()
+    assert "python3-picamera2" in without and "python3-picamera2" not in with_recommends
+
+
 def shims(tmp_path: Path) -> tuple[Path, Path]:
     """Stand-ins for the commands that change the real system; each logs its call."""
     bin_dir, log = tmp_path / "shims", tmp_path / "calls.log"
