@@ -106,6 +106,25 @@ def test_picamera2_is_installed_without_recommends():
     assert "python3-picamera2" in without and "python3-picamera2" not in with_recommends
 
 
+def test_gitignore_covers_the_build_tree_and_the_payload():
+    """build.sh's pi-gen tree (WORK, multi-GB) and the stage's payload (a copy of the
+    third-party face detector) must never be committed."""
+    build = (ROOT / "image-build" / "build.sh").read_text()
+    assert 'WORK="${WORK:-$HERE/work}"' in build and '"$FILES/payload' in build
+    paths = [
+        "image-build/work/pi-gen/deploy/emotion-appliance.img.xz",
+        "image-build/stage-emotion-appliance/00-install/files/payload/models/"
+        "blazeface_short_range.tflite",
+        "image-build/stage-emotion-appliance/00-install/files/payload/wheels/x.whl",
+    ]
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True
+    )
+    if result.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert result.stdout.split() == paths
+
+
 def shims(tmp_path: Path) -> tuple[Path, Path]:
     """Stand-ins for the commands that change the real system; each logs its call."""
     bin_dir, log = tmp_path / "shims", tmp_path / "calls.log"
