@@ -17,19 +17,22 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from appliance.capture import Frame, open_source
-from appliance.config import load_config
+from appliance.config import Config, load_config
 from appliance.pipeline import Pipeline, models_dir
 from appliance.vision.emotion import EmotionClassifier
 from appliance.vision.model_card import load_card, resolve_card
 
 PEER_CARD = "fer_baseline"
+NO_CONFIG = "/nonexistent/config.toml"  # default_path that means built-in defaults
 FER_OFFSET_PX, FER_PADDING_PX = 10, 40  # fer.FER.detect_emotions' crop around a face
 
 
@@ -55,8 +58,7 @@ def decode(source: str) -> tuple[list[Frame], list[float]]:
     return frames, decode_ms
 
 
-def bench_ours(config_overrides: list[str], frames: list[Frame], warmup: int = 10) -> dict:
-    config = load_config(None, config_overrides, default_path="/nonexistent/config.toml")
+def bench_ours(config: Config, frames: list[Frame], warmup: int = 10) -> dict:
     pipeline = Pipeline.from_config(config)
     for frame in frames[:warmup]:
         pipeline.process(frame)
@@ -98,12 +100,12 @@ class PeerPipeline:
     classifier: EmotionClassifier
 
     @classmethod
-    def load(cls, models: Any) -> PeerPipeline:
+    def load(cls, models: Any, threads: int = 1) -> PeerPipeline:
         cascade = cv2.CascadeClassifier(
             cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         )
         card = load_card(resolve_card(PEER_CARD, models))
-        return cls(cascade, EmotionClassifier(card))
+        return cls(cascade, EmotionClassifier(card, threads=threads))
 
     def process(self, image: np.ndarray) -> int:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -121,8 +123,9 @@ class PeerPipeline:
         return len(faces)
 
 
-def bench_peer(frames: list[Frame], models: Any, warmup: int = 10) -> dict:
-    peer = PeerPipeline.load(models)
+def bench_peer(frames: list[Frame], models: Any, threads: int = 1, warmup: int = 10) -> dict:
+    """The peer on as many TFLite threads as ours: with 1 it inflated the ratio."""
+    peer = PeerPipeline.load(models, threads)
     for frame in frames[:warmup]:
         peer.process(frame.image)
     times, with_face = [], 0
@@ -138,6 +141,7 @@ def bench_peer(frames: list[Frame], models: Any, warmup: int = 10) -> dict:
         "median_ms": stats(times)["median"],
         "p95_ms": stats(times)["p95"],
         "pipeline": "fer default: Haar 1.1/5/50px + fer_emotion_quantized.tflite 64x64",
+        "threads": threads,
     }
 
 
@@ -146,7 +150,7 @@ import json, resource, sys, time
 from appliance.capture import open_source
 from appliance.config import load_config
 from appliance.pipeline import Pipeline
-config = load_config(None, json.loads(sys.argv[2]), default_path="/nonexistent/config.toml")
+config = load_config(sys.argv[3] or None, json.loads(sys.argv[2]), default_path=sys.argv[4])
 pipeline = Pipeline.from_config(config)
 first = None
 with open_source(sys.argv[1]) as source:
@@ -161,12 +165,18 @@ print(json.dumps({"first_inference_at": first, "rss_mb": round(peak_kb / 1024, 1
 """
 
 
-def cold_start_and_rss(source: str, overrides: list[str]) -> dict:
+def cold_start_and_rss(
+    source: str,
+    overrides: list[str],
+    config_path: str | Path | None = None,
+    default_path: str | Path = NO_CONFIG,
+) -> dict:
     """A fresh interpreter: import, load models, first inference; then peak RSS after
-    streaming the whole video (the daemon's steady state)."""
+    streaming the whole video (the daemon's steady state), with the same config."""
     spawned = time.time()
+    probe_args = [source, json.dumps(overrides), str(config_path or ""), str(default_path)]
     out = subprocess.run(
-        [sys.executable, "-c", COLD_START_PROBE, source, json.dumps(overrides)],
+        [sys.executable, "-c", COLD_START_PROBE, *probe_args],
         capture_output=True,
         text=True,
         check=True,
@@ -179,24 +189,42 @@ def cold_start_and_rss(source: str, overrides: list[str]) -> dict:
     }
 
 
-def run_bench(source: str, *, threads: int = 1, peer: bool = False, overrides=()) -> dict:
-    overrides = [f"models.threads={threads}", "music.enabled=false", *overrides]
+def run_bench(
+    source: str,
+    *,
+    threads: int | None = None,
+    peer: bool = False,
+    overrides: Sequence[str] = (),
+    config_path: str | Path | None = None,
+    default_path: str | Path = NO_CONFIG,
+) -> dict:
+    """Benchmark with the config the daemon would load (`config_path`, else
+    `default_path` if it exists; the default NO_CONFIG means built-in defaults), then
+    `threads` (None: the config's models.threads), then `overrides`. The report's
+    threads are the effective models.threads, which the peer runs on too."""
+    overrides = [
+        *([f"models.threads={threads}"] if threads is not None else []),
+        "music.enabled=false",
+        *overrides,
+    ]
+    config = load_config(config_path, overrides, default_path=default_path)
     frames, decode_ms = decode(source)
     if not frames:
         raise ValueError(f"{source}: no frames")
-    ours = bench_ours(overrides, frames)
+    ours = bench_ours(config, frames)
     ours["stages"] = {"decode": stats(decode_ms), **ours["stages"]}
-    ours.update(cold_start_and_rss(source, overrides))
+    ours.update(cold_start_and_rss(source, overrides, config_path, default_path))
+    used = Path(default_path if config_path is None else config_path)
     report: dict[str, Any] = {
         "source": source,
+        "config": str(used) if used.is_file() else "built-in defaults",
         "frames": len(frames),
         "frame_size": list(frames[0].image.shape[1::-1]),
-        "threads": threads,
+        "threads": config.models.threads,
         "ours": ours,
     }
     if peer:
-        config = load_config(None, overrides, default_path="/nonexistent/config.toml")
-        report["peer"] = bench_peer(frames, models_dir(config))
+        report["peer"] = bench_peer(frames, models_dir(config), config.models.threads)
         report["ratio_fps"] = round(ours["fps"] / report["peer"]["fps"], 2)
     report["bench_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
@@ -205,7 +233,8 @@ def run_bench(source: str, *, threads: int = 1, peer: bool = False, overrides=()
 def format_report(report: dict) -> str:
     ours = report["ours"]
     lines = [
-        f"{report['frames']} frames {report['frame_size']}, {report['threads']} thread(s)",
+        f"{report['frames']} frames {report['frame_size']}, {report['threads']} thread(s), "
+        f"config: {report['config']}",
         f"ours: {ours['fps']} fps, median {ours['median_ms']} ms, p95 {ours['p95_ms']} ms, "
         f"faces in {100 * ours['detection_rate']:.1f}%, RSS {ours['rss_mb']} MB, "
         f"cold start {ours['cold_start_s']} s",

@@ -135,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure the pipeline on a video (and the fer peer)")
     _common(bench, suppress=True)
     bench.add_argument("--source", default="demo", help="video file, image folder or 'demo'")
-    bench.add_argument("--threads", type=int, default=1, help="TFLite threads")
+    bench.add_argument(
+        "--threads",
+        type=int,
+        help="TFLite threads for both pipelines (default: models.threads of the config)",
+    )
     bench.add_argument("--peer", action="store_true", help="also run the fer package's pipeline")
     bench.add_argument("--json", action="store_true")
 
@@ -373,8 +377,14 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
 def cmd_bench(args: argparse.Namespace, config: Config) -> int:
     from appliance.benchmark import format_report, run_bench
 
+    # the daemon's config (--config, else the default file if present), as `run` loads it
     report = run_bench(
-        args.source, threads=args.threads, peer=args.peer, overrides=args.overrides or []
+        args.source,
+        threads=args.threads,
+        peer=args.peer,
+        overrides=args.overrides or [],
+        config_path=args.config,
+        default_path=DEFAULT_CONFIG_PATH,
     )
     print(json.dumps(report) if args.json else format_report(report))
     return 0

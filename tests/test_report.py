@@ -182,3 +182,28 @@ def test_bench_json_contract_with_peer(tmp_path, mood_clip):
     assert report["ratio_fps"] == pytest.approx(ours["fps"] / peer["fps"], rel=0.02)
     assert 0 < ours["cold_start_s"] < 30 and 20 < ours["rss_mb"] < 1000
     assert report["frames"] == 300
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("short") / "short.mp4"
+    faces = make_face_clip.list_faces(FIXTURE_FACES)[::5]
+    make_face_clip.compose(faces, path, frames_per_face=2, fps=10, seed=3)
+    return path
+
+
+@requires_models
+def test_bench_reads_the_config_file_and_reports_the_threads_both_pipelines_ran(
+    tmp_path, short_clip
+):
+    """bench ignored --config (built-in defaults, not what the daemon runs), ran the peer
+    on 1 thread whatever --threads said, and reported --threads over --set."""
+    config = tmp_path / "bench.toml"
+    config.write_text('[models]\nva = ""\nthreads = 2\n')
+    result = cli("bench", "--source", str(short_clip), "--peer", "--json", "--config",
+                 str(config), "--set", "models.threads=3")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ours"]["models"]["va_model"] is None  # the file's models.va = ""
+    assert report["config"] == str(config)
+    assert report["threads"] == 3 and report["peer"]["threads"] == 3
