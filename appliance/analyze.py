@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
@@ -29,6 +30,8 @@ def analyze(
     video: str, out_root: Path, config: Config, *, fps: float, user: str, condition: str
 ) -> dict:
     """Write frames.csv, summary.json and report.png; returns the summary."""
+    if not (math.isfinite(fps) and fps > 0):  # inf made the sampling step 0
+        raise ValueError(f"fps must be a finite positive number, not {fps}")
     out = out_root / safe_name(user) / safe_name(condition)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline.from_config(config)

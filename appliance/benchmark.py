@@ -25,9 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.capture import Frame, open_source
+from appliance.capture import CaptureError, Frame, open_source
 from appliance.config import Config, load_config
 from appliance.pipeline import Pipeline, models_dir
+from appliance.sources import redact
 from appliance.vision.emotion import EmotionClassifier
 from appliance.vision.model_card import load_card, resolve_card
 
@@ -46,8 +47,16 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def decode(source: str) -> tuple[list[Frame], list[float]]:
+    """Every frame of a recording, in memory. A live camera never ends, so it is refused
+    before it is opened; a source that yields nothing is a CaptureError."""
     frames, decode_ms = [], []
-    with open_source(source) as src:
+    src = open_source(source)
+    if src.live:
+        raise CaptureError(
+            f"bench decodes its whole source up front, so it needs a video file, an image "
+            f"folder or 'demo', not a live camera ({redact(source)}); record a clip first"
+        )
+    with src:
         while True:
             start = time.perf_counter()
             frame = src.read()
@@ -55,6 +64,8 @@ def decode(source: str) -> tuple[list[Frame], list[float]]:
                 break
             decode_ms.append((time.perf_counter() - start) * 1e3)
             frames.append(frame)
+    if not frames:
+        raise CaptureError(f"{redact(source)}: no frames to benchmark")
     return frames, decode_ms
 
 
@@ -209,8 +220,6 @@ def run_bench(
     ]
     config = load_config(config_path, overrides, default_path=default_path)
     frames, decode_ms = decode(source)
-    if not frames:
-        raise ValueError(f"{source}: no frames")
     ours = bench_ours(config, frames)
     ours["stages"] = {"decode": stats(decode_ms), **ours["stages"]}
     ours.update(cold_start_and_rss(source, overrides, config_path, default_path))

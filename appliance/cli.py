@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,18 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+def _positive_fps(text: str) -> float:
+    """argparse type for --fps: float() accepts inf and nan, which broke the sampling
+    step (inf divided by zero, nan raised mid-analysis)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number, e.g. 5")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from appliance.sources import SOURCE_SPECS_HELP
 
@@ -134,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure the pipeline on a video (and the fer peer)")
     _common(bench, suppress=True)
-    bench.add_argument("--source", default="demo", help="video file, image folder or 'demo'")
+    bench.add_argument(
+        "--source",
+        default="demo",
+        help="video file, image folder or 'demo' (decoded up front: no live cameras)",
+    )
     bench.add_argument(
         "--threads",
         type=int,
@@ -152,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="offline analysis of a recorded video")
     _common(analyze, suppress=True)
     analyze.add_argument("video", help="video file (or image folder)")
-    analyze.add_argument("--fps", type=float, default=5.0, help="frames analysed per second")
+    analyze.add_argument(
+        "--fps", type=_positive_fps, default=5.0, help="frames analysed per second"
+    )
     analyze.add_argument("--out", required=True, help="output folder")
     analyze.add_argument("--user", default="anonymous", help="participant id")
     analyze.add_argument("--condition", default="default", help="session condition")
@@ -419,9 +438,6 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
     from appliance.analyze import analyze
     from appliance.report import ReportError
 
-    if args.fps <= 0:
-        log.error("--fps must be positive")
-        return EXIT_CONFIG
     try:
         summary = analyze(
             args.video, Path(args.out), config, fps=args.fps, user=args.user,

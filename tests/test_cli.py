@@ -296,3 +296,21 @@ def test_recommend_count_must_be_positive(tmp_path, dirs):
     result = cli("recommend", "--valence", "0", "--arousal", "0", "-n", "-1", "--json", *dirs)
     assert result.returncode == 2 and "-n must be at least 1" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("fps", ["inf", "nan", "0", "-2", "fast"])
+def test_analyze_fps_must_be_a_finite_positive_number(tmp_path, dirs, fps):
+    """--fps inf divided by zero, --fps nan raised a bare ValueError, mid-analysis."""
+    result = cli("analyze", str(tmp_path / "session.mp4"), "--fps", fps,
+                 "--out", str(tmp_path / "out"), *dirs)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--fps" in result.stderr and "positive number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_refuses_a_live_camera_before_opening_it(dirs):
+    """bench decodes its source up front: a camera would fill memory forever."""
+    result = cli("bench", "--source", "v4l2:0", *dirs)
+    assert result.returncode == 1
+    assert "live camera" in result.stderr and "video file" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -207,3 +207,32 @@ def test_bench_reads_the_config_file_and_reports_the_threads_both_pipelines_ran(
     assert report["ours"]["models"]["va_model"] is None  # the file's models.va = ""
     assert report["config"] == str(config)
     assert report["threads"] == 3 and report["peer"]["threads"] == 3
+
+
+def test_bench_of_a_source_without_frames_is_a_capture_error(monkeypatch):
+    from appliance import benchmark
+    from appliance.capture import CaptureError, FrameSource
+
+    class Empty(FrameSource):
+        def open(self) -> None:
+            pass
+
+        def read(self, timeout=None):
+            return None
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(benchmark, "open_source", lambda spec: Empty(spec))
+    with pytest.raises(CaptureError, match="no frames"):
+        benchmark.run_bench("empty/")
+
+
+@pytest.mark.parametrize("fps", [float("inf"), float("nan"), 0.0])
+def test_analyze_refuses_an_fps_that_gives_no_sampling_step(tmp_path, fps):
+    from appliance.analyze import analyze
+    from appliance.config import load_config
+
+    config = load_config(None, [], default_path="/nonexistent/config.toml")
+    with pytest.raises(ValueError, match="finite positive"):
+        analyze("demo", tmp_path, config, fps=fps, user="u", condition="c")
