@@ -24,8 +24,10 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["appliance", "appliance.*"]),
-    package_data={"appliance": ["data/*", "data/**/*", "config/*.toml"]},
+    # appliance/data (the demo clip) has no __init__.py: named here, or setuptools warns
+    # that a future release will leave it out of the wheel (the SD image installs one)
+    packages=[*find_packages(include=["appliance", "appliance.*"]), "appliance.data"],
+    package_data={"appliance": ["config/*.toml"], "appliance.data": ["*"]},
     include_package_data=True,
     install_requires=[
         f"numpy>=1.23,<2; {TFLITE_RUNTIME}",

@@ -519,6 +519,8 @@ def test_stage_install_script_in_a_throwaway_root(tmp_path):
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "appliance").rglob("*.py")}
     shipped = {p.relative_to(installed.parent).as_posix() for p in installed.rglob("*.py")}
     assert modules - shipped == set()  # every module made it into the wheel
+    for data in ("data/demo_faces.mp4", "data/demo_faces.json", "config/example.toml"):
+        assert (installed / data).is_file(), data  # `run --source demo` on the Pi
     assert os.readlink(root / "usr/local/bin/emotion-appliance").endswith(
         "venv/bin/emotion-appliance"
     )
