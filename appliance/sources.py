@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from pathlib import Path
 
 SOURCE_SPECS_HELP = """\
 auto           Pi camera if present, else Intel RealSense, else /dev/video0
@@ -58,18 +57,23 @@ def looks_like_path(text: str) -> bool:
 
 
 def spec_problem(spec: str) -> str | None:
-    """Why `spec` can never name a source, or None; checks the form (no devices), so
-    `config check` can run it anywhere. Path-like text is a file or folder, there or
-    not; a bare word must be a keyword (or, rarely, an existing file)."""
+    """Why `spec` can never name a source, or None. It checks the form only (no devices,
+    no files), so every command and `config check` agree whatever directory they run
+    in. Path-like text is a file or folder, there or not; a bare word must be a keyword
+    (a file in the working directory is written ./NAME: under systemd that directory is
+    the runtime dir, not where the user typed the name)."""
     text = spec.strip()
     key = text.lower()
     if not text:
         return 'is empty; use "auto" for the first camera found'
     keyword_like = not (looks_like_path(text) or key.startswith("v4l2:"))
-    if keyword_like and key not in SOURCE_KEYWORDS and not Path(text).exists():
+    if keyword_like and key not in SOURCE_KEYWORDS:
         near = difflib.get_close_matches(key, SOURCE_KEYWORDS, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        return f"{text!r} is not a source keyword{hint}, nor a file or folder"
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return (
+            f"{text!r} is not a source keyword ({hint}a file or folder is written as a"
+            f" path, e.g. ./{text})"
+        )
     if key.startswith("v4l2:") and not V4L2_SPEC.fullmatch(key):
         return f"{text!r} is not v4l2:N (N a camera number, e.g. v4l2:0)"
     if _URL_SCHEME.match(key) and not key.startswith(STREAM_SCHEMES):

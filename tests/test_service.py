@@ -394,7 +394,7 @@ def test_a_source_that_can_never_work_is_a_config_error_naming_the_key(tmp_path)
                      (["--source", "nonsense"], "--source")):  # fmt: skip
         result = run_cli(["run", "--quiet", *args, *how])
         assert result.returncode == 2, result.stderr
-        assert "'nonsense' is not a source keyword, nor a file or folder" in result.stderr
+        assert "'nonsense' is not a source keyword (a file or folder" in result.stderr
         assert key in result.stderr
 
 
