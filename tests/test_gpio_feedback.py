@@ -326,3 +326,31 @@ def test_doctor_fails_a_busy_pin_and_asks_a_running_daemon_first(tmp_path, monke
         assert doctor.check_gpio(config).status == "fail"
     finally:
         factory.reset()
+
+
+def test_a_spotify_that_cannot_start_blinks_the_sync_led(tmp_path, factory):
+    """A missing client secret: status said "spotify": "error" while the LED stayed off
+    (the worker, given no player, is "local only")."""
+    from appliance.config import load_config
+    from appliance.music.stack import MusicStack
+
+    config = load_config(
+        None,
+        [
+            f"storage.state_dir={tmp_path / 'state'}",
+            "music.enabled=true",
+            "spotify.client_id=abc",
+            f"spotify.client_secret_file={tmp_path / 'missing'}",
+            "gpio.led_pin=22",
+        ],
+        default_path=tmp_path / "none.toml",
+    )
+    stack = MusicStack(config, pin_factory=factory)
+    try:
+        assert stack.snapshot()["spotify"] == "error"
+        since = len(factory.pin(22).states)
+        stack.tick(None)
+        time.sleep(0.5)  # blink: 0.2 s on, then off
+        assert [s.state for s in factory.pin(22).states[since:]][:2] == [1, 0]
+    finally:
+        stack.stop()

@@ -64,7 +64,9 @@ class MusicStack:
             self.director.update(row["t_stream"], row.get("valence"), row.get("arousal"))
 
     def tick(self, view: Any) -> None:
-        self.panel.show_sync(self.sync.state)
+        # a player that could not be built leaves the worker "local only" (LED off), yet
+        # status says "error": the LED must blink for it too
+        self.panel.show_sync("error" if self.spotify_error else self.sync.state)
         self.panel.show_mood(self.director.mood)
 
     def snapshot(self) -> dict[str, Any]:
