@@ -12,7 +12,7 @@ from appliance.pipeline import FrameResult
 from appliance.service import publisher as publisher_module
 from appliance.service.publisher import Board, Publisher
 from appliance.service.status import CRITICAL, OK, assess, read_status
-from appliance.store.database import open_database
+from appliance.store.database import StoreError, open_database
 from appliance.store.retention import Retention
 from appliance.store.samples import sample_row, write_samples
 
@@ -239,3 +239,52 @@ def test_samples_are_committed_in_batches_and_flushed_on_stop(tmp_path, monkeypa
     assert commits == [3]  # everything buffered, in one transaction
     assert [round(t) for t, _ in samples(tmp_path / "state")] == [0, 1, 2]
     assert read_status(tmp_path / "run")["samples_written"] == 3
+
+
+def locked_prune(calls: list[int]):
+    """prune_history as it fails while `catalog import` holds the write lock."""
+
+    def prune(db, retention, now):
+        calls.append(1)
+        raise StoreError("cannot prune old history: database is locked")
+
+    return prune
+
+
+def test_a_failed_prune_is_a_warning_not_a_storage_outage(tmp_path, monkeypatch, caplog):
+    """A prune that loses the write lock once used to close the database, set status
+    CRITICAL and block writes for STORE_RETRY_S: a stop in that window threw away the
+    buffered samples. Now only the prune waits; the samples are written."""
+    calls: list[int] = []
+    monkeypatch.setattr(publisher_module, "prune_history", locked_prune(calls))
+    board, publisher = make(tmp_path, tmp_path / "state")  # default 30 s retry gate
+    publisher.start()
+    try:
+        assert wait_for(lambda: calls)
+        for i in range(45):  # 3 s of stream: 3 samples
+            board.post(result(i, i / 15))
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("frames") == 45)
+        assert not read_status(tmp_path / "run")["storage_error"]
+    finally:
+        publisher.stop()
+    assert [round(t) for t, _ in samples(tmp_path / "state")] == [0, 1, 2]
+    status = read_status(tmp_path / "run")
+    assert status["storage_error"] is None and status["samples_written"] == 3
+    assert assess(status, 10)[0] != CRITICAL
+    warnings = [r for r in caplog.records if "database is locked" in r.getMessage()]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+
+
+def test_a_failing_prune_warns_once_and_retries_later(tmp_path, monkeypatch, caplog):
+    calls: list[int] = []
+    monkeypatch.setattr(publisher_module, "prune_history", locked_prune(calls))
+    monkeypatch.setattr(publisher_module, "PRUNE_RETRY_S", 0.05)  # an hour, shortened
+    _, publisher = make(tmp_path, tmp_path / "state")
+    publisher.start()
+    try:
+        assert wait_for(lambda: len(calls) >= 3)
+    finally:
+        publisher.stop()
+    warnings = [r for r in caplog.records if "database is locked" in r.getMessage()]
+    assert len(warnings) == 1  # once per distinct message, not once per retry
+    assert publisher.storage_error is None

@@ -43,6 +43,9 @@ FLUSH_INTERVAL_S = 15.0
 HANDOFF_INTERVAL_S = 1.0  # companions (the music director) get new samples this often
 PRUNE_PERIOD_S = 86400.0  # old history is deleted at start and then once a day
 PRUNE_BACKLOG_S = 1.0  # between batches of a large backlog: status and watchdog go on
+# After a failed prune (typically "database is locked" while `catalog import` writes):
+# only the prune waits; samples keep their own schedule and report a real disk fault.
+PRUNE_RETRY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ class Publisher(threading.Thread):
         self._pending: list[dict] = []
         self._next_prune = time.monotonic() if self.retention.enabled else float("inf")
         self._pruned: dict[str, int] = {}
+        self._prune_warned: str | None = None
         self._fps = 0.0
         self._fps_mark: tuple[float, int] = (time.monotonic(), 0)
         self._status_warned = False
@@ -247,7 +251,10 @@ class Publisher(threading.Thread):
 
     def _prune_history(self) -> None:
         """Delete history older than the retention: one batch per call, the next batch of
-        a large backlog a moment later, and INFO once the pass is done."""
+        a large backlog a moment later, and INFO once the pass is done. A failed prune is
+        a WARNING and a later retry, not a storage fault: it is most often a write lock
+        held by another process (`catalog import`), and a failing disk shows in the
+        sample flush anyway."""
         try:
             db = self._database()
             if db is None:
@@ -255,9 +262,12 @@ class Publisher(threading.Thread):
                 return
             pruned = prune_history(db, self.retention, time.time())
         except StoreError as exc:
-            self._storage_failed(exc)
-            self._next_prune = time.monotonic() + self.store_retry_s
+            if self._prune_warned != str(exc):
+                log.warning("%s; retrying in %.0f s", exc, PRUNE_RETRY_S)
+                self._prune_warned = str(exc)
+            self._next_prune = time.monotonic() + PRUNE_RETRY_S
             return
+        self._prune_warned = None
         if not self._pending:
             self._storage_ok()
         for key in ("samples", "notes", "songs"):
