@@ -288,3 +288,36 @@ def test_a_failing_prune_warns_once_and_retries_later(tmp_path, monkeypatch, cap
     warnings = [r for r in caplog.records if "database is locked" in r.getMessage()]
     assert len(warnings) == 1  # once per distinct message, not once per retry
     assert publisher.storage_error is None
+
+
+def test_stop_writes_samples_held_back_by_a_failed_flush(tmp_path):
+    """After a failed flush the database waits STORE_RETRY_S before the next try; a stop
+    in that window once dropped the buffer unwritten. The final flush tries anyway."""
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state directory should be")
+    board, publisher = make(tmp_path, blocked, retention=Retention(0.0, 0.0))
+    publisher.start()
+    try:
+        for i in range(45):
+            board.post(result(i, i / 15))
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("storage_error"))
+        blocked.unlink()  # the disk is back, well inside the 30 s retry gate
+    finally:
+        publisher.stop()
+    assert [round(t) for t, _ in samples(blocked)] == [0, 1, 2]
+    assert read_status(tmp_path / "run")["storage_error"] is None
+
+
+def test_samples_that_cannot_be_written_on_stop_are_reported_lost(tmp_path, caplog):
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state directory should be")
+    board, publisher = make(tmp_path, blocked, retention=Retention(0.0, 0.0))
+    publisher.start()
+    try:
+        for i in range(45):
+            board.post(result(i, i / 15))
+        assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("storage_error"))
+    finally:
+        publisher.stop()  # the disk still fails
+    lost = [r for r in caplog.records if r.levelno == logging.ERROR and "lost" in r.getMessage()]
+    assert len(lost) == 1 and "3 affect samples" in lost[0].getMessage()

@@ -131,10 +131,12 @@ class Companion(Protocol):
 class Publisher(threading.Thread):
     """Writes status every status_interval_s, hands the samples the board picked (one per
     sample period of stream time) to companions every HANDOFF_INTERVAL_S and commits
-    them to SQLite every flush_interval_s and on stop, until stopped. Companions tick at
-    least every COMPANION_MAX_S whatever the status interval: the systemd watchdog
-    (WatchdogSec=30) is pinged from a tick. History older than `retention` is deleted at
-    start and once a day, here because this thread already owns the writes."""
+    them to SQLite every flush_interval_s and on stop (one last try whatever the retry
+    wait of a failed disk; what still cannot be written is logged as lost), until
+    stopped. Companions tick at least every COMPANION_MAX_S whatever the status
+    interval: the systemd watchdog (WatchdogSec=30) is pinged from a tick. History older
+    than `retention` is deleted at start and once a day, here because this thread
+    already owns the writes."""
 
     COMPANION_MAX_S = 5.0
 
@@ -204,7 +206,7 @@ class Publisher(threading.Thread):
                 self._guarded(self._prune_history)
             soonest = min(next_handoff, next_flush, next_status, next_tick, self._next_prune)
             self._stop_event.wait(max(0.01, soonest - time.monotonic()))
-        self._guarded(self._flush_samples)
+        self._guarded(self._final_flush)
         self._guarded(self._write_status)
         if self._db is not None:
             self._db.conn.close()
@@ -248,6 +250,20 @@ class Publisher(threading.Thread):
             self._storage_ok()
         except StoreError as exc:
             self._storage_failed(exc)
+
+    def _final_flush(self) -> None:
+        """On stop: one last try to write the buffer, even within the retry wait of a
+        failed disk (it may be back); what is still unwritten is lost, and said so."""
+        self._db_retry_at = 0.0
+        try:
+            self._flush_samples()
+        finally:
+            if self._pending:
+                log.error(
+                    "stopping with %d affect samples not written (%s): they are lost",
+                    len(self._pending),
+                    self.storage_error or "flush failed",
+                )
 
     def _prune_history(self) -> None:
         """Delete history older than the retention: one batch per call, the next batch of
