@@ -536,10 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands.get(args.command, cmd_run)(args, config)
-    except SecretError as exc:
+    except (SecretError, ModelError) as exc:
+        # a missing, corrupt or mismatched model file needs a person, like a bad secret:
+        # exit 2, which systemd does not restart (a retry every 15 s would change nothing)
         log.error("%s", exc)
         return EXIT_CONFIG
-    except (ModelError, CaptureError, StoreError) as exc:
+    except (CaptureError, StoreError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
