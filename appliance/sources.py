@@ -32,10 +32,12 @@ _USERINFO = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):.*@(?P<tail>[^@
 
 
 # Query parameters that carry credentials in IP-camera URLs (Foscam's usr=&pwd=, Axis's
-# and others' token=/key=/auth=): their values are hidden like a URL password.
+# and others' token=/key=/auth=, cheap P2P cameras' loginpas=), alone or after a prefix
+# and "_" or "-" (auth_token, user_password, api-key): their values are hidden like a
+# URL password. "monkey=" or "keyframe=" are not credentials and stay.
 _SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;](?:pwd|pass|passwd|password|token|access_token|auth|key|api_key|apikey"
-    r"|secret|sig|signature)=)[^&#;]*",
+    r"(?P<name>[?&;](?:[\w-]*[_-])?(?:pwd|pass|passwd|password|token|secret|auth|sig"
+    r"|signature|key|apikey|loginpas)=)[^&#;]*",
     re.I,
 )
 

@@ -326,6 +326,14 @@ def test_firstboot_wifi_without_a_country_warns_and_is_not_recorded(tmp_path):
     assert "psk=pw123456" in wifi.read_text()
 
 
+def test_firstboot_wifi_country_in_lower_case_is_given_in_capitals(tmp_path):
+    """The kernel's regulatory database knows GB, not gb."""
+    _, env, _ = firstboot_root(tmp_path, "WIFI_SSID=Home\nWIFI_PSK=pw123456\nWIFI_COUNTRY=gb\n")
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "raspi-config nonint do_wifi_country GB" in (tmp_path / "calls.log").read_text()
+
+
 def test_firstboot_wifi_uses_a_country_set_when_the_image_was_built(tmp_path):
     """build.sh passes WPA_COUNTRY to pi-gen, whose raspi-config puts the regulatory
     domain on the kernel command line: then WIFI_COUNTRY may be left empty."""
@@ -464,6 +472,8 @@ def test_firstboot_redacts_like_the_appliance(tmp_path):
         "https://token@vlm.example.org/v1",
         "https://vlm.example.org/v1",
         "vlm.example.org/v1?key=abc",
+        "http://cam/v?auth_token=3&user_password=4&api-key=5&access-token=6&loginpas=7",
+        "http://cam/v?monkey=1&keyframe=2&keys=3",  # not credentials
     ]
     script = f'source "{FIRSTBOOT}"; for s in "$@"; do redact "$s"; done'
     result = subprocess.run(
@@ -471,6 +481,14 @@ def test_firstboot_redacts_like_the_appliance(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [redact(s) for s in specs]
+    assert "=3" not in redact(specs[-2]) and "=7" not in redact(specs[-2])
+    # a password with a byte that is not UTF-8 (a Latin-1 pound sign), in a UTF-8 locale
+    latin1 = b"https://u:p\xa3ss@host/v1"
+    shell = subprocess.run(
+        ["bash", "-c", script, "redact", latin1], capture_output=True, timeout=60,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )  # fmt: skip
+    assert shell.stdout == b"https://u:***@host/v1\n", shell.stdout
 
 
 def test_firstboot_without_a_settings_file_does_nothing(tmp_path):
