@@ -345,7 +345,7 @@ def test_spotify_free_is_an_account_error_and_the_songs_wait(fake, state_dir, tm
     before = time.monotonic()
     run_rounds(worker, state_dir)
     assert worker.snapshot()["spotify"] == "error"
-    assert worker.last_error == "Spotify Premium is required to add to the queue"
+    assert worker.last_error == "Spotify Premium is required to queue songs or skip"
     assert outbox_states(state_dir) == ["recommended", "recommended"]
     assert worker._resume_at - before >= 30 * 60 - 1
     run_rounds(worker, state_dir)  # still Free: still waiting, nothing failed
@@ -365,6 +365,75 @@ def test_another_403_is_an_account_error_with_spotifys_message(fake, state_dir, 
     assert worker.state == "error" and "Restriction violated" in worker.last_error
     assert outbox_states(state_dir) == ["recommended"]
     assert worker._resume_at - before >= 300 - 1
+
+
+RESTRICTED = b'{"error": {"status": 403, "message": "Restriction violated"}}'
+
+
+def test_a_refused_skip_is_dropped_and_sync_goes_on(fake, state_dir, tmp_path, caplog):
+    """A Premium account gets a plain 403 for next-track when nothing plays or skipping
+    is disallowed: one press put sync in "error" for 5 min, the LED blinking."""
+    songs = queue_songs(state_dir, tmp_path, 1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/next", 403, body=RESTRICTED, times=2)
+    before = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="appliance.music.sync"):
+        worker.request_next_track()
+        run_rounds(worker, state_dir)
+        worker.request_next_track()  # the same refusal again: not another warning
+        run_rounds(worker, state_dir)
+    assert worker.state == "online" and worker.last_error is None
+    assert worker._resume_at < before  # no pause
+    assert outbox_states(state_dir) == ["sent"]  # the round went on
+    assert fake.state.player_queue == [songs[0]["uri"]]
+    refusals = [
+        r
+        for r in caplog.records
+        if r.name == "appliance.music.sync" and "Restriction violated" in r.getMessage()
+    ]
+    assert [r.levelno for r in refusals] == [logging.WARNING, logging.INFO]
+    worker.request_next_track()  # Spotify allows it again
+    run_rounds(worker, state_dir)
+    assert fake.state.next_calls == 1
+
+
+def test_a_skip_refused_for_spotify_free_is_the_account_error(fake, state_dir, tmp_path):
+    """PREMIUM_REQUIRED is about the account whichever call meets it: a Free account
+    cannot queue songs either, so the long pause; the skip itself is dropped."""
+    queue_songs(state_dir, tmp_path, 1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/next", 403, body=PREMIUM_REQUIRED)
+    before = time.monotonic()
+    worker.request_next_track()
+    run_rounds(worker, state_dir)
+    # the message is not about adding to the queue, the call that did not fail
+    assert worker.last_error == "Spotify Premium is required to queue songs or skip"
+    assert worker._resume_at - before >= 30 * 60 - 1
+    assert outbox_states(state_dir) == ["recommended"]  # not pushed into a refusal
+    run_rounds(worker, state_dir)  # upgraded: the old press is not replayed
+    assert worker.state == "online" and fake.state.next_calls == 0
+    assert outbox_states(state_dir) == ["sent"]
+
+
+def test_a_song_refused_three_times_fails_and_the_rest_flow(fake, state_dir, tmp_path):
+    """A plain 403 on add-to-queue may be about that one song: retried forever, it held
+    back every song queued behind it."""
+    songs = queue_songs(state_dir, tmp_path, 2)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    fake.fail("/v1/me/player/queue", 403, body=RESTRICTED, times=3)
+    run_rounds(worker, state_dir, rounds=2)
+    assert worker.state == "error"  # may be the account or device: wait and ask again
+    assert outbox_states(state_dir) == ["recommended", "recommended"]
+    run_rounds(worker, state_dir)  # the third refusal of the same song
+    assert outbox_states(state_dir) == ["failed", "sent"]
+    assert fake.state.player_queue == [songs[1]["uri"]]
+    assert worker.state == "online"
+    db = open_database(state_dir)
+    try:
+        error = db.execute("SELECT error FROM queue ORDER BY id").fetchone()[0]
+    finally:
+        db.conn.close()
+    assert "Restriction violated" in error
 
 
 def test_a_store_error_right_after_a_push_is_settled_later(fake, state_dir, tmp_path, monkeypatch):

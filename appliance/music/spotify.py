@@ -5,8 +5,9 @@ Every failure becomes a `SpotifyError` that says whether trying again later can 
 worker's backoff needs no knowledge of HTTP. A 401 refreshes the token once and retries.
 Only a token request the server refuses (invalid_grant and the like, 400/401) means "log
 in again"; a token server that is down or busy (5xx, 429) is transient like any other
-outage. A 403 from the player is about the account (Spotify Free, a restricted device),
-not the song: `SpotifyAccountError`.
+outage. A 403 from the player is a `SpotifyAccountError`: with reason PREMIUM_REQUIRED
+it is about the account (Spotify Free); any other 403 may be about the account, the
+device or just this command, and the sync worker decides by call (see sync.py).
 
 The Pi has no browser: `spotify login` prints the authorize URL, the user opens it on a
 phone or laptop, and pastes back the address the browser was redirected to. The token
@@ -62,8 +63,9 @@ class SpotifyAuthError(SpotifyError):
 
 
 class SpotifyAccountError(SpotifyError):
-    """403 from the player: the account may not do this (Spotify Free: reason
-    PREMIUM_REQUIRED; a restricted device), whatever the song, so no song is at fault."""
+    """403 from the player. premium_required (Spotify Free): the account may not use the
+    player at all. Otherwise Spotify's message says why ("Restriction violated": a
+    restricted device, a skip with nothing playing, ...), which can be this call only."""
 
     def __init__(self, message: str, *, premium_required: bool = False) -> None:
         super().__init__(message, transient=False, status=403)
@@ -267,7 +269,7 @@ def _classify(exc: SpotifyException) -> SpotifyError:
     if status == 403:
         if exc.reason == "PREMIUM_REQUIRED":
             return SpotifyAccountError(
-                "Spotify Premium is required to add to the queue", premium_required=True
+                "Spotify Premium is required to queue songs or skip", premium_required=True
             )
         return SpotifyAccountError(message)
     if status >= 500 or status == 404:  # 404: no active device (yet); 5xx: Spotify's side

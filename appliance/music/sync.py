@@ -1,9 +1,14 @@
 """The sync worker: pushes the local song queue to Spotify when it can, on its own thread.
 
 Offline, rate-limited or logged out, songs simply wait in SQLite; the worker backs off
-(1, 2, 4 ... 300 s, or Retry-After) and tries again. A 403 (Spotify Free, a restricted
-device) is about the account, not the song: the songs wait as they are, the state is
-"error" and the worker asks again only after a long pause.
+(1, 2, 4 ... 300 s, or Retry-After) and tries again. A 403 PREMIUM_REQUIRED (Spotify
+Free) is about the account, whichever call meets it: the songs wait as they are, the
+state is "error" and the worker asks again only after 30 min. Any other 403 on a push (a
+restricted device, or something about that song) is treated the same with a 5 min
+pause, but a song refused MAX_SONG_REFUSALS times in a row is marked `failed`, so one
+song cannot hold back every song behind it. Any other 403 on a skip ("Restriction
+violated": nothing playing, skipping disallowed) is about that press only: it is logged
+and dropped, and the round goes on.
 
 A push whose outcome is unknown (the reply was lost, a timeout or 5xx, or the process
 died during the call) stays `sending` and is settled against Spotify's queue and current
@@ -58,11 +63,16 @@ SKIP_STALE_MIN_S = 10.0
 SENT_EXPIRY_S = 600.0
 # How often that is checked (one more request) while old `sent` songs are still queued.
 EXPIRY_CHECK_S = 60.0
+# A plain 403 on a push (not PREMIUM_REQUIRED) may be the device's or the song's. Three
+# in a row for one song, each after a MAX_BACKOFF_S pause, is about 10 min of asking:
+# past that the song is failed so the ones behind it flow; if the next song is refused
+# too, it was the device. Counted in memory: a restart allows three more tries.
+MAX_SONG_REFUSALS = 3
 
 
 class SyncWorker(threading.Thread):
     """States: local only (no Spotify configured), online, offline, login needed, error
-    (the account may not use the player: 403)."""
+    (a 403: Spotify Free, or the player refuses pushes; a refused skip is no error)."""
 
     def __init__(
         self,
@@ -89,6 +99,8 @@ class SyncWorker(threading.Thread):
         self._resume_at = 0.0
         self._settled = False
         self._expiry_due = 0.0  # clock() of the next check for sent songs gone unseen
+        self._refusals: tuple[int, int] = (0, 0)  # (queue id, plain 403s in a row)
+        self._skip_refusal: str | None = None  # last refused skip's error, logged once
         self._commands: queue.Queue[tuple[str, float]] = queue.Queue()  # (command, at)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
@@ -160,7 +172,7 @@ class SyncWorker(threading.Thread):
                 if age > stale_after:
                     log.info("dropped a stale skip pressed %.0f s ago", age)
                 elif command == "next":
-                    self.player.next_track()
+                    self._skip()
             if not self._settled:
                 self._settle(outbox)
             for item in outbox.due():
@@ -168,6 +180,19 @@ class SyncWorker(threading.Thread):
                 try:
                     self.player.add_to_queue(item["uri"])
                 except SpotifyError as exc:
+                    if (
+                        isinstance(exc, SpotifyAccountError)
+                        and not exc.premium_required
+                        and self._count_refusal(item["id"]) >= MAX_SONG_REFUSALS
+                    ):
+                        outbox.set_state(item["id"], "failed", error=str(exc))
+                        log.warning(
+                            "Spotify refused %s %d times (%s): failed, the next song goes on",
+                            item["uri"],
+                            MAX_SONG_REFUSALS,
+                            exc,
+                        )
+                        continue
                     if isinstance(exc, (SpotifyAuthError, SpotifyAccountError)) or (
                         exc.status == 429
                     ):
@@ -198,6 +223,32 @@ class SyncWorker(threading.Thread):
             if self.state != "online":
                 log.info("Spotify sync online")
             self.state, self.last_error, self._failures = "online", None, 0
+
+    def _skip(self) -> None:
+        """Spotify's next-track for a skip press. A 403 other than PREMIUM_REQUIRED is
+        about this command (nothing playing, a track that may not be skipped), not the
+        account: the press is dropped and the round goes on instead of pausing sync."""
+        try:
+            self.player.next_track()
+        except SpotifyAccountError as exc:
+            if exc.premium_required:
+                # a Free account can queue nothing either: the account's "error" state
+                # and long pause; the press is dropped (it would be stale by then)
+                raise
+            # one warning per distinct refusal: repeated presses into it are INFO
+            level = logging.INFO if str(exc) == self._skip_refusal else logging.WARNING
+            self._skip_refusal = str(exc)
+            log.log(level, "Spotify refused the skip (%s): dropped", exc)
+        else:
+            self._skip_refusal = None
+
+    def _count_refusal(self, item_id: int) -> int:
+        """Plain 403s in a row for this song. Songs are pushed oldest first and a refusal
+        ends the round, so only the song at the head of the queue can be counting."""
+        last_id, count = self._refusals
+        count = count + 1 if last_id == item_id else 1
+        self._refusals = (item_id, count)
+        return count
 
     def _settle(self, outbox: Outbox) -> None:
         """Pushes interrupted by a crash: queued on Spotify already -> sent, else retry."""
