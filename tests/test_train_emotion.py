@@ -149,6 +149,22 @@ def test_install_replaces_model_then_card_through_temp_files(tmp_path, monkeypat
     assert sorted(p.name for p in out.iterdir()) == ["m_int8.json", "m_int8.tflite"]
 
 
+def test_install_that_cannot_stage_every_file_leaves_out_untouched(tmp_path):
+    """The model was replaced before the card was staged: a failure then left the new
+    model beside the old card's sha256, and the daemon refused the pair."""
+    work, out = tmp_path / "work", tmp_path / "models"
+    work.mkdir()
+    out.mkdir()
+    (work / "m_int8.tflite").write_bytes(b"new model")
+    (out / "m_int8.tflite").write_bytes(b"old model")
+    (out / "m_int8.json").write_text("old card")
+    with pytest.raises(SystemExit, match=r"missing\.json.*nothing installed"):
+        train.install([work / "m_int8.tflite", work / "missing.json"], out)
+    assert (out / "m_int8.tflite").read_bytes() == b"old model"
+    assert (out / "m_int8.json").read_text() == "old card"
+    assert sorted(p.name for p in out.iterdir()) == ["m_int8.json", "m_int8.tflite"]
+
+
 def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():
     images = train.load_folder(FIXTURE_FACES.parent, FIXTURE_FACES.name).images
     card = train.load_card(MODELS / "emotion_cnn_int8.json")

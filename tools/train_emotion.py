@@ -497,28 +497,57 @@ def export(model, train_set: Dataset, work: Path, name: str, seed: int) -> tuple
 
 
 def install(files: list[Path], out: Path) -> list[Path]:
-    """Copy finished files into `out` in order (model, then card), each through a temp
-    file in `out` and os.replace.
+    """Copy finished files into `out` as one pair (model, then card): every file is first
+    staged as a temp file in `out` (written and fsynced), and only when all are staged
+    are they os.replace'd over the targets back to back, model first.
 
     Writing straight into --out let a crash (conversion, scoring) leave a new model
-    beside the old card's sha256, and the daemon then refused the model. Now --out
-    changes only here, and no reader ever sees a half-written file."""
+    beside the old card's sha256, and the daemon then refused the model; replacing the
+    model before the card was staged did the same when staging the card failed. Now a
+    failure while staging removes the temps and leaves --out as it was, and no reader
+    ever sees a half-written file."""
     out.mkdir(parents=True, exist_ok=True)
-    installed = []
-    for source in files:
-        target = out / source.name
-        temp = out / f".{source.name}.tmp"  # same filesystem: os.replace is atomic
-        try:
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for source in files:
+            data = source.read_bytes()
+            temp = out / f".{source.name}.tmp"  # same filesystem: os.replace is atomic
+            staged.append((temp, out / source.name))
             with temp.open("wb") as fh:
-                fh.write(source.read_bytes())
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(temp, target)
-        finally:
+    except BaseException as exc:
+        for temp, _ in staged:
             temp.unlink(missing_ok=True)
-        installed.append(target)
-        log.info("installed %s", target)
+        if isinstance(exc, OSError):
+            raise SystemExit(f"installing into {out} failed ({exc}); nothing installed") from None
+        raise
+    installed = []
+    try:
+        for temp, target in staged:
+            os.replace(temp, target)
+            installed.append(target)
+            log.info("installed %s", target)
+    finally:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
+    _fsync_dir(out)
     return installed
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames durable (a power cut after install keeps the new pair)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not supported for directories here (some filesystems)
+    finally:
+        os.close(fd)
 
 
 def evaluate(card_path: Path, dataset: Dataset) -> dict:
