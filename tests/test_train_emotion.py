@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +165,31 @@ def test_install_that_cannot_stage_every_file_leaves_out_untouched(tmp_path):
     assert (out / "m_int8.tflite").read_bytes() == b"old model"
     assert (out / "m_int8.json").read_text() == "old card"
     assert sorted(p.name for p in out.iterdir()) == ["m_int8.json", "m_int8.tflite"]
+
+
+def _die() -> None:
+    """A scoring worker killed by the OOM killer or a segfault: gone without a reply."""
+    os._exit(1)
+
+
+def test_a_scoring_process_that_dies_stops_the_run_instead_of_hanging():
+    """multiprocessing.Pool.apply waited forever for a worker that had died."""
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            train.run_in_fresh_process(_die)
+            outcome.append(None)
+        except BaseException as exc:  # SystemExit is the expected one
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "still waiting for a dead scoring process"
+    assert isinstance(outcome[0], SystemExit)
+    assert "scoring process died" in str(outcome[0]) and "nothing installed" in str(outcome[0])
+    assert train.run_in_fresh_process(divmod, 7, 2) == (3, 1)
 
 
 def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():

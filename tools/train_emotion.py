@@ -592,10 +592,26 @@ def measure_without_tensorflow(
     With TensorFlow loaded beside tflite-runtime, a few int8 results came out differently
     (2 of 3,589 val faces here); the card must describe the daemon's runtime alone.
     """
-    import multiprocessing
+    return run_in_fresh_process(_measure, float_card, int8_card, val)
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, (float_card, int8_card, val))
+
+def run_in_fresh_process(fn, *args):
+    """fn(*args) in a fresh spawned process (no TensorFlow loaded); its result.
+
+    multiprocessing.Pool.apply waited forever when the worker died (OOM killer, a
+    segfault in the runtime): the pool replaced it and the task was lost. A dead worker
+    now stops the run, before anything is installed."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            raise SystemExit(
+                "scoring process died (killed for memory? crashed?); nothing installed"
+            ) from None
 
 
 def sha256(path: Path) -> str:

@@ -443,11 +443,9 @@ def _measure(cards: list[Path], images: np.ndarray, targets: np.ndarray, classes
 
 
 def measure_without_tensorflow(cards: list[Path], val: VASet) -> list[dict]:
-    """Score through the daemon's runtime in a process that never imported TensorFlow."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, (cards, val.images, val.targets, val.classes))
+    """Score through the daemon's runtime in a process that never imported TensorFlow
+    (a process that dies stops the run instead of hanging)."""
+    return fer.run_in_fresh_process(_measure, cards, val.images, val.targets, val.classes)
 
 
 def write_card(path: Path, model_file: Path, extra: dict) -> None:
