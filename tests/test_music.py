@@ -305,6 +305,22 @@ def test_outbox_states_are_committed_one_by_one(db, catalog, tmp_path):
     assert outbox.waiting("ana") == 1
 
 
+def test_offline_feedback_means_the_song_last_seen_playing(db, catalog):
+    """The newest `sent` song usually waits behind the one playing: a press offline
+    meant a song not yet heard. A song seen playing wins; one that went from the player
+    unseen (mark_gone) was never seen, so it is no better than a sent one."""
+    outbox = Outbox(db)
+    a, b, c = (outbox.add(p, "ana") for p in recommender(db).recommend(0, 0, user="ana", n=3))
+    outbox.set_state(a, "sent")
+    outbox.mark_played(outbox.in_state("sent")[0]["uri"])  # the player was seen on A
+    outbox.set_state(b, "sent")
+    outbox.set_state(c, "sent")
+    outbox.mark_gone([b])
+    assert outbox.last_sent("ana")["id"] == a
+    outbox.set_state(a, "skipped")
+    assert outbox.last_sent("ana")["id"] == c  # nothing seen playing: the newest sent
+
+
 def test_outbox_read_failures_are_store_errors(db):
     """The sync worker and director reopen the store on StoreError; a raw sqlite3 error
     would loop tracebacks on a broken connection instead."""

@@ -1,7 +1,9 @@
 """Like/skip presses: which song they mean, stored durably before anything else happens.
 
-A press means the song playing now: Spotify's currently-playing while online, else the
-song last sent to the player, else the last one recommended. The feedback row is
+A press means the song playing now: Spotify's currently-playing as the sync worker last
+heard it (kept through failed polls for sync.NOW_PLAYING_FRESH_S, about one song), else
+a guess from the song queue: the song last seen playing, else the newest one sent to the
+player, else the last one recommended. The feedback row is
 committed with synchronous=FULL before the press is acknowledged, so it survives a
 crash or a power cut the moment after; skip then marks the song skipped and asks the
 sync worker for Spotify's next-track.

@@ -90,10 +90,14 @@ class Outbox:
         )[0]["n"]
 
     def last_sent(self, user: str) -> dict | None:
-        """The newest song pushed to the player (or played), for feedback when offline."""
+        """For feedback when Spotify cannot say what plays: the song last seen playing,
+        else the newest song sent. Not the newest sent first: with the queue topped up,
+        that one usually still waits behind the song playing. Songs that left the player
+        unseen (mark_gone) were never seen playing: they rank as sent."""
         rows = self._rows(
             "SELECT * FROM queue WHERE user = ? AND state IN ('sent', 'played')"
-            " ORDER BY updated_at DESC, id DESC LIMIT 1",
+            " ORDER BY (state = 'played' AND error IS NULL) DESC, updated_at DESC, id DESC"
+            " LIMIT 1",
             [user],
         )
         return rows[0] if rows else None
@@ -135,8 +139,8 @@ class Outbox:
     def mark_gone(self, ids: list[int]) -> int:
         """Sent songs the player no longer has: `played`, as far as anyone can tell.
 
-        updated_at is kept: a like or skip offline means the newest song sent, and these
-        were never seen playing."""
+        updated_at (when it was sent) is kept and `error` says it was never seen
+        playing: last_sent ranks these with the sent songs, not the ones seen playing."""
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))

@@ -22,9 +22,12 @@ must not roll `sent` back to a state that pushes the song again.
 
 It also polls what is playing: to mark songs played (and, SENT_EXPIRY_S after sending,
 those Spotify no longer shows at all), and to tell the like/skip buttons which song they
-are about (forgotten when a round fails, so an offline press does not mean a song from
-minutes ago). It runs the skip commands the buttons ask for, dropping ones that waited
-out an outage: they would skip whatever plays by then.
+are about. What Spotify last said is kept through failed rounds, but only for
+NOW_PLAYING_FRESH_S after it said so: one failed poll must not turn a press into one
+about a song still waiting in the queue, and an offline press minutes later must not
+mean a song that has ended (feedback.py then guesses from the queue). It runs the skip
+commands the buttons ask for, dropping ones that waited out an outage: they would skip
+whatever plays by then.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from math import inf
 from typing import Any
 
 from appliance.music.outbox import Outbox
@@ -63,6 +67,10 @@ SKIP_STALE_MIN_S = 10.0
 SENT_EXPIRY_S = 600.0
 # How often that is checked (one more request) while old `sent` songs are still queued.
 EXPIRY_CHECK_S = 60.0
+# How long the song Spotify last said was playing still answers "what is a press about"
+# when polls fail: about one typical song (3 min). Later, that song has most likely
+# ended, and the song queue's guess (feedback.py) is no worse.
+NOW_PLAYING_FRESH_S = 180.0
 # A plain 403 on a push (not PREMIUM_REQUIRED) may be the device's or the song's. Three
 # in a row for one song, each after a MAX_BACKOFF_S pause, is about 10 min of asking:
 # past that the song is failed so the ones behind it flow; if the next song is refused
@@ -93,7 +101,9 @@ class SyncWorker(threading.Thread):
         self.wall_clock = wall_clock
         self.state = "local only" if player is None else "starting"
         self.last_error: str | None = None
-        self.now_playing: dict | None = None
+        # (track or None, clock() when Spotify said so): one tuple, so the button threads
+        # never read a track with another poll's time
+        self._playing: tuple[dict | None, float] = (None, -inf)
         self.sent = 0
         self._failures = 0
         self._resume_at = 0.0
@@ -106,6 +116,13 @@ class SyncWorker(threading.Thread):
         self._stop_event = threading.Event()
 
     # ------------------------------------------------------------ other threads
+
+    @property
+    def now_playing(self) -> dict | None:
+        """The track Spotify last said was playing, if it said so within
+        NOW_PLAYING_FRESH_S (a failed poll does not forget it); else None."""
+        track, confirmed_at = self._playing
+        return track if self.clock() - confirmed_at <= NOW_PLAYING_FRESH_S else None
 
     def request_next_track(self) -> None:
         """Ask for Spotify's next-track (a skip press); done on this thread, never blocking."""
@@ -150,12 +167,10 @@ class SyncWorker(threading.Thread):
                     db.conn.close()
                 db = None
                 self._settled = False  # a push may be left `sending`: settle it first
-                self.now_playing = None
                 self._stop_event.wait(self.poll_s)
             except Exception:
                 log.exception("sync round failed")  # a bug must not end syncing for good
                 self._settled = False
-                self.now_playing = None
             self._wake.wait(self._next_wait(self.clock()))
             self._wake.clear()
         if db is not None:
@@ -209,9 +224,10 @@ class SyncWorker(threading.Thread):
                 outbox.set_state(item["id"], "sent")
                 self.sent += 1
                 log.info("queued on Spotify: %s - %s", item["artist"], item["name"])
-            self.now_playing = self.player.now_playing()
-            if self.now_playing:
-                outbox.mark_played(self.now_playing["uri"])
+            playing = self.player.now_playing()
+            self._playing = (playing, self.clock())
+            if playing:
+                outbox.mark_played(playing["uri"])
             self._expire_sent(outbox)
         except SpotifyAuthError as exc:
             self._failed("login needed", exc)
@@ -284,7 +300,6 @@ class SyncWorker(threading.Thread):
         return self.poll_s
 
     def _failed(self, state: str, exc: SpotifyError) -> None:
-        self.now_playing = None  # unknown now: a press must not mean an old song
         self._failures += 1
         delay = min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
         if exc.retry_after is not None:
