@@ -120,12 +120,42 @@ def test_a_train_set_smaller_than_one_batch_stops_before_training(tmp_path):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_a_diverged_run_stops_before_export(bad):
-    history = {"loss": [1.2, bad], "val_loss": [1.1, bad], "val_acc": [0.3, 0.14]}
-    with pytest.raises(SystemExit, match=rf"loss is {bad} after epoch 2.*nothing exported"):
-        train.check_finite(history, ("loss", "val_loss", "val_acc"))
-    train.check_finite({"loss": [1.0, 0.9], "val_acc": [0.2, 0.3]}, ("loss", "val_acc"))
+NAN = float("nan")
+
+
+def test_a_late_nan_exports_the_best_finite_epoch_and_says_where_it_diverged():
+    """A NaN at epoch 3 stopped the whole export ("nothing exported") although the
+    checkpoint held epoch 2's finite weights; argmin/argmax could also pick the NaN row."""
+    keys = ("loss", "val_loss", "val_va_loss")
+    history = {"loss": [0.9, 0.7, NAN], "val_loss": [0.5, 0.4, NAN]}
+    best, diverged = train.best_epoch(history, "val_loss", "min", keys)
+    assert best == 2
+    assert "epoch 3" in diverged and "loss" in diverged and "epoch 2" in diverged
+    # max mode (train_emotion's val_acc): a diverged net's accuracy can still be finite
+    history = {"loss": [1.2, 1.0, NAN], "val_loss": [1.1, 1.0, NAN], "val_acc": [0.3, 0.4, 0.14]}
+    assert train.best_epoch(history, "val_acc", "max", ("loss", "val_loss"))[0] == 2
+    # NaN never counts as best, also where it is not the last row
+    assert train.best_epoch({"val_loss": [NAN, 0.6, 0.7]}, "val_loss", "min", ())[0] == 2
+    # a clean run: the checkpoint's epoch (first of equal bests), no divergence note
+    clean = {"loss": [1.0, 0.9, 0.8], "val_acc": [0.2, 0.3, 0.3]}
+    assert train.best_epoch(clean, "val_acc", "max", ("loss", "val_acc")) == (2, "")
+
+
+@pytest.mark.parametrize("bad", [NAN, float("inf")])
+def test_a_run_without_a_finite_best_epoch_stops_before_export(bad):
+    with pytest.raises(SystemExit, match=r"val_loss.*no finite epoch.*nothing exported"):
+        train.best_epoch({"loss": [bad], "val_loss": [bad]}, "val_loss", "min", ("loss",))
+    # the best val_acc came from the diverged epoch itself: its weights are not finite
+    history = {"loss": [1.2, bad], "val_loss": [1.1, bad], "val_acc": [0.3, 0.5]}
+    with pytest.raises(SystemExit, match=rf"loss was {bad} at epoch 2.*nothing exported"):
+        train.best_epoch(history, "val_acc", "max", ("loss", "val_loss"))
+
+
+def test_non_finite_best_weights_stop_before_export(tmp_path):
+    good = [np.ones((3, 3), np.float32), np.zeros(4, np.float32), np.array(7, np.int64)]
+    train.check_weights_finite(good, tmp_path / "best.weights.h5")
+    with pytest.raises(SystemExit, match=r"best\.weights\.h5: 1 of 3 weight tensors.*nothing"):
+        train.check_weights_finite([*good[:2], np.array([1.0, NAN])], tmp_path / "best.weights.h5")
 
 
 def test_install_replaces_model_then_card_through_temp_files(tmp_path, monkeypatch):

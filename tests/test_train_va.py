@@ -150,6 +150,18 @@ def test_init_must_exist_and_export_only_needs_it(tmp_path, capsys):
     assert "--export-only needs --init" in capsys.readouterr().err
 
 
+def test_export_only_reads_a_history_that_ended_in_nan(tmp_path):
+    """--export-only --init best.weights.h5 was refused because history.csv's last row
+    was NaN, though the checkpoint held the best finite epoch."""
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_loss,val_va_loss\n0,0.9,0.6,0.5\n1,0.7,0.5,0.4\n2,nan,nan,nan\n"
+    )
+    history = train.read_history(tmp_path / "history.csv")
+    assert history["val_va_loss"][:2] == [0.5, 0.4] and np.isnan(history["val_va_loss"][2])
+    best, diverged = train_emotion.best_epoch(history, "val_va_loss", "min", ("loss",))
+    assert best == 2 and "diverged at epoch 3" in diverged
+
+
 @requires_tensorflow
 def test_init_weights_are_where_training_starts(tmp_path):
     """--init was read only by --export-only; a training run silently started afresh."""
@@ -163,8 +175,27 @@ def test_init_weights_are_where_training_starts(tmp_path):
         [*small, "--warmup", "0", "--lr", "0", "--work", str(tmp_path), "--init", str(init)]
     )
     sets = train.derived_targets(fixture_data(tmp_path / "fer"), None, 0.5)
-    trained, _, _ = train.train(args, sets)
+    trained, *_ = train.train(args, sets)
     np.testing.assert_allclose(trained.get_layer("va").kernel.numpy(), 0.0123)  # lr 0
+
+
+@requires_tensorflow
+def test_export_only_exports_the_checkpoint_of_a_run_that_ended_in_nan(tmp_path):
+    model = train.build_model(0.35, 32, 0.2, aux_classes=len(train_emotion.LABELS))
+    model.save_weights(tmp_path / "best.weights.h5")
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_loss,val_va_loss\n0,0.9,0.6,0.5\n1,0.7,0.5,0.4\n2,nan,nan,nan\n"
+    )
+    small = ["--alpha", "0.35", "--upsample", "32", "--work", str(tmp_path), "--export-only"]
+    args = train.parse_args([*small, "--init", str(tmp_path / "best.weights.h5")])
+    _, best, epochs, diverged = train.reload(args)
+    assert (best, epochs) == (2, 3) and "diverged at epoch 3" in diverged
+    kernel = model.get_layer("va").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    model.save_weights(tmp_path / "nan.weights.h5")
+    args = train.parse_args([*small, "--init", str(tmp_path / "nan.weights.h5")])
+    with pytest.raises(SystemExit, match=r"nan\.weights\.h5: 1 of .* NaN/inf.*nothing exported"):
+        train.reload(args)
 
 
 @requires_tensorflow

@@ -314,16 +314,59 @@ def check_batches(faces: int, batch_size: int) -> None:
         )
 
 
-def check_finite(history: dict[str, list[float]], keys: tuple[str, ...]) -> None:
-    """Stop before export when training diverged: a NaN/inf loss means NaN weights (an
-    accuracy can still look finite), and exporting them would replace a working model."""
-    for key in keys:
-        values = history.get(key) or [float("nan")]
-        if not np.isfinite(values[-1]):
+def best_epoch(
+    history: dict[str, list[float]], monitor: str, mode: str, keys: tuple[str, ...]
+) -> tuple[int, str]:
+    """(the epoch, from 1, whose weights ModelCheckpoint(save_best_only) kept, a note for
+    the card when training diverged or "").
+
+    The kept epoch is the first with the best finite `monitor` ("min" or "max"): NaN/inf
+    never improves on anything, so a late NaN loss (TerminateOnNaN ends that epoch) does
+    not lose the epochs before it; those are exported and the note says where it
+    diverged (the first epoch with a non-finite value in `keys`). Stops when no epoch
+    has a finite `monitor` (nothing was checkpointed), or when the best one is the
+    diverged epoch or later (an accuracy can look finite on NaN weights)."""
+    values = np.asarray(history.get(monitor) or [], dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise SystemExit(
+            f"training diverged: {monitor} had no finite epoch in {len(values)}; "
+            "nothing exported (try a lower --lr, or check the data)"
+        )
+    worst = np.inf if mode == "min" else -np.inf
+    masked = np.where(finite, values, worst)
+    best = int(np.argmin(masked) if mode == "min" else np.argmax(masked)) + 1
+    for epoch in range(1, len(values) + 1):
+        bad = [
+            (key, history[key][epoch - 1])
+            for key in keys
+            if len(history.get(key) or ()) >= epoch and not np.isfinite(history[key][epoch - 1])
+        ]
+        if not bad:
+            continue
+        key, value = bad[0]
+        if best >= epoch:
             raise SystemExit(
-                f"training diverged: {key} is {values[-1]} after epoch {len(values)}; "
-                "nothing exported (try a lower --lr, or check the data)"
+                f"training diverged: {key} was {value} at epoch {epoch}, and the best "
+                f"{monitor} is from epoch {best}; nothing exported (try a lower --lr, or "
+                "check the data)"
             )
+        return best, (
+            f"training diverged at epoch {epoch} ({key} was {value}), which ended it; "
+            f"exported epoch {best}, the best before it"
+        )
+    return best, ""
+
+
+def check_weights_finite(weights: list[np.ndarray], source: Path) -> None:
+    """Stop before export when the weights to be exported hold NaN/inf: exporting them
+    would replace a working model with one that outputs NaN."""
+    bad = sum(not np.isfinite(np.asarray(w)).all() for w in weights)
+    if bad:
+        raise SystemExit(
+            f"{source}: {bad} of {len(weights)} weight tensors hold NaN/inf (training "
+            "diverged); nothing exported (try a lower --lr, or check the data)"
+        )
 
 
 def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> np.ndarray:
@@ -378,7 +421,8 @@ class TimeBudget:
 
 
 def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
-    """Fit and return (model with the best val epoch's weights, best epoch, epochs run).
+    """Fit and return (model with the best val epoch's weights, best epoch, epochs run,
+    a divergence note for the card or "").
 
     `soft` (N x 7 teacher targets) is mixed into the one-hot labels with weight
     `args.distill`; class weights still follow the hard label.
@@ -457,11 +501,12 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
             keras.callbacks.TerminateOnNaN(),
         ],
     )
-    check_finite(history.history, ("loss", "val_loss", "val_acc"))
+    kept, diverged = best_epoch(history.history, "val_acc", "max", ("loss", "val_loss"))
+    if diverged:
+        log.warning("%s", diverged)
     model.load_weights(best)
-    val_acc = history.history["val_acc"]
-    best_epoch = int(np.argmax(val_acc)) + 1
-    return model, best_epoch, len(val_acc)
+    check_weights_finite(model.get_weights(), best)
+    return model, kept, len(history.history["val_acc"]), diverged
 
 
 def export(model, train_set: Dataset, work: Path, name: str, seed: int) -> tuple[Path, Path]:
@@ -736,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         agree = float(np.mean(soft.argmax(axis=1) == data["train"].labels))
         log.info("teacher %s agrees with %.1f%% of train labels", args.teacher, 100 * agree)
     check_batches(len(data["train"]), args.batch_size)  # after the teacher: a bad card first
-    model, best_epoch, epochs_run = train(args, data, soft)
+    model, kept_epoch, epochs_run, diverged = train(args, data, soft)
     train_s = time.monotonic() - started
     float_path, int8_path = export(model, data["train"], args.work, args.name, args.seed)
 
@@ -761,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
             "val = FER2013 PublicTest (model selection and early stopping); "
             "PrivateTest never read",
             "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
+            "best_epoch": kept_epoch,
+            **({"diverged": diverged} if diverged else {}),
             "batch_size": args.batch_size,
             "optimizer": f"SGD nesterov momentum 0.9, lr {args.lr} cosine, "
             f"{args.warmup} warm-up epochs, L2 {args.l2:g}"

@@ -216,6 +216,8 @@ def sign_accuracy(y_true, y_pred):
 
 
 def train(args, sets: dict[str, VASet]):
+    """Fit; (model with the best val epoch's weights, best epoch, epochs run, a
+    divergence note for the card or "")."""
     import tensorflow as tf
     from tensorflow import keras
 
@@ -289,10 +291,12 @@ def train(args, sets: dict[str, VASet]):
             keras.callbacks.TerminateOnNaN(),
         ],
     )
-    fer.check_finite(history.history, tuple(dict.fromkeys(("loss", "val_loss", monitor))))
+    kept, diverged = fer.best_epoch(history.history, monitor, "min", ("loss", "val_loss"))
+    if diverged:
+        log.warning("%s", diverged)
     model.load_weights(best)
-    val_loss = history.history[monitor]
-    return model, int(np.argmin(val_loss)) + 1, len(val_loss)
+    fer.check_weights_finite(model.get_weights(), best)
+    return model, kept, len(history.history[monitor]), diverged
 
 
 def load_init(model, path: Path) -> None:
@@ -308,17 +312,45 @@ def load_init(model, path: Path) -> None:
         ) from None
 
 
+def read_history(path: Path) -> dict[str, list[float]]:
+    """An earlier run's history.csv (Keras CSVLogger) as {column: values per epoch};
+    "nan" and "inf" read as such, an empty cell as NaN."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (--export-only reads the run's history)")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    columns = rows[0].keys() if rows else ()
+    return {key: [number(row.get(key)) for row in rows] for key in columns}
+
+
 def reload(args):
-    """--export-only: the weights of an earlier run (--init) and its history.csv."""
+    """--export-only: the weights of an earlier run (--init) and its history.csv; as
+    train(), (model, best epoch, epochs run, divergence note).
+
+    A run whose last epoch was NaN (TerminateOnNaN) can be exported from its
+    checkpoint: the best epoch is the best finite one, and the weights are checked."""
     aux = not args.labels and args.aux_weight > 0
+    key = "val_va_loss" if aux else "val_loss"
+    history = read_history(args.work / "history.csv")
+    if key not in history:
+        raise SystemExit(
+            f"{args.work / 'history.csv'}: no {key} column (was that run's --labels or "
+            "--aux-weight different?)"
+        )
+    kept, diverged = fer.best_epoch(history, key, "min", ("loss", "val_loss"))
+    if diverged:
+        log.warning("%s", diverged)
     model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
     load_init(model, args.init)
-    with (args.work / "history.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    key = "val_va_loss" if aux else "val_loss"
-    losses = [float(r[key]) for r in rows]
-    fer.check_finite({key: losses}, (key,))
-    return model, int(np.argmin(losses)) + 1, len(losses)
+    fer.check_weights_finite(model.get_weights(), args.init)
+    return model, kept, len(history[key]), diverged
 
 
 def va_head(model):
@@ -594,10 +626,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     log.info("data: %d train, %d val faces", len(sets["train"]), len(sets["val"]))
     if args.export_only:
-        model, best_epoch, epochs_run = reload(args)
+        model, best_epoch, epochs_run, diverged = reload(args)
         train_s = args.train_seconds
     else:
-        model, best_epoch, epochs_run = train(args, sets)
+        model, best_epoch, epochs_run, diverged = train(args, sets)
         train_s = time.monotonic() - started
     float_path, int8_path, calibration = export(
         model, sets["train"], args.work, args.name, args.seed
@@ -625,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": text["data"],
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
+            **({"diverged": diverged} if diverged else {}),
             "batch_size": args.batch_size,
             "optimizer": f"AdamW lr {args.lr} cosine, {args.warmup} warm-up epochs, "
             f"weight decay {args.weight_decay}",
