@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -139,6 +140,42 @@ def test_card_text_says_fer2013_only_for_fer2013_and_the_export_note_only_when_e
     assert "PublicTest" in fer2013["data"] and "FER2013" in fer2013["licence"]
     assert "class weights" in fer2013["loss"] and "training-only head" in fer2013["loss"]
     assert "note" not in fer2013
+
+
+def test_init_from_the_runs_own_checkpoint_is_copied_and_hashed_before_training(
+    tmp_path, monkeypatch
+):
+    """`--init .cache/train_va/best.weights.h5` (the documented example) is the file
+    ModelCheckpoint rewrites after epoch 1: the start weights were lost and the card,
+    hashing --init after training, recorded the new weights' sha256 as the start."""
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "best.weights.h5").write_bytes(b"original weights")
+    args = train.parse_args(["--work", str(work), "--init", "work/best.weights.h5"])
+    train.pin_init(args)
+    (work / "best.weights.h5").write_bytes(b"epoch 1 weights")  # the checkpoint, later
+    assert args.init == work / "init.weights.h5"
+    assert args.init.read_bytes() == b"original weights"
+    record = train.init_record(args)["init"]
+    assert record.startswith("work/best.weights.h5 (sha256 ")
+    assert hashlib.sha256(b"original weights").hexdigest()[:16] in record
+    assert "init.weights.h5" in record and "fine-tuning" in record
+    # weights from elsewhere are used in place, and --export-only writes no checkpoint
+    (tmp_path / "other.weights.h5").write_bytes(b"other")
+    args = train.parse_args(["--work", str(work), "--init", "other.weights.h5"])
+    train.pin_init(args)
+    assert str(args.init) == "other.weights.h5"
+    assert train.init_record(args)["init"] == (
+        f"other.weights.h5 (sha256 {hashlib.sha256(b'other').hexdigest()[:16]}): "
+        "training started from these weights (fine-tuning)"
+    )
+    init = ["--init", "work/best.weights.h5", "--export-only"]
+    args = train.parse_args(["--work", str(work), *init])
+    train.pin_init(args)
+    assert str(args.init) == "work/best.weights.h5"
+    assert "the weights exported" in train.init_record(args)["init"]
+    assert train.init_record(train.parse_args([])) == {}
 
 
 def test_init_must_exist_and_export_only_needs_it(tmp_path, capsys):

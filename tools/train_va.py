@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -586,7 +587,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--export-only needs --init WEIGHTS (e.g. .cache/train_va/best.weights.h5)")
     if args.init and not args.init.is_file():
         parser.error(f"--init {args.init}: no such file")
+    # Hashed now, before training: the card records the weights the run started from.
+    args.init_source = args.init
+    args.init_sha256 = fer.sha256(args.init) if args.init else ""
     return args
+
+
+CHECKPOINT = "best.weights.h5"  # in --work; ModelCheckpoint rewrites it as the run improves
+INIT_COPY = "init.weights.h5"
+
+
+def pin_init(args: argparse.Namespace) -> None:
+    """Before training from --init: when it is this run's own checkpoint (--work's
+    best.weights.h5, e.g. `--init .cache/train_va/best.weights.h5`), copy it to
+    --work/init.weights.h5 and start from the copy.
+
+    ModelCheckpoint overwrote that file after the first epoch: the starting weights
+    were lost, and the card hashed the new ones as the start."""
+    if not args.init or args.export_only:  # --export-only writes no checkpoint
+        return
+    if args.init.resolve() != (args.work / CHECKPOINT).resolve():
+        return
+    copy = args.work / INIT_COPY
+    shutil.copyfile(args.init, copy)
+    if fer.sha256(copy) != args.init_sha256:
+        raise SystemExit(f"--init {args.init}: changed while it was being copied to {copy}")
+    log.info(
+        "--init is this run's checkpoint, which training rewrites: starting from a copy, %s", copy
+    )
+    args.init = copy
+
+
+def init_record(args: argparse.Namespace) -> dict[str, str]:
+    """The card's training.init: the --init file as given, its sha256 as parsed (before
+    training) and what the run did with it."""
+    if not args.init_source:
+        return {}
+    text = f"{args.init_source} (sha256 {args.init_sha256[:16]}): " + (
+        "the weights exported"
+        if args.export_only
+        else "training started from these weights (fine-tuning)"
+    )
+    if args.init != args.init_source:
+        text += f"; trained from a copy, {args.init}, as this run's checkpoint replaces the file"
+    return {"init": text}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -595,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    pin_init(args)
 
     started = time.monotonic()
     if args.labels:
@@ -670,18 +715,7 @@ def main(argv: list[str] | None = None) -> int:
             f"TensorFlow {__import__('tensorflow').__version__}",
             "command": "python tools/train_va.py " + " ".join(argv or sys.argv[1:]),
             **({"note": text["note"]} if "note" in text else {}),
-            **(
-                {
-                    "init": f"{args.init} (sha256 {fer.sha256(args.init)[:16]}): "
-                    + (
-                        "the weights exported"
-                        if args.export_only
-                        else "training started from these weights (fine-tuning)"
-                    )
-                }
-                if args.init
-                else {}
-            ),
+            **init_record(args),
         },
         "licence": text["licence"],
     }
