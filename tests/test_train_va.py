@@ -178,6 +178,18 @@ def test_init_from_the_runs_own_checkpoint_is_copied_and_hashed_before_training(
     assert train.init_record(train.parse_args([])) == {}
 
 
+def test_labels_run_from_fer2013_weights_keeps_fer2013_terms_in_the_licence(tmp_path):
+    (tmp_path / "w.h5").write_bytes(b"")
+    args = train.parse_args(["--labels", "affect.csv", "--init", str(tmp_path / "w.h5")])
+    args.init_fer2013 = True  # load_init found the FER2013 run's class head in the file
+    licence = train.provenance(args, n_train=90, n_val=10)["licence"]
+    assert "affect.csv" in licence and "FER2013" in licence and "research use" in licence
+    assert "fine-tuned from" in licence and "w.h5" in licence
+    args.init_fer2013 = False  # no class head: where the weights came from is not known
+    licence = train.provenance(args, n_train=90, n_val=10)["licence"]
+    assert "FER2013" not in licence and "those weights were trained on applies" in licence
+
+
 def test_init_must_exist_and_export_only_needs_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--init", str(tmp_path / "missing.weights.h5"), "--data", str(tmp_path)])
@@ -233,6 +245,28 @@ def test_export_only_exports_the_checkpoint_of_a_run_that_ended_in_nan(tmp_path)
     args = train.parse_args([*small, "--init", str(tmp_path / "nan.weights.h5")])
     with pytest.raises(SystemExit, match=r"nan\.weights\.h5: 1 of .* NaN/inf.*nothing exported"):
         train.reload(args)
+
+
+@requires_tensorflow
+def test_init_from_a_fer2013_run_loads_into_a_labels_model_and_back(tmp_path):
+    """The default run's weights have a training-only class head; Keras matched the
+    layers by position and refused them for a --labels model (no head)."""
+    fer_run = train.build_model(0.35, 32, 0.2, aux_classes=len(train_emotion.LABELS))
+    kernel = fer_run.get_layer("va").kernel
+    kernel.assign(np.full(kernel.shape, 0.0123, np.float32))
+    path = tmp_path / "fer.weights.h5"
+    fer_run.save_weights(path)
+    labels_run = train.build_model(0.35, 32, 0.2)
+    assert train.load_init(labels_run, path) is True  # it came from a FER2013 run
+    expected = train.va_head(fer_run).get_weights()
+    for got, want in zip(labels_run.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    labels_run.save_weights(path)
+    again = train.build_model(0.35, 32, 0.2, aux_classes=len(train_emotion.LABELS))
+    assert train.load_init(again, path) is False
+    np.testing.assert_allclose(again.get_layer("va").kernel.numpy(), 0.0123)
+    with pytest.raises(SystemExit, match=r"--alpha and --upsample must match"):
+        train.load_init(train.build_model(0.5, 32, 0.2), path)
 
 
 @requires_tensorflow

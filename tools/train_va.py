@@ -247,7 +247,7 @@ def train(args, sets: dict[str, VASet]):
     val_x = (val_set.images[..., None].astype(np.float32) - MEAN) / STD
     model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
     if args.init:
-        load_init(model, args.init)
+        args.init_fer2013 = load_init(model, args.init)
         log.info("fine-tuning from %s", args.init)
     steps = len(train_set) // args.batch_size
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -300,17 +300,36 @@ def train(args, sets: dict[str, VASet]):
     return model, kept, len(history.history[monitor]), diverged
 
 
-def load_init(model, path: Path) -> None:
-    """--init's weights into `model`; a file saved by a differently shaped run stops with
-    what must match instead of Keras's layer-count traceback."""
+def load_init(model, path: Path) -> bool:
+    """--init's weights into `model`; whether the file had the training-only class head,
+    i.e. came from a FER2013 run (only those train it).
+
+    A file with the other head setting (the default FER2013 run's weights into a
+    --labels model, or the reverse) loads into a model built like the one that saved
+    it, and every layer but the class head is copied over: Keras matched the layers by
+    position and refused it. A file saved with other --alpha or --upsample stops with
+    what must match instead of Keras's traceback."""
+    aux = isinstance(model.output, dict)
     try:
         model.load_weights(path)
+        return aux
     except ValueError as exc:
+        error = exc
+    source = build_model(*model._va_build_args, aux_classes=0 if aux else len(fer.LABELS))
+    try:
+        source.load_weights(path)
+    except ValueError:
         raise SystemExit(
-            f"--init {path}: does not fit this model ({exc}); --alpha, --upsample and the "
-            "training-only class head (on unless --labels or --aux-weight 0) must match the "
-            "run that saved it"
+            f"--init {path}: does not fit this model ({error}); --alpha and --upsample must "
+            "match the run that saved it"
         ) from None
+    va_head(model).set_weights(va_head(source).get_weights())  # shares the model's layers
+    log.info(
+        "--init %s: %s the training-only class head; copied every other layer",
+        path,
+        "without" if aux else "with",
+    )
+    return not aux
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -349,7 +368,7 @@ def reload(args):
     if diverged:
         log.warning("%s", diverged)
     model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
-    load_init(model, args.init)
+    args.init_fer2013 = load_init(model, args.init)
     fer.check_weights_finite(model.get_weights(), args.init)
     return model, kept, len(history[key]), diverged
 
@@ -522,11 +541,23 @@ def provenance(args: argparse.Namespace, n_train: int, n_val: int) -> dict[str, 
             )
         loss += "; sqrt inverse-frequency class weights on FER2013"
         licence = "model weights: this project's; trained on FER2013 (research use)"
+    start = "exported from" if args.export_only else "fine-tuned from"
+    if args.init_source and args.init_fer2013 and args.labels:  # FER2013's terms carry over
+        licence += (
+            f"; {start} {args.init_source}, weights trained on FER2013 (they have its "
+            "class head): FER2013's terms (research use) apply too"
+        )
+    elif args.init_source and not args.init_fer2013:
+        licence += (
+            f"; {start} {args.init_source}: the licence of the data those weights were "
+            "trained on applies too"
+        )
     text = {"data": data, "loss": loss, "licence": licence}
     if args.export_only:
         text["note"] = (
-            f"exported with --export-only from the weights {args.init}, without training; "
-            f"epochs from {args.work / 'history.csv'}, training time from --train-seconds"
+            f"exported with --export-only from the weights {args.init_source}, without "
+            f"training; epochs from {args.work / 'history.csv'}, training time from "
+            "--train-seconds"
         )
     return text
 
@@ -590,6 +621,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Hashed now, before training: the card records the weights the run started from.
     args.init_source = args.init
     args.init_sha256 = fer.sha256(args.init) if args.init else ""
+    args.init_fer2013 = False  # set when --init is loaded: the file had the class head
     return args
 
 
