@@ -599,8 +599,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="WEIGHTS",
         help="a .weights.h5 of an earlier run: training starts from it (fine-tuning; "
-        "--alpha, --upsample and the class head must match); with --export-only, the "
-        "weights exported. The card records it",
+        "--alpha and --upsample must match, the class head need not); with --export-only, "
+        "the weights exported. The card records it and its sha256",
     )
     parser.add_argument(
         "--export-only",
