@@ -33,14 +33,24 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
     return False
 
 
-def make(tmp_path, state_dir, **kw) -> tuple[Board, Publisher]:
+def make(
+    tmp_path,
+    state_dir,
+    *,
+    status_interval_s: float = 0.05,
+    flush_interval_s: float | None = 0.05,
+    **kw,
+) -> tuple[Board, Publisher]:
+    """A board and a publisher on tmp dirs; flush_interval_s None keeps the publisher's
+    own default."""
+    if flush_interval_s is not None:
+        kw["flush_interval_s"] = flush_interval_s
     board = Board(info={"source": "test"}, sample_period_s=1.0)
     publisher = Publisher(
         board,
         state_dir=str(state_dir),
         runtime_dir=str(tmp_path / "run"),
-        status_interval_s=0.05,
-        flush_interval_s=0.05,
+        status_interval_s=status_interval_s,
         **kw,
     )
     return board, publisher
@@ -135,14 +145,10 @@ def test_companions_tick_on_their_own_clock_whatever_the_status_interval(tmp_pat
     """The systemd watchdog is pinged from a companion tick: a 45 s status interval
     must not starve a 30 s watchdog."""
     counter = Counter()
-    board = Board(info={"source": "test"}, sample_period_s=1.0)
-    publisher = Publisher(
-        board,
-        state_dir=str(tmp_path / "state"),
-        runtime_dir=str(tmp_path / "run"),
-        status_interval_s=45.0,
+    _, publisher = make(
+        tmp_path, tmp_path / "state", status_interval_s=45.0, flush_interval_s=None,
         companions=[counter],
-    )
+    )  # fmt: skip
     assert publisher.companion_period == Publisher.COMPANION_MAX_S <= 10.0
     publisher.companion_period = 0.05  # the same loop, faster, to keep the test short
     publisher.start()
@@ -217,13 +223,8 @@ def test_samples_are_committed_in_batches_and_flushed_on_stop(tmp_path, monkeypa
 
     monkeypatch.setattr(publisher_module, "write_samples", counting)
     listener = Listener()
-    board = Board(info={"source": "test"}, sample_period_s=1.0)
-    publisher = Publisher(
-        board,
-        state_dir=str(tmp_path / "state"),
-        runtime_dir=str(tmp_path / "run"),
-        status_interval_s=0.05,
-        companions=[listener],
+    board, publisher = make(
+        tmp_path, tmp_path / "state", flush_interval_s=None, companions=[listener]
     )
     assert 10.0 <= publisher.flush_period <= 30.0
     publisher.start()
