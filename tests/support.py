@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +63,17 @@ def cli_settings(tmp_path: Path, *pairs: str) -> list[str]:
         *pairs,
     )
     return ["--config", str(config), *[arg for kv in pairs for arg in ("--set", kv)]]
+
+
+def assert_unit_verifies(directory: Path, name: str, text: str) -> None:
+    """`systemd-analyze verify` on a unit file written to `directory`: exit 0 and no
+    complaint naming the unit (other "Failed to ..." lines are about the host)."""
+    unit = directory / name
+    unit.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    problems = [
+        line for line in result.stderr.splitlines() if name in line and "Failed to" not in line
+    ]
+    assert result.returncode == 0 and not problems, result.stderr

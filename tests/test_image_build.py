@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from support import ROOT
+from support import ROOT, assert_unit_verifies
 
 STAGE = ROOT / "image-build" / "stage-emotion-appliance"
 FILES = STAGE / "00-install" / "files"
@@ -288,17 +288,7 @@ def test_firstboot_unit_passes_systemd_analyze_verify(tmp_path):
     text = (FILES / "emotion-appliance-firstboot.service").read_text()
     # verify checks that ExecStart exists: point it at this checkout's script.
     text = text.replace("/usr/local/sbin/emotion-appliance-firstboot", str(FIRSTBOOT))
-    unit = tmp_path / "emotion-appliance-firstboot.service"
-    unit.write_text(text)
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
-    )
-    problems = [
-        line
-        for line in result.stderr.splitlines()
-        if "emotion-appliance-firstboot.service" in line and "Failed to" not in line
-    ]
-    assert result.returncode == 0 and not problems, result.stderr
+    assert_unit_verifies(tmp_path, "emotion-appliance-firstboot.service", text)
 
 
 def recorded(root: Path) -> str:

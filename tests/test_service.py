@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from mjpeg_server import MjpegCamera
-from support import FIXTURE_FACES, ROOT, cli_settings, requires_models
+from support import FIXTURE_FACES, ROOT, assert_unit_verifies, cli_settings, requires_models
 
 from appliance.capture import CaptureError, FrameSource
 from appliance.capture.base import Frame
@@ -124,17 +124,7 @@ def test_systemd_analyze_verify(tmp_path):
     text = UNIT.read_text().replace(
         "/opt/emotion-appliance/venv/bin/emotion-appliance", sys.executable
     )
-    unit = tmp_path / "emotion-appliance.service"
-    unit.write_text(text)
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
-    )
-    problems = [
-        line
-        for line in result.stderr.splitlines()
-        if "emotion-appliance.service" in line and "Failed to" not in line
-    ]
-    assert result.returncode == 0 and not problems, result.stderr
+    assert_unit_verifies(tmp_path, "emotion-appliance.service", text)
 
 
 # --------------------------------------------------------------------------- notify
