@@ -77,3 +77,21 @@ def assert_unit_verifies(directory: Path, name: str, text: str) -> None:
         line for line in result.stderr.splitlines() if name in line and "Failed to" not in line
     ]
     assert result.returncode == 0 and not problems, result.stderr
+
+
+def assert_a_crash_in_scoring_leaves_out_untouched(trainer, monkeypatch, out: Path, stem, argv):
+    """A trainer (tools/train_*.py) whose scoring of the exported files crashes leaves the
+    model and card already in `out` as they were, and adds nothing beside them."""
+    out.mkdir()
+    (out / f"{stem}.tflite").write_bytes(b"old model")
+    (out / f"{stem}.json").write_text("old card")
+
+    def crash(*args):
+        raise RuntimeError("scoring crashed")
+
+    monkeypatch.setattr(trainer, "measure_without_tensorflow", crash)
+    with pytest.raises(RuntimeError, match="scoring crashed"):
+        trainer.main(argv)
+    assert (out / f"{stem}.tflite").read_bytes() == b"old model"
+    assert (out / f"{stem}.json").read_text() == "old card"
+    assert len(list(out.iterdir())) == 2
