@@ -394,7 +394,7 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, config: Config) -> int:
-    from appliance.benchmark import format_report, run_bench
+    from appliance.offline.bench import format_report, run_bench
 
     # the daemon's config (--config, else the default file if present), as `run` loads it
     report = run_bench(
@@ -410,7 +410,7 @@ def cmd_bench(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
-    from appliance.report import ReportError, parse_time, render, timeline_from_db
+    from appliance.offline.report import ReportError, parse_time, render, timeline_from_db
     from appliance.store.database import open_database
 
     try:
@@ -435,8 +435,8 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
-    from appliance.analyze import analyze
-    from appliance.report import ReportError
+    from appliance.offline.analyze import analyze
+    from appliance.offline.report import ReportError
 
     try:
         summary = analyze(

@@ -28,7 +28,7 @@ from appliance.vision.haar import HaarDetector
 from appliance.vision.model_card import default_models_dir, load_card, resolve_card
 from appliance.vision.preprocess import crop_face, prepare_face
 from appliance.vision.runtime import ModelError, runtime_name
-from appliance.vision.va import VARegressor
+from appliance.vision.va_regressor import VARegressor
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,14 @@ import cv2
 import pytest
 from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models
 
-from appliance.report import ReportError, Timeline, extrema, render, smooth, timeline_from_db
+from appliance.offline.report import (
+    ReportError,
+    Timeline,
+    extrema,
+    render,
+    smooth,
+    timeline_from_db,
+)
 
 make_face_clip = load_tool("make_face_clip")
 SEGMENT_S = 10.0  # sad, happy, sad: 5 faces x 2 s each
@@ -153,8 +160,8 @@ def test_analyze_writes_one_row_per_sample_at_the_requested_fps(tmp_path, mood_c
 @requires_models
 def test_analyze_a_clip_shorter_than_the_smoothing_window(tmp_path):
     """Three sampled frames: the summary and the report are still written."""
-    from appliance.analyze import analyze
     from appliance.config import load_config
+    from appliance.offline.analyze import analyze
 
     clip = tmp_path / "short.mp4"
     make_face_clip.compose(make_face_clip.list_faces(FIXTURE_FACES)[:1], clip, frames_per_face=3,
@@ -210,7 +217,7 @@ def test_bench_reads_the_config_file_and_reports_the_threads_both_pipelines_ran(
 
 
 def test_bench_of_a_source_without_frames_is_a_capture_error(monkeypatch):
-    from appliance import benchmark
+    from appliance.offline import bench as benchmark
     from appliance.capture import CaptureError, FrameSource
 
     class Empty(FrameSource):
@@ -230,8 +237,8 @@ def test_bench_of_a_source_without_frames_is_a_capture_error(monkeypatch):
 
 @pytest.mark.parametrize("fps", [float("inf"), float("nan"), 0.0])
 def test_analyze_refuses_an_fps_that_gives_no_sampling_step(tmp_path, fps):
-    from appliance.analyze import analyze
     from appliance.config import load_config
+    from appliance.offline.analyze import analyze
 
     config = load_config(None, [], default_path="/nonexistent/config.toml")
     with pytest.raises(ValueError, match="finite positive"):

@@ -16,7 +16,7 @@ from support import FER_VAL, FIXTURE_FACES, MODELS, ROOT, load_tool, requires_fe
 from appliance.affect.va import NEGATIVE, POSITIVE, VA_COORDINATES, ProbabilityVA
 from appliance.vision.model_card import load_card
 from appliance.vision.runtime import ModelError
-from appliance.vision.va import VARegressor
+from appliance.vision.va_regressor import VARegressor
 
 evaluate = load_tool("evaluate")
 VA_CARD = MODELS / "va_mobilenetv3_int8.json"

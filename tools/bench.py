@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the real pipeline on every frame of a video (see appliance/benchmark.py).
+"""Benchmark the real pipeline on every frame of a video (see appliance/offline/bench.py).
 
 Run pinned to one core for the figures in BENCHMARKS.md:
     taskset -c 0 python tools/bench.py --source appliance/data/demo_faces.mp4 --peer --json
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.benchmark import format_report, run_bench
+from appliance.offline.bench import format_report, run_bench
 
 
 def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
@@ -27,7 +27,7 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
     from appliance.vision.emotion import EmotionClassifier
     from appliance.vision.model_card import load_card
     from appliance.vision.preprocess import prepare_face
-    from appliance.vision.va import VARegressor
+    from appliance.vision.va_regressor import VARegressor
 
     card = load_card(card_path)
     if card.task == "va":

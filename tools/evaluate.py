@@ -47,7 +47,7 @@ from appliance.pipeline import models_dir  # noqa: E402
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
 from appliance.vision.model_card import load_card, resolve_card  # noqa: E402
 from appliance.vision.runtime import ModelError  # noqa: E402
-from appliance.vision.va import VARegressor  # noqa: E402
+from appliance.vision.va_regressor import VARegressor  # noqa: E402
 
 log = logging.getLogger("evaluate")
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from appliance.capture import open_source
 from appliance.config import Config
+from appliance.offline.report import ReportError, Timeline, render
 from appliance.pipeline import Pipeline
-from appliance.report import ReportError, Timeline, render
 
 
 def safe_name(text: str) -> str:
