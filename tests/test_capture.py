@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import appliance.capture as capture
+from appliance import sources
 from appliance.capture import CaptureError, Frame, SourceConfigError, open_source
 from appliance.capture.base import ensure_bgr
 from appliance.capture.files import ImageFolderSource, VideoFileSource
@@ -25,7 +26,8 @@ from appliance.capture.picamera import PiCameraSource, find_pi_camera
 from appliance.capture.realsense import RealSenseSource, realsense_available
 from appliance.capture.stream import StreamSource
 from appliance.capture.v4l2 import V4L2Source
-from appliance.sources import redact
+from appliance.common.redact import redact
+from appliance.config.schema import CameraConfig, section_keys
 
 W, H = 64, 48
 FPS = 10.0
@@ -672,10 +674,10 @@ def test_open_source_auto(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_open_source_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, video: Path) -> None:
-    monkeypatch.setattr(capture, "DEMO_CLIP", tmp_path / "demo_faces.mp4")
+    monkeypatch.setattr(sources, "DEMO_CLIP", tmp_path / "demo_faces.mp4")
     with pytest.raises(CaptureError, match="demo clip is missing"):
         open_source("demo")
-    monkeypatch.setattr(capture, "DEMO_CLIP", video)
+    monkeypatch.setattr(sources, "DEMO_CLIP", video)
     src = open_source("demo", loop=True)
     assert isinstance(src, VideoFileSource) and src.loop
 
@@ -727,3 +729,87 @@ def test_open_source_rejects_forms_that_never_work() -> None:
 def test_specs_help_mentions_every_form() -> None:
     for form in ("auto", "picamera", "realsense", "v4l2:N", "/dev/videoN", "demo"):
         assert form in capture.SOURCE_SPECS_HELP
+
+
+# ---------------------------------------------------------------- the source kinds' registry
+
+
+def test_help_check_and_opener_agree_on_every_kind(
+    tmp_path: Path, video: Path, fake_picamera2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One registry yields the help, the check and the opener: every kind is in the help,
+    its sample specs pass the check, and open_source builds them with that kind's own
+    opener. A kind added without samples here fails the first assert."""
+    samples: dict[str, list[tuple[str, type]]] = {
+        "auto": [("auto", PiCameraSource), (" AUTO ", PiCameraSource)],
+        "picamera": [("picamera", PiCameraSource)],
+        "realsense": [("RealSense", RealSenseSource)],
+        "v4l2": [("v4l2:1", V4L2Source), ("/dev/video2", V4L2Source)],
+        "stream": [
+            ("rtsp://u:pw@cam/live", StreamSource),
+            ("RTSPS://cam/live", StreamSource),
+            ("http://cam:8080/video", StreamSource),
+            ("https://cam/hls.m3u8", StreamSource),
+        ],
+        "demo": [("demo", VideoFileSource)],
+        "recording": [(str(tmp_path), ImageFolderSource), (str(video), VideoFileSource)],
+    }
+    assert list(samples) == list(sources.KINDS)
+    (camera_source,) = [k for k in section_keys(CameraConfig) if k.name == "source"]
+    assert camera_source.doc == sources.SOURCE_SETTING_DOC
+    built_by: list[str] = []
+    for kind in sources.KINDS.values():
+        real_build = type(kind).build
+
+        def spy(self, text, wanted, real_build=real_build):
+            built_by.append(self.name)
+            return real_build(self, text, wanted)
+
+        monkeypatch.setattr(type(kind), "build", spy)
+    for name, kind in sources.KINDS.items():
+        for form, line in kind.forms:
+            assert f"{form:<14} {line}" in capture.SOURCE_SPECS_HELP.splitlines()
+            assert form in sources.SOURCE_SETTING_DOC
+            assert f"`{form}`" in sources.sources_markdown()
+        for word in kind.keywords:
+            assert word in sources.SOURCE_KEYWORDS and word in capture.SOURCE_SPECS_HELP
+        for spec, cls in samples[name]:
+            assert sources.spec_problem(spec) is None, spec
+            assert sources.match_kind(spec) == (kind, None), spec
+            built_by.clear()
+            source = open_source(spec, width=320, height=240, fps=5)
+            assert built_by == [name], spec
+            assert type(source) is cls, spec
+            if source.live and cls is not StreamSource:
+                assert (source.width, source.height, source.fps) == (320, 240, 5)
+
+
+def test_bare_words_are_only_the_registered_keywords() -> None:
+    assert sources.SOURCE_KEYWORDS == ("auto", "picamera", "realsense", "demo")
+    for word in ("webcam", "usb", "camera0"):
+        kind, problem = sources.match_kind(word)
+        assert kind is None and problem is not None and "not a source keyword" in problem
+
+
+def test_registry_and_checks_import_without_heavy_modules() -> None:
+    """`--help`, `status` and `config check` must answer instantly on a Pi: the registry,
+    its checks and the redaction rule import no camera library, nor OpenCV or numpy."""
+    import subprocess
+
+    heavy = ("cv2", "numpy", "picamera2", "pyrealsense2", "appliance.capture")
+    code = (
+        "import sys, appliance.sources, appliance.common.redact, appliance.config;"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_sources_reexports_the_one_redaction_rule() -> None:
+    from appliance.common import redact as redact_module
+
+    assert sources.redact is redact_module.redact

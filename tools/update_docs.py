@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerate the files derived from the config schema: example.toml and the README's
-configuration tables (between the `config-tables` markers). Run after changing a key.
+"""Regenerate the files derived from the code: example.toml, the README's configuration
+tables (between the `config-tables` markers, from the config schema) and its table of
+capture sources (between the `sources-table` markers, from the source registry). Run
+after changing a key or a source kind.
 
     python tools/update_docs.py          # rewrite
     python tools/update_docs.py --check  # exit 1 if either is stale (the tests do this)
@@ -17,17 +19,22 @@ sys.path.insert(0, str(ROOT))
 
 from appliance.config import EXAMPLE_CONFIG_PATH, Config, config_to_toml  # noqa: E402
 from appliance.config.loader import config_to_markdown  # noqa: E402
+from appliance.sources import sources_markdown  # noqa: E402
 
 README = ROOT / "README.md"
-BEGIN, END = "<!-- config-tables:begin -->", "<!-- config-tables:end -->"
+GENERATED = {"config-tables": config_to_markdown, "sources-table": sources_markdown}
 
 
 def readme_with_tables(text: str) -> str:
-    head, found, rest = text.partition(BEGIN)
-    _, found_end, tail = rest.partition(END)
-    if not found or not found_end:
-        raise SystemExit(f"{README}: markers {BEGIN} / {END} missing")
-    return f"{head}{BEGIN}\n{config_to_markdown()}{END}{tail}"
+    for name, make in GENERATED.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        head, found, rest = text.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not found or not found_end:
+            raise SystemExit(f"{README}: markers {begin} / {end} missing")
+        body = make()
+        text = f"{head}{begin}\n{body}{'' if body.endswith(chr(10)) else chr(10)}{end}{tail}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

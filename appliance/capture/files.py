@@ -13,12 +13,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance import sources
+
 from .base import CaptureError, Frame, FrameSource, ensure_bgr
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 30.0
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+# declared beside the source plugin, whose help lists them
+IMAGE_EXTENSIONS = frozenset(sources.IMAGE_EXTENSIONS)
 
 
 class VideoFileSource(FrameSource):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from appliance.common.worker import Worker
+
 from .base import CaptureError, Frame, FrameSource, ensure_bgr
 
 log = logging.getLogger(__name__)
@@ -21,18 +23,20 @@ log = logging.getLogger(__name__)
 GrabFn = Callable[[], "np.ndarray | None"]
 
 
-class LatestFrameGrabber:
-    """Run `grab()` on a daemon thread, keeping only the newest frame.
+class LatestFrameGrabber(Worker):
+    """A worker thread that runs `grab()` over and over, keeping only the newest frame.
 
     `grab` returns an image, or None when nothing is available yet (the thread then
-    backs off for `idle_sleep` s). If `grab` raises, the thread stops and the error
-    is re-raised from `get()` as CaptureError.
+    pauses `idle_sleep` s). If `grab` raises, the thread stops and the error is re-raised
+    from `get()` as CaptureError.
 
-    `release` frees the device. The grab thread calls it as it exits, so it never runs
+    `release` frees the device. The thread calls it as it finishes, so it never runs
     while a grab is inside the driver: freeing a handle under a blocked read (a stalled
-    webcam, cv2 without the GIL) can crash the process, and `stop()` cannot wait
-    longer for a stuck driver than the service manager allows for shutdown.
+    webcam, cv2 without the GIL) can crash the process, and `stop()` cannot wait longer
+    for a stuck driver than the service manager allows for shutdown.
     """
+
+    stop_grace_s = 1.0
 
     def __init__(
         self,
@@ -42,6 +46,7 @@ class LatestFrameGrabber:
         idle_sleep: float = 0.005,
         release: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(f"grab:{desc}")
         self._grab = grab
         self.desc = desc
         self._idle_sleep = idle_sleep
@@ -50,23 +55,35 @@ class LatestFrameGrabber:
         self._latest: Frame | None = None
         self._last_returned = -1
         self._error: BaseException | None = None
-        self._stopping = False
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the grab thread (once)."""
-        with self._cond:
-            if self._thread is not None:
+    # ------------------------------------------------------------ the thread
+
+    def work(self) -> None:
+        index = 0
+        while not self.stopping.is_set():
+            try:
+                image = self._grab()
+                if image is not None:
+                    image = ensure_bgr(image)
+            except Exception as exc:  # surfaced to the consumer via get()
+                with self._cond:
+                    if self.stopping.is_set():
+                        return  # the grab was interrupted on purpose (close)
+                    self._error = exc
+                    self._cond.notify_all()
+                log.warning("grab from %s failed: %s", self.desc, exc)
                 return
-            self._stopping = False
-            self._thread = threading.Thread(target=self._run, name=f"grab:{self.desc}", daemon=True)
-            self._thread.start()
+            if image is None:
+                self.pause(self._idle_sleep)
+                continue
+            frame = Frame(image=image, t=time.monotonic(), index=index)
+            index += 1
+            with self._cond:
+                self._latest = frame  # overwrite: older frames are simply dropped
+                self._cond.notify_all()
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._release_device()
+    def finish(self) -> None:
+        self._release_device()
 
     def _release_device(self) -> None:
         """Run `release` once, whichever of the thread or stop() gets here first."""
@@ -78,32 +95,7 @@ class LatestFrameGrabber:
             except Exception as exc:
                 log.warning("releasing %s failed: %s", self.desc, exc)
 
-    def _loop(self) -> None:
-        index = 0
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-            try:
-                image = self._grab()
-                if image is not None:
-                    image = ensure_bgr(image)
-            except Exception as exc:  # surfaced to the consumer via get()
-                with self._cond:
-                    if self._stopping:
-                        return  # the grab was interrupted on purpose (close)
-                    self._error = exc
-                    self._cond.notify_all()
-                log.warning("grab from %s failed: %s", self.desc, exc)
-                return
-            if image is None:
-                time.sleep(self._idle_sleep)
-                continue
-            frame = Frame(image=image, t=time.monotonic(), index=index)
-            index += 1
-            with self._cond:
-                self._latest = frame  # overwrite: older frames are simply dropped
-                self._cond.notify_all()
+    # ------------------------------------------------------------ other threads
 
     def get(self, timeout: float) -> Frame:
         """Block until a frame newer than the last one returned arrives; return it.
@@ -113,11 +105,11 @@ class LatestFrameGrabber:
 
         def ready() -> bool:
             fresh = self._latest is not None and self._latest.index > self._last_returned
-            return fresh or self._error is not None or self._stopping
+            return fresh or self._error is not None or self.stopping.is_set()
 
         with self._cond:
             self._cond.wait_for(ready, timeout=timeout)
-            if self._stopping:
+            if self.stopping.is_set():
                 raise CaptureError(f"{self.desc} is closed")
             latest = self._latest
             if latest is not None and latest.index > self._last_returned:
@@ -129,41 +121,30 @@ class LatestFrameGrabber:
 
     def request_stop(self) -> None:
         """Tell the thread to finish after its current grab, and wake waiting readers."""
+        super().request_stop()
         with self._cond:
-            self._stopping = True
             self._cond.notify_all()
 
-    def join(self, timeout: float) -> bool:
+    def join_by(self, timeout: float) -> bool:
         """Wait up to `timeout` s for the thread to end; True once it has (and released).
 
-        A thread still inside grab() after that is left to finish on its own: it releases
-        the device when the driver returns, never while it is in use.
+        A thread still inside grab() after that is left to finish on its own (logged):
+        it releases the device when the driver returns, never while it is in use.
         """
-        with self._cond:
-            thread = self._thread
-        if thread is None:  # never started: nothing can be using the device
+        if self.ident is None:  # never started: nothing can be using the device
             self._release_device()
             return True
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-        if thread.is_alive():
-            log.warning(
-                "grab from %s still blocked after %g s; it releases the device when it returns",
-                self.desc,
-                timeout,
-            )
+        if self is threading.current_thread():  # stopped from within a grab or release
             return False
-        return True
+        return super().join_by(timeout)
 
-    def stop(self, join_timeout: float = 1.0) -> bool:
-        """request_stop() then join(); safe to call twice. True if the thread has ended."""
-        self.request_stop()
-        return self.join(join_timeout)
+    def busy_with(self) -> str:
+        return "still in a grab; it releases the device when the driver returns"
 
     @property
     def running(self) -> bool:
         """True while the grab thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.is_alive()
 
 
 class LiveSource(FrameSource):
@@ -202,7 +183,7 @@ class LiveSource(FrameSource):
                 self._interrupt_grab()
             except Exception as exc:
                 log.warning("interrupting the grab from %s failed: %s", self.describe(), exc)
-        grabber.join(self.join_timeout)
+        grabber.join_by(self.join_timeout)
 
     def read(self, timeout: float | None = None) -> Frame | None:
         if self._grabber is None:

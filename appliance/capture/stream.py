@@ -10,7 +10,7 @@ import logging
 
 import cv2
 
-from appliance.sources import redact
+from appliance.common.redact import redact
 
 from .base import CaptureError
 from .latest import OpenCVLiveSource
