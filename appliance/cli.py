@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -281,17 +282,38 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     snapshot = read_status(config.service.runtime_dir)
     stale = stale_after(config.service.status_interval_s)
     code, text = render(snapshot, stale, as_json=args.json)
-    print(text)
+    _print_verdict(text)
     return code
+
+
+def _print_verdict(text: str) -> None:
+    """Print and flush now, so that a reader that went away (`status | head -1`) is
+    noticed here and the Nagios code survives it."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    """Python's recipe for a closed pipe: point stdout at /dev/null, so that neither the
+    rest of the output nor the interpreter's last flush raises again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _status_unknown(reason: str, as_json: bool) -> int:
     """`status` could not even start (bad config or arguments): UNKNOWN for monitoring,
     where exit 2 would read as CRITICAL, i.e. the appliance failing."""
     if as_json:
-        print(json.dumps({"code": UNKNOWN, "reason": reason, "status": None}, sort_keys=True))
+        _print_verdict(
+            json.dumps({"code": UNKNOWN, "reason": reason, "status": None}, sort_keys=True)
+        )
     else:
-        print(format_status(None, UNKNOWN, reason))
+        _print_verdict(format_status(None, UNKNOWN, reason))
     return UNKNOWN
 
 
@@ -299,9 +321,11 @@ def cmd_catalog(args: argparse.Namespace, config: Config) -> int:
     from appliance.music.catalog import CatalogError, catalog_stats, import_catalog
     from appliance.store.database import open_database
 
-    db = open_database(config.storage.state_dir)
+    # only an import writes: stats must not create (or migrate) the database
+    writes = args.catalog_command == "import"
+    db = open_database(config.storage.state_dir, readonly=not writes)
     try:
-        if args.catalog_command == "import":
+        if writes:
             try:
                 report = import_catalog(db, Path(args.csv), k=config.music.moods)
             except CatalogError as exc:
@@ -340,7 +364,7 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> int:
     if args.n < 1:  # -n -1 sliced the ranking to all songs but the last
         log.error("-n must be at least 1")
         return EXIT_CONFIG
-    db = open_database(config.storage.state_dir)
+    db = open_database(config.storage.state_dir, readonly=True)
     try:
         moods = load_moods(db, k=config.music.moods)
         if moods is None:
@@ -415,7 +439,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
     try:
         since, until = parse_time(args.since), parse_time(args.until)
-        db = open_database(config.storage.state_dir)
+        db = open_database(config.storage.state_dir, readonly=True)
         try:
             timeline = timeline_from_db(
                 db, since=since, until=until, mood_hold_s=config.music.mood_hold_s,
@@ -483,6 +507,20 @@ def _subcommand(words: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. A reader that closed the pipe early
+    (`emotion-appliance status | head -1`) ends the command quietly: exit 1, except
+    `status`, which keeps its Nagios code."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe can be caught, not at exit
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_FAILURE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
         print(f"emotion-appliance {__version__}")  # without loading OpenCV and numpy
         return 0

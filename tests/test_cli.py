@@ -316,3 +316,73 @@ def test_bench_refuses_a_live_camera_before_opening_it(dirs):
     assert result.returncode == 1
     assert "live camera" in result.stderr and "video file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------- a reader that left
+
+
+def into_closed_pipe(*args: str) -> tuple[int, str]:
+    """Run the command with its stdout going to a reader that has already gone, as
+    `emotion-appliance status | head -1` is once head has its line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    proc.stdout.close()  # before the child writes: its first write or flush gets EPIPE
+    try:
+        stderr = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["status"], 3),  # Nagios UNKNOWN (no daemon), kept although nobody reads it
+        (["status", "--json"], 3),
+        (["status", "--bogus"], 3),
+        (["config", "show"], 1),
+        (["config", "check"], 1),
+        (["--version"], 1),
+    ],
+)
+def test_a_closed_pipe_ends_quietly(dirs, args, code):
+    words = args if args == ["--version"] else [*args, *dirs]
+    returncode, stderr = into_closed_pipe(*words)
+    assert returncode == code, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+    assert "Exception ignored" not in stderr
+
+
+# ------------------------------------------------------------------- config the CLI refuses
+
+
+def test_a_toml_nested_5000_deep_is_a_config_error_not_a_traceback(tmp_path, dirs):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("[camera]\nsource = " + "[" * 5000 + "]" * 5000 + "\n")
+    result = cli("config", "check", str(deep))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{deep}: ") and "nested too deeply" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = cli("status", "--config", str(deep))
+    assert result.returncode == 3 and "configuration error" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("key", ["storage.state_dir", "service.runtime_dir"])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_folder_key_is_a_config_error(tmp_path, key, value):
+    """ "" is the working directory: the database and status landed wherever the
+    command ran."""
+    config = tmp_path / "config.toml"
+    section, name = key.split(".")
+    config.write_text(f'[{section}]\n{name} = "{value}"\n')
+    result = cli("config", "check", str(config))
+    assert result.returncode == 2
+    assert f"{config}: [{section}] {name}: expected a folder path" in result.stderr
+    result = cli("catalog", "stats", "--config", str(config))
+    assert result.returncode == 2 and f"[{section}] {name}" in result.stderr
+    assert not (ROOT / "appliance.db").exists() and not (ROOT / "status.json").exists()

@@ -457,3 +457,42 @@ def test_a_bare_word_source_means_the_same_in_every_directory(tmp_path, monkeypa
     assert config.camera.source == "./clip"
     for path_like in ("clips/", "clip.mp4", "~/faces", "AUTO", "v4l2:3"):  # may yet appear
         load_config(None, [f"camera.source={path_like}"], default_path="/nonexistent/c.toml")
+
+
+# --------------------------------------------------------------------------- folders, nesting
+
+
+@pytest.mark.parametrize(("section", "key"), [("storage", "state_dir"), ("service", "runtime_dir")])
+@pytest.mark.parametrize("value", ["", " ", "\t\n"])
+def test_an_empty_folder_is_refused_naming_the_file_and_key(tmp_path, section, key, value):
+    """Path("") is the working directory: the database and the status file landed
+    wherever the daemon (or `status`) happened to start."""
+    text = f"[{section}]\n{key} = {json.dumps(value)}\n"
+    [line] = problems_of(tmp_path, text)
+    assert line.startswith(f"config.toml: [{section}] {key}: expected a folder path, got ")
+    assert "working directory" in line
+    [line] = set_problems(f"{section}.{key}={json.dumps(value)}")
+    assert line.startswith(f"/nonexistent/config.toml: [{section}] {key}: expected a folder")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[camera]\nsource = " + "[" * 5000 + "]" * 5000 + "\n",
+        "[camera]\nsource = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",
+        "x = " + "[" * 5000 + "\n",  # unterminated, too
+    ],
+    ids=["arrays", "inline-tables", "unterminated"],
+)
+def test_a_toml_nested_5000_deep_is_a_config_error_not_a_recursion_error(tmp_path, text):
+    [line] = problems_of(tmp_path, text)
+    assert line.startswith("config.toml: not valid TOML")
+    assert "nested too deeply" in line
+
+
+def test_a_deeply_nested_override_is_taken_as_text(tmp_path):
+    value = "[" * 5000
+    [line] = set_problems(f"camera.source={value}")
+    assert line.startswith("/nonexistent/config.toml: [camera] source: ")
+    config = load_config(None, [f"vlm.model={value}"], default_path="/nonexistent/config.toml")
+    assert config.vlm.model == value

@@ -16,6 +16,7 @@ from appliance.store import retention
 from appliance.store.database import (
     DB_NAME,
     MIGRATIONS,
+    SchemaError,
     StoreError,
     open_database,
     schema_version,
@@ -406,3 +407,83 @@ def test_prune_on_a_read_only_database_gives_store_error(tmp_path):
             prune_history(sqlite_utils.Database(conn), Retention(30.0, 30.0), NOW)
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------------ read-only opens
+
+
+def old_database(state_dir: Path, version: int) -> Path:
+    """A database as release `version` left it (its migrations only)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    conn = raw(state_dir / DB_NAME)
+    for number, sql in MIGRATIONS[:version]:
+        conn.executescript(sql + f"; PRAGMA user_version = {number};")
+    conn.commit()
+    conn.close()
+    return state_dir / DB_NAME
+
+
+def test_a_read_only_open_of_a_missing_database_creates_nothing(tmp_path):
+    state_dir = tmp_path / "state"
+    with pytest.raises(StoreError) as info:
+        open_database(state_dir, readonly=True)
+    message = str(info.value)
+    assert str(state_dir / DB_NAME) in message
+    assert "the daemon creates it on its first run" in message
+    assert not state_dir.exists()
+    state_dir.mkdir()
+    with pytest.raises(StoreError, match="first run"):
+        open_database(state_dir, readonly=True)
+    assert list(state_dir.iterdir()) == []
+
+
+def test_a_read_only_open_reads_and_never_writes(tmp_path):
+    db = open_database(tmp_path)
+    write_samples(db, [sample_row(state(1.0), 1, "demo", 1000.0)])
+    db.conn.close()
+    ro = open_database(tmp_path, readonly=True)
+    try:
+        assert schema_version(ro) == LATEST
+        assert ro["affect_samples"].count == 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.execute("DELETE FROM affect_samples")
+    finally:
+        ro.conn.close()
+    assert recent_samples(open_database(tmp_path))[0]["emotion"] == "happy"
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, LATEST - 1])
+def test_a_read_only_open_never_migrates_an_older_schema(tmp_path, version):
+    path = old_database(tmp_path, version)
+    before = path.read_bytes()
+    with pytest.raises(SchemaError) as info:
+        open_database(tmp_path, readonly=True)
+    assert (info.value.found, info.value.expected) == (version, LATEST)
+    message = str(info.value)
+    assert str(path) in message and "the daemon" in message
+    if version:
+        assert f"v{version}" in message and f"v{LATEST}" in message
+        assert "never migrate" in message
+    assert path.read_bytes() == before  # not one byte changed
+    conn = raw(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == version
+    finally:
+        conn.close()
+
+
+def test_a_read_only_open_reports_a_newer_schema(tmp_path):
+    path = old_database(tmp_path, LATEST)
+    conn = raw(path)
+    conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaError, match="newer than this software") as info:
+        open_database(tmp_path, readonly=True)
+    assert info.value.found == LATEST + 1
+
+
+def test_a_read_only_open_of_garbage_is_a_store_error(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"this is not an SQLite database, just text\n" * 100)
+    with pytest.raises(StoreError, match=DB_NAME):
+        open_database(tmp_path, readonly=True)

@@ -146,6 +146,8 @@ def _read_toml(path: Path, label: str, problems: list[str], *, missing_ok: bool)
         )
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{label}: not valid TOML: {exc}")
+    except RecursionError:  # tomllib recurses per nesting level: [[[[...]]]] 5,000 deep
+        problems.append(f"{label}: not valid TOML here: arrays or tables nested too deeply")
     return {}
 
 
@@ -209,7 +211,7 @@ def _parse_override_value(text: str, spec: KeySpec) -> Any:
     """
     try:
         parsed = tomllib.loads(f"v = {text}")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
     if set(parsed) != {"v"}:  # e.g. text smuggled a newline and another key
         return text

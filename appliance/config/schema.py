@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
-from appliance.sources import redact, spec_problem
+from appliance.common.redact import redact
+from appliance.sources import SOURCE_SETTING_DOC, spec_problem
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-appliance/config.toml"
 
@@ -120,6 +121,15 @@ def section_keys(cls: type) -> tuple[KeySpec, ...]:
     return tuple(specs)
 
 
+def folder_problems(key: str, value: str, what: str) -> list[tuple[str, str]]:
+    """An empty folder key is an error: Path("") is the working directory, so the daemon
+    would put `what` wherever it was started, and `status` would look there too."""
+    if value.strip():
+        return []
+    problem = f'expected a folder path, got "{value}" ({what} would land in the working directory)'
+    return [(key, problem)]
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -127,19 +137,15 @@ def section_keys(cls: type) -> tuple[KeySpec, ...]:
 class CameraConfig:
     """Camera: where frames come from and at what size and rate."""
 
-    source: str = setting(
-        "auto",
-        "Frame source: auto (the first camera found), picamera, realsense, v4l2:N or "
-        "/dev/videoN (a V4L2 device), demo (the bundled demo clip), the path of a "
-        "video file, or the path of a folder of images.",
-    )
+    source: str = setting("auto", SOURCE_SETTING_DOC)  # from the source kinds' registry
     width: int = setting(640, "Requested frame width in pixels.", min=160, max=4096)
     height: int = setting(480, "Requested frame height in pixels.", min=120, max=4096)
     fps: int = setting(15, "Requested frames per second.", min=1, max=120)
 
     def problems(self) -> list[tuple[str, str]]:
-        """A source that can never work (empty, v4l2:x, ftp://...) is a configuration
-        error now (exit 2, no restart loop), not a camera failure at run time."""
+        """A source that can never work (empty, v4l2:x, ftp://..., a mistyped keyword), by
+        the source kinds' own checks, is a configuration error now (exit 2, no restart
+        loop), not a camera failure at run time."""
         problem = spec_problem(self.source)
         return [("source", problem)] if problem else []
 
@@ -254,6 +260,9 @@ class StorageConfig:
         max=3650,
     )
 
+    def problems(self) -> list[tuple[str, str]]:
+        return folder_problems("state_dir", self.state_dir, "the SQLite history")
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -263,6 +272,9 @@ class ServiceConfig:
         "/run/emotion-appliance", "Folder for the status file and other runtime files."
     )
     status_interval_s: float = setting(1.0, "Seconds between status updates.", min=0.1, max=60.0)
+
+    def problems(self) -> list[tuple[str, str]]:
+        return folder_problems("runtime_dir", self.runtime_dir, "the status file")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -32,8 +33,7 @@ def analyze(
     """Write frames.csv, summary.json and report.png; returns the summary."""
     if not (math.isfinite(fps) and fps > 0):  # inf made the sampling step 0
         raise ValueError(f"fps must be a finite positive number, not {fps}")
-    out = out_root / safe_name(user) / safe_name(condition)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(out_root / safe_name(user) / safe_name(condition))
     pipeline = Pipeline.from_config(config)
     labels = list(pipeline.classifier.labels)
     step = 1.0 / fps
@@ -68,10 +68,13 @@ def analyze(
             rows.append(row)
     if not rows:
         raise ReportError(f"{video}: no frames")
-    with (out / "frames.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        with (out / "frames.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as exc:
+        raise ReportError(f"cannot write {out / 'frames.csv'}: {exc.strerror or exc}") from exc
     timeline = Timeline(
         np.array([r["time_s"] for r in rows], dtype=np.float64),
         np.array([np.nan if r["smoothed_valence"] == "" else r["smoothed_valence"] for r in rows],
@@ -96,5 +99,24 @@ def analyze(
         summary.update(timeline_summary=render(timeline, out / "report.png"))
     except ReportError as exc:
         summary["report"] = f"not drawn: {exc}"
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    try:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    except OSError as exc:
+        raise ReportError(f"cannot write {out / 'summary.json'}: {exc.strerror or exc}") from exc
     return summary
+
+
+def prepare_output(out: Path) -> Path:
+    """Create the session folder before any frame is analysed: a --out that names a file
+    or a place this user cannot write fails at once, with the reason, not after minutes
+    of video (or as a traceback)."""
+    try:
+        for part in (out, *out.parents):
+            if part.exists() and not part.is_dir():
+                raise ReportError(f"--out: {part} is a file, not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out: cannot create {out}: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ReportError(f"--out: {out} is not writable by this user")
+    return out

@@ -34,7 +34,7 @@ MOOD_COLOURS = {"happy": "#fff3b0", "energetic": "#ffd0c8", "calm": "#d4f5dc", "
 
 
 class ReportError(RuntimeError):
-    """Nothing to draw, or no way to draw it (matplotlib missing)."""
+    """Nothing to draw, no way to draw it (matplotlib missing), or nowhere to put it."""
 
 
 @dataclass
@@ -193,10 +193,13 @@ def render(timeline: Timeline, out: Path, *, width_px: int = 1400, height_px: in
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     png = buffer.getvalue()
-    if out.suffix.lower() in (".html", ".htm"):
-        out.write_text(_html(timeline, png, summary), encoding="utf-8")
-    else:
-        out.write_bytes(png)
+    try:
+        if out.suffix.lower() in (".html", ".htm"):
+            out.write_text(_html(timeline, png, summary), encoding="utf-8")
+        else:
+            out.write_bytes(png)
+    except OSError as exc:  # a folder, a missing or read-only place: a message, not a traceback
+        raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return summary
 
 

@@ -6,11 +6,10 @@ configured). The command exits 1 when any check fails, so it also works in scrip
 
 from __future__ import annotations
 
-import errno
 import logging
+import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,18 +17,23 @@ from pathlib import Path
 import requests
 
 from appliance.capture import CaptureError, open_source
+from appliance.common.process import still_running
 from appliance.config import Config
+from appliance.config.schema import ServiceConfig, StorageConfig
 from appliance.config.secrets import SecretError, read_secret
 from appliance.pipeline import models_dir
-from appliance.service.status import read_status, snapshot_age, stale_after
+from appliance.service.status import is_fresh, read_status, stale_after
 from appliance.sources import redact
-from appliance.store.database import StoreError, open_database
+from appliance.store.database import DB_NAME, SchemaError, StoreError, open_database
 from appliance.vision.model_card import load_card, resolve_card
 from appliance.vision.runtime import ModelError
 
 log = logging.getLogger(__name__)
 
 MIN_FREE_MB = 200
+SERVICE_USER = "emotion-appliance"
+# the folders systemd makes (StateDirectory=, RuntimeDirectory=) when the service starts
+SYSTEMD_DIRS = (StorageConfig().state_dir, ServiceConfig().runtime_dir)
 GPIO_HINT = "stop the other program using that pin, or change the [gpio] key named"
 CAMERA_HINT = "connect the camera, check camera.source, and the 'video' group membership"
 
@@ -81,13 +85,17 @@ def check_models(config: Config) -> Check:
 
 
 def running_daemon(config: Config) -> dict | None:
-    """The daemon's status when it is running now (a fresh snapshot), else None."""
+    """The daemon's status when it is running now (a fresh snapshot, not dated in the
+    future, whose process is alive), else None. A snapshot without process_start (an
+    older daemon's) goes by its age alone."""
     snapshot = read_status(config.service.runtime_dir)
     if not snapshot or snapshot.get("state") not in ("running", "starting"):
         return None
-    age = snapshot_age(snapshot)
-    fresh = age is not None and age <= stale_after(config.service.status_interval_s)
-    return snapshot if fresh else None
+    if not is_fresh(snapshot, stale_after(config.service.status_interval_s)):
+        return None
+    if "process_start" in snapshot and still_running(snapshot) is False:
+        return None  # killed: the camera is free again
+    return snapshot
 
 
 def check_camera(config: Config) -> Check:
@@ -120,56 +128,120 @@ def check_camera(config: Config) -> Check:
     return passed("camera", f"{source.describe()}: {width}x{height} frame read")
 
 
-def check_storage(config: Config) -> list[Check]:
-    checks = []
-    for name, folder in (
-        ("state", config.storage.state_dir),
-        ("runtime", config.service.runtime_dir),
-    ):
-        path = Path(folder)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor."):
-                pass
-        except OSError as exc:
-            if name == "runtime" and not path.exists() and exc.errno in (errno.EACCES, errno.EPERM):
-                # /run/emotion-appliance is made by systemd when the service starts
-                checks.append(skipped("runtime dir", f"{path}: absent until the service starts"))
-                continue
-            checks.append(
-                failed(f"{name} dir", f"{path}: not writable ({exc.strerror or exc})",
-                       f"sudo chown emotion-appliance: {path} (the service creates it itself)")
-            )  # fmt: skip
-            continue
-        free_mb = shutil.disk_usage(path).free / 2**20
-        if name == "state" and free_mb < MIN_FREE_MB:
-            checks.append(
-                failed("state dir", f"{path}: only {free_mb:.0f} MB free",
-                       f"free space on that filesystem (at least {MIN_FREE_MB} MB)")
-            )  # fmt: skip
-        else:
-            checks.append(passed(f"{name} dir", f"{path}: writable, {free_mb:.0f} MB free"))
+AS_SERVICE_USER = f"run doctor as the service user: sudo -u {SERVICE_USER} emotion-appliance doctor"
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything is at path; OSError when this user may not even look (EACCES)."""
     try:
-        db = open_database(config.storage.state_dir)
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _nearest_existing(path: Path) -> Path:
+    """path itself or its closest ancestor that exists: where a mkdir would start."""
+    path = path.absolute()
+    for candidate in (path, *path.parents):
+        if _exists(candidate):
+            return candidate
+    return Path(path.anchor)
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def check_dir(name: str, folder: str, key: str) -> Check:
+    """Can the daemon's user write here? Answered with os.access, never by creating
+    anything: doctor runs as other users too, and a folder it made would have the wrong
+    owner (or appear wherever a mistaken key points)."""
+    label, path = f"{name} dir", Path(folder)
+    try:
+        if not _exists(path):
+            return _absent_dir(label, path)
+        if not path.is_dir():
+            return failed(label, f"{path}: not a folder", f"move it aside, or change {key}")
+        if not _writable(path):
+            hint = f"sudo chown {SERVICE_USER}: {path} (the service creates it itself)"
+            return failed(label, f"{path}: not writable by this user", hint)
+        free_mb = shutil.disk_usage(path).free / 2**20
+    except OSError as exc:
+        return failed(label, f"{path}: {exc.strerror or exc}", AS_SERVICE_USER)
+    if name == "state" and free_mb < MIN_FREE_MB:
+        hint = f"free space on that filesystem (at least {MIN_FREE_MB} MB)"
+        return failed(label, f"{path}: only {free_mb:.0f} MB free", hint)
+    return passed(label, f"{path}: writable, {free_mb:.0f} MB free")
+
+
+def _absent_dir(label: str, path: Path) -> Check:
+    """A folder not made yet is no fault while whoever makes it can: the daemon (when its
+    parent is writable) or systemd (the unit's StateDirectory= and RuntimeDirectory=)."""
+    create = f"sudo install -d -o {SERVICE_USER} -g {SERVICE_USER} -m 0750 {path}"
+    parent = _nearest_existing(path)
+    if not parent.is_dir():
+        return failed(label, f"{path}: absent, and {parent} is not a folder", create)
+    if _writable(parent):
+        free_mb = shutil.disk_usage(parent).free / 2**20
+        detail = f"absent; the daemon creates it on its first run ({parent} is writable"
+        return passed(label, f"{path}: {detail}, {free_mb:.0f} MB free)")
+    if str(path) in SYSTEMD_DIRS:
+        return skipped(label, f"{path}: absent until the service starts (systemd makes it)")
+    return failed(label, f"{path}: absent, and {parent} is not writable by this user", create)
+
+
+def check_storage(config: Config) -> list[Check]:
+    state = check_dir("state", config.storage.state_dir, "storage.state_dir")
+    runtime = check_dir("runtime", config.service.runtime_dir, "service.runtime_dir")
+    checks = [state, runtime]
+    path = Path(config.storage.state_dir) / DB_NAME
+    try:
+        present = _exists(path)
+    except OSError:
+        present = True  # cannot look: opening it says why
+    if not present:
+        if state.status == "fail":
+            checks.append(skipped("database", f"{path}: absent (see the state dir)"))
+        else:  # a fresh install: nothing is wrong, and nothing to look at yet
+            detail = "absent; the daemon creates it on its first run (so does catalog import)"
+            checks.append(passed("database", f"{path}: {detail}"))
+        checks.append(_catalog_check(config, 0))
+        return checks
+    try:
+        db = open_database(config.storage.state_dir, readonly=True)
         try:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
             tracks = db.execute("SELECT count(*) FROM tracks").fetchone()[0]
         finally:
             db.conn.close()
+    except SchemaError as exc:
+        hint = (
+            "upgrade emotion-appliance: a newer version wrote this database"
+            if exc.found > exc.expected
+            else "sudo systemctl restart emotion-appliance: the daemon upgrades it on start"
+        )
+        checks.append(failed("database", str(exc), hint))
+        return checks
     except (StoreError, sqlite3.Error) as exc:
-        checks.append(failed("database", str(exc), "move the damaged appliance.db aside"))
+        readable = os.access(path, os.R_OK)
+        hint = "move the damaged appliance.db aside" if readable else AS_SERVICE_USER
+        checks.append(failed("database", str(exc), hint))
         return checks
     if result != "ok":
         checks.append(failed("database", f"quick_check: {result}", "restore appliance.db"))
     else:
         checks.append(passed("database", "opens, schema current, quick_check ok"))
-    if not config.music.enabled:
-        checks.append(skipped("catalog", "music disabled"))
-    elif tracks == 0:
-        checks.append(failed("catalog", "no songs", "emotion-appliance catalog import CSV"))
-    else:
-        checks.append(passed("catalog", f"{tracks} tracks"))
+    checks.append(_catalog_check(config, tracks))
     return checks
+
+
+def _catalog_check(config: Config, tracks: int) -> Check:
+    if not config.music.enabled:
+        return skipped("catalog", "music disabled")
+    if tracks == 0:
+        return failed("catalog", "no songs", "emotion-appliance catalog import CSV")
+    return passed("catalog", f"{tracks} tracks")
 
 
 def check_spotify(config: Config) -> Check:

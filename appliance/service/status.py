@@ -9,15 +9,30 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import stat
 import time
 from pathlib import Path
 from typing import Any
+
+from appliance.common.files import atomic_write
+from appliance.common.process import boot_id, still_running
 
 STATUS_FILE = "status.json"
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+# states in which the daemon process should exist; its snapshot must stay fresh
+LIVE_STATES = ("starting", "running", "stopping")
+FINAL_STATES = ("stopped", "finished")
+# "error" is what versions before "failed" wrote; a status file can outlive an upgrade
+FAILED_STATES = ("failed", "error")
+
+# The status file is a few kB; anything much larger is not the daemon's, and reading it
+# whole (or a FIFO, or /dev/zero behind a symlink) would hang or exhaust a monitoring run.
+MAX_STATUS_BYTES = 1 << 20
+# A snapshot dated further ahead than this cannot be judged fresh or stale.
+FUTURE_SLACK_S = 5.0
 
 
 def status_path(runtime_dir: str | Path) -> Path:
@@ -25,32 +40,75 @@ def status_path(runtime_dir: str | Path) -> Path:
 
 
 def write_status(runtime_dir: str | Path, snapshot: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    """Replace the file atomically so a reader never sees half of it. Not fsynced: it is
+    rewritten every few seconds on tmpfs and means nothing after a reboot. The daemon
+    creates runtime_dir when systemd has not; readers never create it. NaN and inf are
+    written as null: they are not JSON, and jq or a monitoring plugin would choke."""
     directory = Path(runtime_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".status.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(snapshot, fh, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / STATUS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_finite(snapshot), sort_keys=True, allow_nan=False)
+    atomic_write(directory / STATUS_FILE, text, mode=0o644, durable=False)
 
 
 def read_status(runtime_dir: str | Path) -> dict[str, Any] | None:
-    """The last snapshot, or None when there is none (no daemon has run)."""
+    """The last snapshot, or None when there is none (no daemon has run). Anything that
+    is not a small JSON object in a regular file is an "unreadable" snapshot, returned
+    at once: monitoring must get an answer, not hang on a FIFO or read /dev/zero."""
+    path = status_path(runtime_dir)
     try:
-        snapshot = json.loads(status_path(runtime_dir).read_text(encoding="utf-8"))
+        data = _read_capped(path, MAX_STATUS_BYTES)
+        snapshot = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        return {"state": "unreadable", "last_error": f"status file unreadable: {exc}"}
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
+        return _unreadable(str(exc))
+    except RecursionError:
+        return _unreadable("JSON nested too deeply")
     if not isinstance(snapshot, dict):
-        kind = type(snapshot).__name__
-        return {"state": "unreadable", "last_error": f"status file unreadable: a JSON {kind}"}
+        return _unreadable(f"a JSON {type(snapshot).__name__}")
     return snapshot
+
+
+def _unreadable(reason: str) -> dict[str, Any]:
+    return {"state": "unreadable", "last_error": f"status file unreadable: {reason}"}
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """The file's bytes, without blocking (O_NONBLOCK: opening a FIFO waits for a writer
+    otherwise) and without reading past `limit`. ValueError for a FIFO, device or folder
+    in the file's place, or a file over the limit."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is {_file_kind(info.st_mode)}, not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ValueError(f"{path} is larger than {limit // 1024} KiB")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def stale_after(status_interval_s: float) -> float:
@@ -59,10 +117,28 @@ def stale_after(status_interval_s: float) -> float:
 
 
 def snapshot_age(snapshot: dict[str, Any]) -> float | None:
-    """Seconds since the snapshot was written; None when its `updated_at` is not a
-    number (a hand-edited or foreign file), so callers cannot trip over it."""
+    """Seconds since the snapshot was written, negative when it is dated in the future;
+    None when its `updated_at` is not a number (a hand-edited or foreign file), so
+    callers cannot trip over it.
+
+    On the boot that wrote it the monotonic clock decides: a Pi without an RTC steps its
+    wall clock by hours when NTP first syncs, which made a live daemon look hung, or a
+    dead one fresh for hours. Another boot's (or an older version's) snapshot has only
+    the wall clock."""
     updated_at = _real(snapshot.get("updated_at", 0))
-    return None if updated_at is None else time.time() - updated_at
+    if updated_at is None:
+        return None
+    updated_monotonic = _real(snapshot.get("updated_monotonic"))
+    written_on = snapshot.get("boot_id")
+    if updated_monotonic is not None and isinstance(written_on, str) and written_on == boot_id():
+        return time.monotonic() - updated_monotonic
+    return time.time() - updated_at
+
+
+def is_fresh(snapshot: dict[str, Any], stale_after_s: float) -> bool:
+    """Written within stale_after_s, and not dated in the future beyond a little slack."""
+    age = snapshot_age(snapshot)
+    return age is not None and -FUTURE_SLACK_S <= age <= stale_after_s
 
 
 def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, str]:
@@ -75,21 +151,37 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
     age = snapshot_age(snapshot)
     if age is None:
         return UNKNOWN, f"status file malformed: updated_at {snapshot.get('updated_at')!r}"
-    if state in ("running", "starting") and age > stale_after_s:
-        return UNKNOWN, f"status is {age:.0f} s old: daemon hung or stopped"
-    if state == "running":
-        problems = _problems(snapshot)
-        # the worst wins: a CRITICAL further down the list beats a WARNING before it
-        return max(problems, key=lambda p: p[0]) if problems else (OK, "running")
-    if state in ("finished", "stopped"):
-        return WARNING, f"daemon {state}"
-    if state == "error":
+    live = state in LIVE_STATES
+    if live and still_running(snapshot) is False:
+        # killed (SIGKILL, OOM, power cut of a container): no final snapshot was written,
+        # and a fresh-looking file must not say "running" for the next stale_after_s
+        return CRITICAL, f"daemon died (pid {snapshot.get('pid')}; its status said {state})"
+    if age < -FUTURE_SLACK_S:
+        return UNKNOWN, (
+            f"status file dated {_seconds(-age)} in the future (clock set back, or not "
+            "the daemon's file): cannot tell whether the daemon is alive"
+        )
+    if live and age > stale_after_s:
+        return UNKNOWN, f"status is {_seconds(age)} old: daemon hung or stopped"
+    if state in FAILED_STATES:
         return CRITICAL, f"daemon failed: {snapshot.get('last_error')}"
-    return WARNING, f"daemon {state}"
+    if state == "running":
+        base = (OK, "running")
+    elif live or state in FINAL_STATES:
+        base = (WARNING, f"daemon {state}")
+    else:
+        return UNKNOWN, f"status file malformed: unknown state {state!r}"
+    # the worst wins: a CRITICAL further down the list beats a WARNING before it, and a
+    # problem a stopped daemon left behind (storage failing) is still there to fix
+    code, reason = max([base, *_problems(snapshot)], key=lambda p: p[0])
+    if code > base[0] and base[0] != OK:
+        reason = f"{reason} (daemon {state})"
+    return code, reason
 
 
 def _problems(snapshot: dict[str, Any]) -> list[tuple[int, str]]:
-    """A running daemon's problems, each (code, reason), in the order they are shown."""
+    """The problems the snapshot reports, each (code, reason), in the order they are
+    shown; a stopped daemon keeps those it stopped with."""
     found: list[tuple[int, str]] = []
     if snapshot.get("storage_error"):
         found.append((CRITICAL, f"storage failing: {snapshot['storage_error']}"))
@@ -125,15 +217,36 @@ def render(
     """The exit code and the text `emotion-appliance status` prints. A snapshot of the
     wrong shape (edited by hand, written by another version) is UNKNOWN with the reason:
     a traceback would exit 1, which monitoring reads as WARNING."""
+    shape_errors = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
     try:
         code, reason = assess(snapshot, stale_after_s)
         text = format_status(snapshot, code, reason)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+    except shape_errors as exc:
         code, reason = UNKNOWN, f"status file malformed: {type(exc).__name__}: {exc}"
         text = format_status(None, code, reason)
     if as_json:
-        text = json.dumps({"code": code, "reason": reason, "status": snapshot}, sort_keys=True)
+        # strict JSON for scripts: NaN and Infinity (which json.loads accepts) become null
+        try:
+            text = json.dumps(
+                {"code": code, "reason": reason, "status": _finite(snapshot)},
+                sort_keys=True,
+                allow_nan=False,
+            )
+        except shape_errors as exc:
+            reason = f"status file malformed: {type(exc).__name__}: {exc}"
+            code, text = UNKNOWN, json.dumps({"code": UNKNOWN, "reason": reason, "status": None})
     return code, text
+
+
+def _finite(value: Any) -> Any:
+    """value with every NaN and infinity, however deep, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> str:
@@ -215,6 +328,12 @@ def _signed(value: Any) -> str:
 def _fixed(value: Any, digits: int) -> str:
     number = _real(value)
     return "-" if number is None else f"{number:.{digits}f}"
+
+
+def _seconds(value: float) -> str:
+    """A span for a reason line: whole seconds, or short scientific notation for the
+    absurd values of a hand-made file (1e308)."""
+    return f"{value:.0f} s" if value < 1e12 else f"{value:.1e} s"
 
 
 def _duration(seconds: float) -> str:

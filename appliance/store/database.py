@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +126,16 @@ class StoreError(RuntimeError):
     """The database cannot be opened or written (read-only, disk full, corrupt)."""
 
 
+class SchemaError(StoreError):
+    """A read-only open found another schema version than this software's; `found` and
+    `expected` let a caller (doctor) say what to do about it."""
+
+    def __init__(self, message: str, *, found: int, expected: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.expected = expected
+
+
 def schema_version(db: sqlite_utils.Database) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
@@ -207,8 +219,16 @@ def _enable_wal(conn: sqlite3.Connection, wait_s: float = 5.0) -> None:
             time.sleep(0.02)
 
 
-def open_database(state_dir: str | Path) -> sqlite_utils.Database:
-    """Open (creating if needed) state_dir/appliance.db, in WAL mode, migrated."""
+def open_database(state_dir: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    """Open (creating if needed) state_dir/appliance.db, in WAL mode, migrated.
+
+    readonly=True is for the commands that only look (status, doctor, recommend, report,
+    catalog stats): they run as other users and beside the daemon, so they never create
+    the folder or the file, never switch the journal mode and never migrate. A database
+    at another schema version is refused (an older one may lack the tables a command
+    reads) with a SchemaError naming both versions."""
+    if readonly:
+        return _open_readonly(Path(state_dir) / DB_NAME)
     path = Path(state_dir) / DB_NAME
     conn = None
     try:
@@ -224,3 +244,41 @@ def open_database(state_dir: str | Path) -> sqlite_utils.Database:
             conn.close()
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return db
+
+
+def _open_readonly(path: Path) -> sqlite_utils.Database:
+    """state_dir/appliance.db opened with SQLite's mode=ro, at this software's schema."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise StoreError(
+            f"cannot open {path}: no database yet (the daemon creates it on its first run; "
+            "so does emotion-appliance catalog import)"
+        ) from None
+    except OSError as exc:
+        raise StoreError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
+    conn = None
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA busy_timeout = 5000")
+        found = schema_version(db)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    expected = MIGRATIONS[-1][0]
+    if found == expected:
+        return db
+    conn.close()
+    if found > expected:
+        why = f"database schema v{found} is newer than this software (v{expected}); upgrade it"
+    elif found == 0:
+        why = "the database has no tables yet (schema v0); the daemon sets it up when it starts"
+    else:
+        why = (
+            f"database schema v{found} is older than this software's v{expected}; the daemon "
+            "upgrades it when it next starts (read-only commands never migrate)"
+        )
+    raise SchemaError(f"cannot open {path}: {why}", found=found, expected=expected)
