@@ -72,12 +72,13 @@ def test_samples_follow_stream_time_and_status_is_published(tmp_path):
             board.post(result(i, i / 15))
         assert wait_for(lambda: publisher.samples_written == 5)
         assert wait_for(lambda: (read_status(tmp_path / "run") or {}).get("frames") == 75)
+        status = read_status(tmp_path / "run")
+        assert status["emotion"] == "happy" and status["state"] == "running"
+        assert assess(status, 10)[0] == OK
     finally:
         publisher.stop()
     assert [round(t) for t, _ in samples(tmp_path / "state")] == [0, 1, 2, 3, 4]
-    status = read_status(tmp_path / "run")
-    assert status["emotion"] == "happy" and status["state"] == "running"
-    assert assess(status, 10)[0] == OK
+    assert read_status(tmp_path / "run")["state"] == "stopped"  # a stopped publisher says so
 
 
 def test_failing_disk_is_critical_keeps_samples_and_recovers(tmp_path):

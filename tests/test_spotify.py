@@ -243,7 +243,7 @@ def test_rate_limit_backoff_uses_retry_after(fake, state_dir, tmp_path):
     fake.fail("/v1/me/player/queue", 429, headers={"Retry-After": "42"})
     before = time.monotonic()
     run_rounds(worker, state_dir)
-    assert worker._resume_at - before == pytest.approx(42, abs=1)
+    assert worker.status.resume_at - before == pytest.approx(42, abs=1)
     assert outbox_states(state_dir) == ["recommended"]
 
 
@@ -312,7 +312,7 @@ def test_a_token_server_outage_is_offline_not_login_needed(fake, state_dir, stat
     run_rounds(worker, state_dir)
     assert worker.state == "offline" and str(status) in worker.last_error
     if status == 429:
-        assert worker._resume_at - before == pytest.approx(30, abs=1)
+        assert worker.status.resume_at - before == pytest.approx(30, abs=1)
     run_rounds(worker, state_dir)
     assert worker.state == "online"
 
@@ -347,7 +347,7 @@ def test_spotify_free_is_an_account_error_and_the_songs_wait(fake, state_dir, tm
     assert worker.snapshot()["spotify"] == "error"
     assert worker.last_error == "Spotify Premium is required to queue songs or skip"
     assert outbox_states(state_dir) == ["recommended", "recommended"]
-    assert worker._resume_at - before >= 30 * 60 - 1
+    assert worker.status.resume_at - before >= 30 * 60 - 1
     run_rounds(worker, state_dir)  # still Free: still waiting, nothing failed
     assert outbox_states(state_dir) == ["recommended", "recommended"]
     run_rounds(worker, state_dir)  # upgraded
@@ -364,7 +364,7 @@ def test_another_403_is_an_account_error_with_spotifys_message(fake, state_dir, 
     run_rounds(worker, state_dir)
     assert worker.state == "error" and "Restriction violated" in worker.last_error
     assert outbox_states(state_dir) == ["recommended"]
-    assert worker._resume_at - before >= 300 - 1
+    assert worker.status.resume_at - before >= 300 - 1
 
 
 RESTRICTED = b'{"error": {"status": 403, "message": "Restriction violated"}}'
@@ -383,7 +383,7 @@ def test_a_refused_skip_is_dropped_and_sync_goes_on(fake, state_dir, tmp_path, c
         worker.request_next_track()  # the same refusal again: not another warning
         run_rounds(worker, state_dir)
     assert worker.state == "online" and worker.last_error is None
-    assert worker._resume_at < before  # no pause
+    assert worker.status.resume_at < before  # no pause
     assert outbox_states(state_dir) == ["sent"]  # the round went on
     assert fake.state.player_queue == [songs[0]["uri"]]
     refusals = [
@@ -408,7 +408,7 @@ def test_a_skip_refused_for_spotify_free_is_the_account_error(fake, state_dir, t
     run_rounds(worker, state_dir)
     # the message is not about adding to the queue, the call that did not fail
     assert worker.last_error == "Spotify Premium is required to queue songs or skip"
-    assert worker._resume_at - before >= 30 * 60 - 1
+    assert worker.status.resume_at - before >= 30 * 60 - 1
     assert outbox_states(state_dir) == ["recommended"]  # not pushed into a refusal
     run_rounds(worker, state_dir)  # upgraded: the old press is not replayed
     assert worker.state == "online" and fake.state.next_calls == 0
@@ -576,14 +576,14 @@ def test_worker_thread_runs_skip_commands_and_stops(fake, state_dir, tmp_path):
     worker.start()
     try:
         deadline = time.monotonic() + 10
-        while worker.sent < 1 and time.monotonic() < deadline:
+        while worker.status.sent < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         worker.request_next_track()
         while fake.state.next_calls < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         worker.stop()
-    assert worker.sent == 1 and fake.state.next_calls == 1
+    assert worker.status.sent == 1 and fake.state.next_calls == 1
     assert not worker.is_alive()
 
 

@@ -55,8 +55,8 @@ def test_status_json_and_status_json_command_hide_the_password(tmp_path, server)
     publisher.start()
     try:
         worker.offer(face(), CONTEXT, now=time.monotonic())
-        wait_for(lambda: worker.last is not None)
-        assert worker.last is not None  # the password in the URL still authenticates
+        wait_for(lambda: worker.status.last is not None)
+        assert worker.status.last is not None  # the password in the URL still authenticates
         assert server.headers[0]["Authorization"].startswith("Basic ")
         assert wait_for(lambda: "vlm" in (read_status(tmp_path / "run") or {}))
     finally:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +28,7 @@ from spotipy.cache_handler import CacheHandler
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyOAuth
 
+from appliance.common.files import atomic_write
 from appliance.config.schema import SpotifyConfig
 from appliance.config.secrets import SecretError, read_secret
 
@@ -90,16 +89,7 @@ class TokenCache(CacheHandler):
 
     def save_token_to_cache(self, token_info: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".token.", dir=self.path.parent)  # mode 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(token_info, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, json.dumps(token_info), mode=0o600)
 
 
 class HeadlessOAuth(SpotifyOAuth):

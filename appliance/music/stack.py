@@ -1,7 +1,9 @@
 """The music side of the daemon, assembled from config: director, sync worker, buttons.
 
 It plugs into the publisher as a companion (`tick` each status period, `snapshot` into
-status), so none of it ever runs on the frame loop.
+status), so none of it ever runs on the frame loop. Its one thread, the sync worker, is
+started and stopped by the daemon's crew with the others (`workers`); `close()` then
+releases the pins and the director's database.
 """
 
 from __future__ import annotations
@@ -55,7 +57,12 @@ class MusicStack:
         except StoreError as exc:
             log.error("%s not stored: %s", action, exc)
 
+    @property
+    def workers(self) -> list[SyncWorker]:
+        return [self.sync]
+
     def start(self) -> None:
+        """Start the sync thread (outside a daemon's crew, e.g. in tests)."""
         self.sync.start()
 
     def samples(self, rows: list[dict]) -> None:
@@ -77,6 +84,10 @@ class MusicStack:
         return snap
 
     def stop(self) -> None:
+        """Stop the sync thread (if not stopped already) and release the rest."""
         self.sync.stop()
+        self.close()
+
+    def close(self) -> None:
         self.panel.close()
         self.director.close()

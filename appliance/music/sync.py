@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from math import inf
 from typing import Any
 
+from appliance.common.backoff import Backoff
+from appliance.common.worker import Worker
 from appliance.music.outbox import Outbox
 from appliance.music.spotify import (
     SpotifyAccountError,
@@ -78,9 +80,28 @@ NOW_PLAYING_FRESH_S = 180.0
 MAX_SONG_REFUSALS = 3
 
 
-class SyncWorker(threading.Thread):
+@dataclass(frozen=True)
+class SyncStatus:
+    """The sync thread's last word, published as one object: a reader never pairs one
+    round's state with another round's error."""
+
+    state: str  # local only, starting, online, offline, login needed, error
+    error: str | None = None
+    sent: int = 0
+    # the track Spotify last said was playing (or None) and clock() when it said so
+    playing: dict | None = None
+    playing_at: float = -inf
+    resume_at: float = 0.0  # clock(): no round before this (a backoff)
+
+
+class SyncWorker(Worker):
     """States: local only (no Spotify configured), online, offline, login needed, error
-    (a 403: Spotify Free, or the player refuses pushes; a refused skip is no error)."""
+    (a 403: Spotify Free, or the player refuses pushes; a refused skip is no error).
+
+    One writer: this thread alone changes `status`; the buttons and the director only
+    post (a skip command, a wake)."""
+
+    stop_grace_s = 2.0  # a request in flight is abandoned (daemon thread) past this
 
     def __init__(
         self,
@@ -93,88 +114,81 @@ class SyncWorker(threading.Thread):
     ) -> None:
         """clock: monotonic seconds for backoffs and the age of skip presses; wall_clock:
         unix time, as the song queue stores it (both replaceable for tests)."""
-        super().__init__(name="spotify-sync", daemon=True)
+        super().__init__("spotify-sync")
         self.state_dir = state_dir
         self.player = player
         self.poll_s = poll_s
         self.clock = clock
         self.wall_clock = wall_clock
-        self.state = "local only" if player is None else "starting"
-        self.last_error: str | None = None
-        # (track or None, clock() when Spotify said so): one tuple, so the button threads
-        # never read a track with another poll's time
-        self._playing: tuple[dict | None, float] = (None, -inf)
-        self.sent = 0
-        self._failures = 0
-        self._resume_at = 0.0
+        self.status = SyncStatus("local only" if player is None else "starting")
+        self._backoff = Backoff(1.0, MAX_BACKOFF_S)
         self._settled = False
         self._expiry_due = 0.0  # clock() of the next check for sent songs gone unseen
         self._refusals: tuple[int, int] = (0, 0)  # (queue id, plain 403s in a row)
         self._skip_refusal: str | None = None  # last refused skip's error, logged once
         self._commands: queue.Queue[tuple[str, float]] = queue.Queue()  # (command, at)
-        self._wake = threading.Event()
-        self._stop_event = threading.Event()
+        self._db = None
 
     # ------------------------------------------------------------ other threads
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    @property
+    def last_error(self) -> str | None:
+        return self.status.error
 
     @property
     def now_playing(self) -> dict | None:
         """The track Spotify last said was playing, if it said so within
         NOW_PLAYING_FRESH_S (a failed poll does not forget it); else None."""
-        track, confirmed_at = self._playing
-        return track if self.clock() - confirmed_at <= NOW_PLAYING_FRESH_S else None
+        status = self.status
+        fresh = self.clock() - status.playing_at <= NOW_PLAYING_FRESH_S
+        return status.playing if fresh else None
 
     def request_next_track(self) -> None:
         """Ask for Spotify's next-track (a skip press); done on this thread, never blocking."""
         self._commands.put(("next", self.clock()))
-        self._wake.set()
-
-    def wake(self) -> None:
-        """New songs were queued: push them now instead of at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout=1.0)  # a request in flight is abandoned (daemon thread)
+        self.wake()
 
     def snapshot(self) -> dict[str, Any]:
+        status = self.status
         return {
-            "spotify": self.state,
-            "spotify_error": self.last_error,
+            "spotify": status.state,
+            "spotify_error": status.error,
             "now_playing": self.now_playing,
-            "songs_sent": self.sent,
+            "songs_sent": status.sent,
         }
 
     # ------------------------------------------------------------ the thread
 
-    def run(self) -> None:
+    def finish(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    def work(self) -> None:
         if self.player is None:
             return
-        db = None
-        while not self._stop_event.is_set():
+        while not self.stopping.is_set():
+            db = self._db
             try:
                 if db is None:
-                    db = open_database(self.state_dir)
+                    db = self._db = open_database(self.state_dir)
                     db.execute("PRAGMA synchronous = FULL")  # rare writes, each must last
-                if self.clock() >= self._resume_at:
+                if self.clock() >= self.status.resume_at:
                     self.sync_once(Outbox(db))
             except StoreError as exc:
-                self.last_error = str(exc)
+                self.status = replace(self.status, error=str(exc))
                 log.error("sync: %s", exc)
-                if db is not None:
-                    db.conn.close()
-                db = None
+                self.finish()  # reopened next round
                 self._settled = False  # a push may be left `sending`: settle it first
-                self._stop_event.wait(self.poll_s)
+                self.pause(self.poll_s)
             except Exception:
                 log.exception("sync round failed")  # a bug must not end syncing for good
                 self._settled = False
-            self._wake.wait(self._next_wait(self.clock()))
-            self._wake.clear()
-        if db is not None:
-            db.conn.close()
+            self.pause(self._next_wait(self.clock()))
 
     def sync_once(self, outbox: Outbox) -> None:
         """One round: commands, settle unknown pushes, push due songs, check now playing."""
@@ -222,10 +236,10 @@ class SyncWorker(threading.Thread):
                     log.warning("Spotify refused %s: %s", item["uri"], exc)
                     continue
                 outbox.set_state(item["id"], "sent")
-                self.sent += 1
+                self.status = replace(self.status, sent=self.status.sent + 1)
                 log.info("queued on Spotify: %s - %s", item["artist"], item["name"])
             playing = self.player.now_playing()
-            self._playing = (playing, self.clock())
+            self.status = replace(self.status, playing=playing, playing_at=self.clock())
             if playing:
                 outbox.mark_played(playing["uri"])
             self._expire_sent(outbox)
@@ -236,9 +250,10 @@ class SyncWorker(threading.Thread):
         except SpotifyError as exc:
             self._failed("offline", exc)
         else:
-            if self.state != "online":
+            if self.status.state != "online":
                 log.info("Spotify sync online")
-            self.state, self.last_error, self._failures = "online", None, 0
+            self._backoff.reset()
+            self.status = replace(self.status, state="online", error=None)
 
     def _skip(self) -> None:
         """Spotify's next-track for a skip press. A 403 other than PREMIUM_REQUIRED is
@@ -295,20 +310,19 @@ class SyncWorker(threading.Thread):
 
     def _next_wait(self, now: float) -> float:
         """Until the next poll, or sooner when a backoff ends first (a wake cuts it short)."""
-        if self._resume_at > now:
-            return max(0.05, min(self.poll_s, self._resume_at - now))
+        resume_at = self.status.resume_at
+        if resume_at > now:
+            return max(0.05, min(self.poll_s, resume_at - now))
         return self.poll_s
 
     def _failed(self, state: str, exc: SpotifyError) -> None:
-        self._failures += 1
-        delay = min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
-        if exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
+        floor = exc.retry_after or 0.0  # Retry-After: honoured up to the Backoff's ceiling
         if isinstance(exc, SpotifyAuthError):
-            delay = max(delay, 60.0)
+            floor = max(floor, 60.0)
         if isinstance(exc, SpotifyAccountError):
-            delay = max(delay, PREMIUM_BACKOFF_S if exc.premium_required else MAX_BACKOFF_S)
-        if state != self.state or str(exc) != self.last_error:
+            floor = max(floor, PREMIUM_BACKOFF_S if exc.premium_required else MAX_BACKOFF_S)
+        delay = self._backoff.next(at_least=floor)
+        status = self.status
+        if state != status.state or str(exc) != status.error:
             log.warning("Spotify sync %s: %s; retrying in %.0f s", state, exc, delay)
-        self.state, self.last_error = state, str(exc)
-        self._resume_at = self.clock() + delay
+        self.status = replace(status, state=state, error=str(exc), resume_at=self.clock() + delay)

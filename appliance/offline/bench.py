@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from appliance.capture import CaptureError, Frame, open_source
+from appliance.common.redact import redact
 from appliance.config import Config, load_config
 from appliance.pipeline import Pipeline, models_dir
-from appliance.sources import redact
 from appliance.vision.emotion import EmotionClassifier
 from appliance.vision.model_card import load_card, resolve_card
 

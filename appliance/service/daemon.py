@@ -1,8 +1,12 @@
 """The frame loop: capture -> pipeline -> (events, board), and nothing slow.
 
-Live cameras that fail are reopened with backoff; file sources end the run. SIGINT and
-SIGTERM end it cleanly: the current frame finishes, the publisher flushes, status says
-"stopped".
+Live cameras that fail are reopened with backoff; file sources end the run. SIGINT,
+SIGTERM and SIGHUP (an SSH session closing on a manual run) end it cleanly: status says
+"stopping" at once, the current frame finishes, the background workers are stopped in
+reverse order of their start within the unit's stop timeout (the publisher last: it
+writes the final samples and status), and status says "stopped". A start that fails
+leaves a "failed" status with the reason. The exit code is the worst problem of the run:
+samples that could not be stored make it 1 even when the source ended normally.
 """
 
 from __future__ import annotations
@@ -15,13 +19,19 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
+from appliance import __version__
 from appliance.capture import CaptureError, FrameSource, SourceConfigError, open_source
 from appliance.capture.base import Frame
+from appliance.common import process
+from appliance.common.backoff import Backoff
+from appliance.common.redact import redact
+from appliance.common.worker import Crew, Worker
 from appliance.config import EXIT_CONFIG, Config
 from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.notify import Notifier, ServiceHeartbeat
 from appliance.service.publisher import Board, Publisher
+from appliance.service.status import write_status
 from appliance.store.retention import Retention
 from appliance.vision.preprocess import crop_face
 
@@ -31,8 +41,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+RECONNECT_BACKOFF_S = (0.5, 4.0)  # first, longest
 READ_TIMEOUT_S = 2.0
+# systemd/emotion-appliance.service's TimeoutStopSec (a test keeps them equal): past it
+# systemd kills the process. From the stop request, the frame loop, the source's close
+# and the workers share STOP_BUDGET_S; the rest is for the interpreter's own exit.
+STOP_TIMEOUT_S = 15.0
+STOP_BUDGET_S = STOP_TIMEOUT_S - 2.0
+FINAL_STATUS_S = 1.0  # kept back from the publisher's last write for the final status
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Daemon:
@@ -50,6 +69,7 @@ class Daemon:
         pipeline: Pipeline | None = None,
         pin_factory: Any = None,
         notifier: Notifier | None = None,
+        stop_budget_s: float = STOP_BUDGET_S,
     ) -> None:
         self.config = config
         self.spec = source or config.camera.source
@@ -65,13 +85,25 @@ class Daemon:
         self.loop_s = 0.0  # wall time of the frame loop alone (benchmarks, tests)
         self.heartbeat = time.monotonic()  # last progress of the frame loop (watchdog)
         self.notifier = notifier or Notifier()
+        self.stop_budget_s = stop_budget_s
+        self.output_closed = False  # --events or the printer's reader went away
         self._stop = threading.Event()
+        self._stop_asked_at: float | None = None
+        self._board: Board | None = None
+        self._publisher: Publisher | None = None
 
     def stop(self, *_: object) -> None:
-        """Ask the loop to end after the current frame (safe from signal handlers)."""
+        """Ask the loop to end after the current frame. Safe from signal handlers: it
+        sets flags and events only (no lock the interrupted main thread may hold), and
+        wakes the publisher so status says "stopping" at once."""
         if not self._stop.is_set():
+            self._stop_asked_at = time.monotonic()
             self.notifier.stopping()
         self._stop.set()
+        if self._board is not None:
+            self._board.stopping = True
+        if self._publisher is not None:
+            self._publisher.wake()
 
     def _source(self) -> FrameSource:
         cam = self.config.camera
@@ -80,23 +112,34 @@ class Daemon:
         )
 
     def run(self) -> int:
-        """Process until the source ends, max_frames, or a signal; returns an exit code."""
+        """Process until the source ends, max_frames, or a signal; returns an exit code.
+
+        A start that fails (a source that can never work, a bad model or secret) writes
+        a "failed" status with the reason; the exception goes on to the caller, which
+        maps it to an exit code."""
         try:
             source = self._source()  # parse the spec before loading models: fail fast
         except SourceConfigError as exc:
             log.error("%s: %s", self.spec_origin, exc)
+            self._write_failed(f"{self.spec_origin}: {exc}")
             return EXIT_CONFIG
-        pipeline = self.pipeline or Pipeline.from_config(self.config)
-        board = Board(
+        except Exception as exc:  # a file or folder that is not there (yet): exit 1
+            self._write_failed(str(exc))
+            raise
+        try:
+            pipeline = self.pipeline or Pipeline.from_config(self.config)
+            vlm = self._vlm()  # a refused key file fails here, before hardware is claimed
+            music = self._music()
+        except Exception as exc:
+            self._write_failed(str(exc))
+            raise
+        board = self._board = Board(
             info={**pipeline.describe(), "source": source.describe()},
             sample_period_s=1.0 / self.config.storage.sample_hz,
         )
-        vlm = self._vlm()  # a refused key file fails here, before any hardware is claimed
-        music = self._music()
-        previous = self._install_signals()
         self.heartbeat = time.monotonic()
         systemd = ServiceHeartbeat(self.notifier, lambda: self.heartbeat)
-        publisher = Publisher(
+        publisher = self._publisher = Publisher(
             board,
             state_dir=self.config.storage.state_dir,
             runtime_dir=self.config.service.runtime_dir,
@@ -104,36 +147,90 @@ class Daemon:
             companions=[c for c in (systemd, music, vlm) if c is not None],
             retention=Retention.from_config(self.config),
         )
-        if music:
-            music.start()
+        crew = Crew()
+        workers: list[Worker] = [publisher, *(music.workers if music else [])]
         if vlm:
-            vlm.start()
-        self._vlm_worker = vlm
-        publisher.start()
-        log.info("running on %s with %s", source.describe(), board.info)
+            workers.append(vlm)
+        previous = self._install_signals()
+        code, final = 0, "stopped"
         try:
+            crew.start(workers)  # publisher first: status is written from the start
+            self._vlm_worker = vlm
+            log.info("running on %s with %s", source.describe(), board.info)
             loop_start = time.perf_counter()
             try:
                 ended = self._capture_loop(source, pipeline, board)
             finally:
                 self.loop_s = time.perf_counter() - loop_start
-            board.set(state="finished" if ended else "stopped")
-            return 0
+            final = "finished" if ended else "stopped"
         except SourceConfigError as exc:
-            board.set(state="error", last_error=f"{self.spec_origin}: {exc}")
+            final, code = "failed", EXIT_CONFIG
+            board.set(last_error=f"{self.spec_origin}: {exc}")
             log.error("%s: %s", self.spec_origin, exc)
-            return EXIT_CONFIG
         except CaptureError as exc:
-            board.set(state="error", last_error=str(exc))
+            final, code = "failed", 1
+            board.set(last_error=str(exc))
             log.error("%s", exc)
-            return 1
+        except BaseException as exc:
+            final = "failed"
+            board.set(last_error=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
-            if vlm:
-                vlm.stop()
-            publisher.stop()
+            board.set(final_state=final)
+            code = max(code, self._stop_crew(crew, publisher))
             if music:
-                music.stop()
+                music.close()
             self._restore_signals(previous)
+        return code
+
+    def _stop_crew(self, crew: Crew, publisher: Publisher) -> int:
+        """Stop the workers within what is left of the stop budget; 1 when samples were
+        lost or the publisher could not finish its last write, else 0."""
+        asked = self._stop_asked_at if self._stop_asked_at is not None else time.monotonic()
+        left = max(FINAL_STATUS_S, asked + self.stop_budget_s - time.monotonic())
+        publisher.final_wait_s = max(0.0, left - FINAL_STATUS_S - 1.0)
+        missed = crew.stop(left)
+        if publisher.name in missed:
+            # its thread is stuck (a disk that blocks writes): say so before exiting
+            self._write_final_status(publisher)
+            return 1
+        if publisher.samples_lost or publisher.storage_error:
+            return 1
+        return 0
+
+    def _write_final_status(self, publisher: Publisher) -> None:
+        """The publisher missed its deadline (its thread is stuck in a write): the final
+        status, written from here, says so; the unwritten samples are lost."""
+        problem = publisher.storage_error or "the last write of samples did not finish"
+        try:
+            snapshot = publisher.snapshot()
+            snapshot.update(
+                state=publisher.board.final_state or "stopped",
+                storage_error=problem,
+                last_error=problem,
+            )
+            write_status(self.config.service.runtime_dir, snapshot)
+        except Exception as exc:  # the last word must not turn into a traceback
+            log.error("final status not written: %s", exc)
+
+    def _write_failed(self, reason: str) -> None:
+        """A start that failed: a "failed" status with the reason, so `status` does not
+        say "no daemon status" or show an older run's snapshot."""
+        now = time.time()
+        snapshot = {
+            "version": __version__,
+            **process.identity(),
+            "state": "failed",
+            "started_at": now,
+            "updated_at": now,
+            "updated_monotonic": time.monotonic(),
+            "source": redact(self.spec),
+            "last_error": reason,
+        }
+        try:
+            write_status(self.config.service.runtime_dir, snapshot)
+        except OSError as exc:
+            log.warning("cannot write status to %s: %s", self.config.service.runtime_dir, exc)
 
     def _music(self) -> MusicStack | None:
         if not self.config.music.enabled:
@@ -183,7 +280,7 @@ class Daemon:
         over only once a frame arrives: a camera that opens but never delivers is the same
         outage, not a new one each time.
         """
-        failures = 0
+        backoff = Backoff(*RECONNECT_BACKOFF_S)
         while not self._stop.is_set():
             frames_before = self.frames
             try:
@@ -196,9 +293,8 @@ class Daemon:
                 if not source.live:
                     raise
                 if self.frames > frames_before:
-                    failures = 0
-                delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
-                failures += 1
+                    backoff.reset()
+                delay = backoff.next()
                 log.warning("%s; reconnecting in %.1f s", exc, delay)
                 board.set(camera_error=str(exc))
                 self.heartbeat = time.monotonic()  # reconnecting is progress, not a hang
@@ -218,11 +314,20 @@ class Daemon:
             board.post(result)
             self._offer_to_vlm(frame, result)
             self.frames += 1
-            if self.events is not None:
-                self.events.write(json.dumps(result.to_event()) + "\n")
-                self.events.flush()
-            if self.on_result is not None:
-                self.on_result(result)
+            try:
+                if self.events is not None:
+                    self.events.write(json.dumps(result.to_event()) + "\n")
+                    self.events.flush()
+                if self.on_result is not None:
+                    self.on_result(result)
+            except (BrokenPipeError, ValueError) as exc:
+                # `run --events - | head -n 1`: the reader went away. Like any Unix
+                # filter the run ends there, but cleanly (final samples and status).
+                # ValueError: the file was closed under us.
+                log.info("output closed (%s): stopping", exc)
+                self.output_closed = True
+                self.stop()
+                return False
             if self.max_frames is not None and self.frames >= self.max_frames:
                 return True
         return False
@@ -230,7 +335,7 @@ class Daemon:
     def _install_signals(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return {sig: signal.signal(sig, self.stop) for sig in STOP_SIGNALS}
 
     @staticmethod
     def _restore_signals(previous: dict) -> None:

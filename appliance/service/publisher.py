@@ -9,12 +9,18 @@ commit rewrites whole pages of the WAL (kilobytes for a few hundred bytes of sam
 wear an SD card does not need. A clean stop writes what is buffered; a power cut loses
 at most the last FLUSH_INTERVAL_S of samples, acceptable for a history (nothing else
 depends on them). Status goes to tmpfs and keeps its own, faster cadence.
+
+On stop the status says "stopping" at once (the signal handler sets `Board.stopping`
+and wakes this thread), then the buffer gets one last write that may wait for a held
+write lock (another process importing the catalog) up to `final_wait_s`, and only then
+the final state: "stopped", "finished" or "failed", with any problem still present
+(samples that could not be written are counted and logged at ERROR).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -25,6 +31,8 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from appliance import __version__
+from appliance.common import process
+from appliance.common.worker import Worker
 from appliance.hardware.pi_health import read_health
 from appliance.pipeline import FrameResult
 from appliance.service.status import write_status
@@ -46,6 +54,15 @@ PRUNE_BACKLOG_S = 1.0  # between batches of a large backlog: status and watchdog
 # After a failed prune (typically "database is locked" while `catalog import` writes):
 # only the prune waits; samples keep their own schedule and report a real disk fault.
 PRUNE_RETRY_S = 3600.0
+# How long a prune waits for a write lock: briefly, it retries later anyway, and while it
+# waits this thread writes no status and cannot begin a stop.
+PRUNE_BUSY_S = 0.5
+BUSY_S = 5.0  # every other write's wait for a lock (as open_database sets it)
+
+
+# The final flush may wait this long for a write lock another process holds; the daemon
+# passes what is left of its stop budget instead.
+FINAL_WAIT_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -62,10 +79,16 @@ class BoardView:
 
 @dataclass
 class Board:
-    """The latest state of the frame loop, shared with the publisher under a lock."""
+    """The latest state of the frame loop, shared with the publisher under a lock.
+
+    `stopping` is a plain flag a signal handler may set (no lock: the handler runs on
+    the main thread, which may hold the lock at that moment); `final_state` is set by
+    the daemon when the loop has ended ("stopped", "finished" or "failed")."""
 
     info: dict[str, Any]
     state: str = "starting"
+    stopping: bool = False
+    final_state: str | None = None
     frames: int = 0
     frames_with_face: int = 0
     latest: FrameResult | None = None
@@ -119,16 +142,15 @@ class Board:
 
 
 class Companion(Protocol):
-    """Something slow that follows the frame loop (the music side): ticked each status
-    period on the publisher thread, its snapshot merged into status. A companion with a
-    `samples(rows)` method also gets each batch of affect samples the board picked."""
-
-    def tick(self, view: BoardView) -> None: ...
+    """Something slow that follows the frame loop (the music side, the VLM worker, the
+    systemd heartbeat): its snapshot merged into status. A companion with a
+    `tick(view)` method is ticked each status period on the publisher thread; one with
+    a `samples(rows)` method also gets each batch of affect samples the board picked."""
 
     def snapshot(self) -> dict[str, Any]: ...
 
 
-class Publisher(threading.Thread):
+class Publisher(Worker):
     """Writes status every status_interval_s, hands the samples the board picked (one per
     sample period of stream time) to companions every HANDOFF_INTERVAL_S and commits
     them to SQLite every flush_interval_s and on stop (one last try whatever the retry
@@ -139,6 +161,7 @@ class Publisher(threading.Thread):
     already owns the writes."""
 
     COMPANION_MAX_S = 5.0
+    stop_grace_s = FINAL_WAIT_S + 2.0  # the last worker stopped: it gets what is left
 
     def __init__(
         self,
@@ -151,8 +174,10 @@ class Publisher(threading.Thread):
         store_retry_s: float = STORE_RETRY_S,
         companions: Sequence[Companion] = (),
         retention: Retention | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(name="publisher", daemon=True)
+        super().__init__("publisher")
+        self.clock = clock
         self.board = board
         self.state_dir = state_dir
         self.runtime_dir = runtime_dir
@@ -166,29 +191,33 @@ class Publisher(threading.Thread):
         self.started_at = time.time()
         self.storage_error: str | None = None
         self.samples_written = 0
-        self._stop_event = threading.Event()
+        self.samples_lost = 0  # dropped from a full backlog, or unwritable at stop
+        self.final_wait_s = FINAL_WAIT_S
+        self._done = False  # the final flush is over: status shows the final state
+        self._identity = process.identity()
         self._db = None
         self._db_retry_at = 0.0
         self._pending: list[dict] = []
-        self._next_prune = time.monotonic() if self.retention.enabled else float("inf")
+        self._next_prune = clock() if self.retention.enabled else float("inf")
         self._pruned: dict[str, int] = {}
         self._prune_warned: str | None = None
         self._fps = 0.0
-        self._fps_mark: tuple[float, int] = (time.monotonic(), 0)
+        self._fps_mark: tuple[float, int] = (clock(), 0)
         self._status_warned = False
         self._last_bug = ""
 
-    def stop(self) -> None:
-        """Flush what is pending, write a final status, and end the thread."""
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout=5.0)
+    def busy_with(self) -> str:
+        pending = len(self._pending) + len(self.board.samples)
+        return f"{pending} samples not yet written; {self.storage_error or 'storage ok'}"
 
-    def run(self) -> None:
-        next_handoff = next_status = next_tick = time.monotonic()
+    def work(self) -> None:
+        next_handoff = next_status = next_tick = self.clock()
         next_flush = next_handoff + self.flush_period
-        while not self._stop_event.is_set():
-            now = time.monotonic()
+        announced_stop = False
+        while not self.stopping.is_set():
+            now = self.clock()
+            if self.board.stopping and not announced_stop:
+                announced_stop, next_status = True, now  # "stopping" at once
             if now >= next_handoff:
                 self._guarded(self._take_samples)
                 next_handoff = now + self.handoff_period
@@ -205,11 +234,18 @@ class Publisher(threading.Thread):
                 self._next_prune = now + PRUNE_PERIOD_S  # a bug in the step must not spin
                 self._guarded(self._prune_history)
             soonest = min(next_handoff, next_flush, next_status, next_tick, self._next_prune)
-            self._stop_event.wait(max(0.01, soonest - time.monotonic()))
+            self.pause(max(0.01, soonest - self.clock()))
+
+    def finish(self) -> None:
+        """On stop (and after a crash of the loop): "stopping", the last write, then the
+        final state."""
+        self._guarded(self._write_status)
         self._guarded(self._final_flush)
+        self._done = True
         self._guarded(self._write_status)
         if self._db is not None:
             self._db.conn.close()
+            self._db = None
 
     def _guarded(self, step: Callable[[], None]) -> None:
         """A bug in one step must not silently end status and storage for the whole run:
@@ -224,7 +260,8 @@ class Publisher(threading.Thread):
     def _tick_companions(self) -> None:
         view = self.board.read()
         for companion in self.companions:
-            self._guarded(lambda c=companion: c.tick(view))
+            if hasattr(companion, "tick"):
+                self._guarded(lambda c=companion: c.tick(view))
 
     def _take_samples(self) -> None:
         """Move the board's new samples to the companions and the write buffer."""
@@ -233,10 +270,13 @@ class Publisher(threading.Thread):
             if taken and hasattr(companion, "samples"):
                 self._guarded(lambda c=companion: c.samples(taken))
         self._pending.extend(taken)
-        del self._pending[:-MAX_BACKLOG]
+        if len(self._pending) > MAX_BACKLOG:
+            self.samples_lost += len(self._pending) - MAX_BACKLOG
+            del self._pending[:-MAX_BACKLOG]
 
-    def _flush_samples(self) -> None:
-        """Commit everything buffered, in one transaction."""
+    def _flush_samples(self, busy_timeout_s: float | None = None) -> None:
+        """Commit everything buffered, in one transaction; `busy_timeout_s` bounds the
+        wait for a write lock another process holds (the connection's default else)."""
         self._take_samples()
         if not self._pending:
             return
@@ -244,6 +284,8 @@ class Publisher(threading.Thread):
             db = self._database()
             if db is None:
                 return
+            if busy_timeout_s is not None:
+                _set_busy_timeout(db, busy_timeout_s)
             write_samples(db, self._pending)
             self.samples_written += len(self._pending)
             self._pending.clear()
@@ -253,16 +295,20 @@ class Publisher(threading.Thread):
 
     def _final_flush(self) -> None:
         """On stop: one last try to write the buffer, even within the retry wait of a
-        failed disk (it may be back); what is still unwritten is lost, and said so."""
-        self._db_retry_at = 0.0
+        failed disk (it may be back), waiting up to `final_wait_s` for a held write
+        lock; what is still unwritten is lost, and said so."""
+        self._db_retry_at = float("-inf")
         try:
-            self._flush_samples()
+            self._flush_samples(busy_timeout_s=self.final_wait_s)
         finally:
             if self._pending:
+                self.samples_lost += len(self._pending)
+                if not self.storage_error:
+                    self.storage_error = "the last samples could not be written"
                 log.error(
                     "stopping with %d affect samples not written (%s): they are lost",
                     len(self._pending),
-                    self.storage_error or "flush failed",
+                    self.storage_error,
                 )
 
     def _prune_history(self) -> None:
@@ -276,12 +322,16 @@ class Publisher(threading.Thread):
             if db is None:
                 self._next_prune = self._db_retry_at
                 return
-            pruned = prune_history(db, self.retention, time.time())
+            _set_busy_timeout(db, PRUNE_BUSY_S)
+            try:
+                pruned = prune_history(db, self.retention, time.time())
+            finally:
+                _set_busy_timeout(db, BUSY_S)
         except StoreError as exc:
             if self._prune_warned != str(exc):
                 log.warning("%s; retrying in %.0f s", exc, PRUNE_RETRY_S)
                 self._prune_warned = str(exc)
-            self._next_prune = time.monotonic() + PRUNE_RETRY_S
+            self._next_prune = self.clock() + PRUNE_RETRY_S
             return
         self._prune_warned = None
         if not self._pending:
@@ -289,7 +339,7 @@ class Publisher(threading.Thread):
         for key in ("samples", "notes", "songs"):
             self._pruned[key] = self._pruned.get(key, 0) + getattr(pruned, key)
         if not pruned.done:
-            self._next_prune = time.monotonic() + PRUNE_BACKLOG_S
+            self._next_prune = self.clock() + PRUNE_BACKLOG_S
             return
         r, n = self.retention, self._pruned
         log.info(
@@ -306,7 +356,7 @@ class Publisher(threading.Thread):
     def _database(self) -> sqlite_utils.Database | None:
         """The database, opened on first use; None while a failed one waits to retry."""
         if self._db is None:
-            if time.monotonic() < self._db_retry_at:
+            if self.clock() < self._db_retry_at:
                 return None
             self._db = open_database(self.state_dir)
         return self._db
@@ -324,11 +374,21 @@ class Publisher(threading.Thread):
         if self._db is not None:
             self._db.conn.close()
         self._db = None
-        self._db_retry_at = time.monotonic() + self.store_retry_s
+        self._db_retry_at = self.clock() + self.store_retry_s
+
+    def shown_state(self, view: BoardView) -> str:
+        """starting/running until a stop is asked for, "stopping" until the last write
+        is over, then the final state the daemon set."""
+        final = self.board.final_state
+        if self._done:
+            return final or "stopped"
+        if final or self.board.stopping:
+            return "stopping"
+        return view.state
 
     def snapshot(self) -> dict[str, Any]:
         view = self.board.read()
-        now = time.monotonic()
+        now = self.clock()
         mark_t, mark_frames = self._fps_mark
         if now - mark_t >= 0.5:
             self._fps = (view.frames - mark_frames) / (now - mark_t)
@@ -336,10 +396,11 @@ class Publisher(threading.Thread):
         snap: dict[str, Any] = {
             **self.board.info,
             "version": __version__,
-            "pid": os.getpid(),
-            "state": view.state,
+            **self._identity,  # pid, process_start, boot_id: `status` tells a dead pid
+            "state": self.shown_state(view),
             "started_at": self.started_at,
             "updated_at": time.time(),
+            "updated_monotonic": time.monotonic(),
             "frames": view.frames,
             "fps": round(self._fps, 2),
             "face_rate": round(view.frames_with_face / view.frames, 4) if view.frames else 0.0,
@@ -347,6 +408,7 @@ class Publisher(threading.Thread):
             "storage_error": self.storage_error,
             "last_error": view.last_error or self.storage_error or view.camera_error,
             "samples_written": self.samples_written,
+            "samples_lost": self.samples_lost,
             **read_health(),
         }
         if (latest := view.latest) is not None:
@@ -375,3 +437,11 @@ class Publisher(threading.Thread):
             if not self._status_warned:
                 log.warning("cannot write status to %s: %s", self.runtime_dir, exc)
                 self._status_warned = True
+
+
+def _set_busy_timeout(db: sqlite_utils.Database, seconds: float) -> None:
+    """How long this connection's next writes wait for another writer's lock."""
+    try:
+        db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot set the busy timeout: {exc}") from exc

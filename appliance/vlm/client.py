@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import requests
 
+from appliance.common.redact import redact
 from appliance.config.schema import VlmConfig
-from appliance.sources import redact
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024

@@ -4,9 +4,15 @@ The frame loop asks `wants()` (a few comparisons) and, when a request is due, `o
 a copy of the face crop or frame (a lock and an assignment); the newest offer replaces
 one not yet taken. Requests are due every `interval_s` and, with `on_change`, when the
 smoothed emotion changes, never closer than `min_gap_s`. Failures back off (5, 10, 20 s
-...); three in a row open the circuit breaker for a cool-down that doubles up to an hour,
-after which one trial request decides (half-open). Replies go to status and SQLite;
-images are never stored.
+... up to interval_s); three in a row open the circuit breaker for a cool-down that
+doubles up to an hour, after which one trial request decides (half-open). Replies go to
+status and SQLite; images are never stored.
+
+One writer per piece of state: the frame loop owns its offer schedule (when the next
+offer is due); this thread alone owns the breaker, the backoff and the counters, and
+publishes them as one immutable `VlmStatus`. An offer taken while the retry wait or an
+open breaker forbids a request (it was made while a failing request was in flight) is
+dropped, not sent.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from appliance.common.backoff import Backoff
+from appliance.common.worker import Worker
 from appliance.config.schema import VlmConfig
 from appliance.store.database import StoreError, open_database
 from appliance.vlm.client import VlmClient, VlmError
@@ -38,7 +46,22 @@ class VlmJob:
     context: dict[str, Any]  # emotion, confidence, valence, arousal
 
 
-class VlmWorker(threading.Thread):
+@dataclass(frozen=True)
+class VlmStatus:
+    """What the worker thread last decided, published as one object."""
+
+    breaker: str = "closed"  # closed, open (cooling down until retry_at) or half-open
+    failures: int = 0  # in a row
+    requests: int = 0
+    retry_at: float = float("-inf")  # clock(): no request before this
+    last: dict[str, Any] | None = None
+    error: str | None = None
+    in_flight: bool = False
+
+
+class VlmWorker(Worker):
+    stop_grace_s = 1.0  # a request in flight is abandoned (daemon thread) past this
+
     def __init__(
         self,
         settings: VlmConfig,
@@ -47,32 +70,31 @@ class VlmWorker(threading.Thread):
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(name="vlm", daemon=True)
+        super().__init__("vlm")
         self.settings = settings
         self.state_dir = state_dir
         self.client = client
         self.clock = clock
-        self.breaker = "closed"
-        self.last: dict[str, Any] | None = None
-        self.last_error: str | None = None
-        self.requests = 0
-        self.failures = 0  # consecutive
-        self._cooldown = BREAKER_COOLDOWN_S[0]
+        self.status = VlmStatus()
+        self._retry = Backoff(min(RETRY_BASE_S, settings.interval_s), settings.interval_s)
+        self._cooldown = Backoff(*BREAKER_COOLDOWN_S)
+        # frame-loop side: written by the frame loop only
         self._next_due = float("-inf")
-        self._not_before = float("-inf")
+        self._gap_until = float("-inf")
         self._last_emotion: str | None = None
+        # the hand-over: the newest offer, under a lock
         self._job: VlmJob | None = None
         self._lock = threading.Lock()
-        self._busy = False
-        self._wake = threading.Event()
-        self._stop_event = threading.Event()
 
     # ------------------------------------------------------------ frame-loop side
 
     def wants(self, now: float, emotion: str | None) -> bool:
         """Is a request due? Cheap: called on the frame loop for every frame."""
-        if emotion is None or now < self._not_before:
+        status = self.status  # one read: a consistent view of the worker's decisions
+        if emotion is None or now < self._gap_until or now < status.retry_at:
             return False
+        if status.failures:
+            return True  # retry as soon as the wait allows
         changed = self.settings.on_change and emotion != self._last_emotion
         return now >= self._next_due or changed
 
@@ -83,70 +105,92 @@ class VlmWorker(threading.Thread):
             self._job = job
         self._last_emotion = context.get("emotion")
         self._next_due = now + self.settings.interval_s
-        self._not_before = now + self.settings.min_gap_s
-        self._wake.set()
+        self._gap_until = now + self.settings.min_gap_s
+        self.wake()
 
     # ------------------------------------------------------------ the thread
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        self._wake.set()
-        if self.is_alive() and not self._busy:
-            self.join(timeout=1.0)
-        # A request in flight may hang until its timeout: the thread is a daemon, so
-        # the process exits without waiting for it.
+    def busy_with(self) -> str:
+        return "a request in flight" if self.status.in_flight else ""
 
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                job, self._job = self._job, None
-            if job is None or self._stop_event.is_set():
-                continue
-            self._busy = True
-            try:
-                self._handle(job)
-            except Exception:
-                log.exception("VLM request failed unexpectedly")  # keep the thread alive
-            finally:
-                self._busy = False
+    def work(self) -> None:
+        while self.pause(3600.0):
+            self.handle_pending()
+
+    def finish(self) -> None:
         self.client.close()
 
-    def _handle(self, job: VlmJob) -> None:
-        self.requests += 1
+    def handle_pending(self) -> bool:
+        """Send the pending offer if the breaker and the retry wait allow it (on this
+        thread; tests call it directly with an injected clock). True when a request was
+        made."""
+        with self._lock:
+            job, self._job = self._job, None
+        if job is None or self.stopping.is_set():
+            return False
+        now = self.clock()
+        status = self.status
+        if now < status.retry_at:
+            log.debug("VLM offer dropped: no request before the retry wait ends")
+            return False
+        trial = status.breaker == "open"  # cooled down: this request decides
+        self.status = replace(
+            status,
+            breaker="half-open" if trial else status.breaker,
+            requests=status.requests + 1,
+            in_flight=True,
+        )
         try:
             reply = self.client.describe(job.image, job.context)
         except VlmError as exc:
             self._failed(str(exc))
-            return
-        self.failures, self.breaker, self.last_error = 0, "closed", None
-        self._cooldown = BREAKER_COOLDOWN_S[0]
+            return True
+        except Exception as exc:  # a bug: counted like a failure, the thread goes on
+            log.exception("VLM request failed unexpectedly")
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return True
+        self._retry.reset()
+        self._cooldown.reset()
         # stored before it is published: whoever sees `last` finds the row in SQLite too
         self._store(job, reply.text, reply.latency_ms, reply.model)
-        self.last = {
+        last = {
             "text": reply.text,
             "latency_ms": round(reply.latency_ms, 1),
             "emotion": job.context.get("emotion"),
             "at": time.time(),
         }
-        log.info("VLM (%.0f ms, %s): %s", reply.latency_ms, self.last["emotion"], reply.text)
+        self.status = replace(
+            self.status,
+            breaker="closed",
+            failures=0,
+            retry_at=float("-inf"),
+            last=last,
+            error=None,
+            in_flight=False,
+        )
+        log.info("VLM (%.0f ms, %s): %s", reply.latency_ms, last["emotion"], reply.text)
+        return True
 
     def _failed(self, error: str) -> None:
-        self.failures += 1
-        self.last_error = error
-        now = self.clock()
-        if self.breaker == "half-open" or self.failures >= BREAKER_FAILURES:
-            wait = self._cooldown
-            self._cooldown = min(BREAKER_COOLDOWN_S[1], self._cooldown * 2)
-            if self.breaker != "open":
+        status = self.status
+        failures = status.failures + 1
+        if status.breaker == "half-open" or failures >= BREAKER_FAILURES:
+            wait = self._cooldown.next()
+            if status.breaker != "open":
                 log.warning("VLM circuit breaker open for %.0f s: %s", wait, error)
-            self.breaker = "open"
+            breaker = "open"
         else:
-            wait = min(self.settings.interval_s, RETRY_BASE_S * 2 ** (self.failures - 1))
+            wait = self._retry.next()
+            breaker = status.breaker
             log.warning("VLM request failed (%s); retrying in %.0f s", error, wait)
-        self._not_before = now + wait
-        self._next_due = now + wait  # retry as soon as allowed
+        self.status = replace(
+            status,
+            breaker=breaker,
+            failures=failures,
+            retry_at=self.clock() + wait,
+            error=error,
+            in_flight=False,
+        )
 
     def _store(self, job: VlmJob, text: str, latency_ms: float, model: str) -> None:
         try:
@@ -174,18 +218,18 @@ class VlmWorker(threading.Thread):
 
     # ------------------------------------------------------------ status
 
-    def tick(self, view: Any) -> None:
-        if self.breaker == "open" and self.clock() >= self._not_before:
-            self.breaker = "half-open"  # the next request is the trial
-
     def snapshot(self) -> dict[str, Any]:
+        status = self.status
+        breaker = status.breaker
+        if breaker == "open" and self.clock() >= status.retry_at:
+            breaker = "half-open"  # cooled down: the next request is the trial
         return {
             "vlm": {
                 "endpoint": self.settings.shown_endpoint,  # status.json is world-readable
                 "model": self.settings.model,
-                "breaker": self.breaker,
-                "requests": self.requests,
-                "last": self.last,
-                "error": self.last_error,
+                "breaker": breaker,
+                "requests": status.requests,
+                "last": status.last,
+                "error": status.error,
             }
         }
