@@ -177,11 +177,13 @@ class Pipeline:
             va_model.card.channels,
             va_model.card.mean,
             va_model.card.std,
+            va_model.card.per_crop_min_std,
         ) == (
             classifier.card.input_size,
             classifier.card.channels,
             classifier.card.mean,
             classifier.card.std,
+            classifier.card.per_crop_min_std,
         )
 
     @classmethod

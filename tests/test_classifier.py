@@ -76,3 +76,62 @@ def test_test_time_flip_averages_the_face_and_its_mirror(tmp_path):
     assert np.allclose(flip.classify(face), expected, atol=1e-6)
     symmetric = np.hstack([face[:, :24], face[:, :24][:, ::-1]])
     assert np.allclose(flip.classify(symmetric), plain.classify(symmetric), atol=1e-6)
+
+
+def shipped_copy(tmp_path, **changes) -> EmotionClassifier:
+    """The shipped emotion card (our int8 logits model) with some fields changed."""
+    raw = json.loads((MODELS / "emotion_cnn_int8.json").read_text())
+    shutil.copy(MODELS / raw["file"], tmp_path / raw["file"])
+    raw.update(changes)
+    path = tmp_path / f"card{len(list(tmp_path.glob('card*.json')))}.json"
+    path.write_text(json.dumps(raw))
+    return EmotionClassifier(load_card(path))
+
+
+def test_flip_runs_both_views_in_one_invoke_with_the_same_result(tmp_path):
+    """The mirror goes in the same invoke as a batch of two: cheaper than a second
+    inference, and bit-for-bit what two invokes give."""
+    plain = shipped_copy(tmp_path, test_time_flip=False)
+    flip = shipped_copy(tmp_path, test_time_flip=True)
+    assert flip.model.batch == 2 and plain.model.batch == 1
+    for path in sorted(FIXTURE_FACES.glob("*/*.jpg"))[:10]:
+        face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        expected = (plain.classify(face) + plain.classify(face[:, ::-1])) / 2
+        assert np.array_equal(flip.classify(face), expected)
+
+
+def test_temperature_softens_without_changing_the_winner(tmp_path):
+    plain = shipped_copy(tmp_path)
+    warm = shipped_copy(tmp_path, temperature=2.0)
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("happy/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    p, q = plain.classify(face), warm.classify(face)
+    assert np.argmax(p) == np.argmax(q) and q.max() < p.max()
+    assert q.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, 100.0, "2", True])
+def test_a_bad_temperature_is_a_model_error(tmp_path, temperature):
+    with pytest.raises(ModelError, match="temperature"):
+        shipped_copy(tmp_path, temperature=temperature)
+
+
+def test_per_crop_normalisation_ignores_exposure(tmp_path):
+    """A per-crop card standardises each face by its own mean and deviation, so the
+    same face darker or brighter (unclipped) gives the same input."""
+    raw = json.loads((MODELS / "emotion_cnn_int8.json").read_text())
+    raw["input"]["normalization"] = {"mean": 0.0, "std": 1.0, "per_crop": True, "min_std": 4.0}
+    (tmp_path / "per_crop.json").write_text(json.dumps(raw))
+    card = load_card(tmp_path / "per_crop.json")
+    from appliance.vision.preprocess import prepare_face
+
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("sad/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    dim = (face.astype(np.float32) * 0.5).astype(np.float32)
+    x, y = prepare_face(face.astype(np.float32), card), prepare_face(dim, card)
+    assert np.allclose(x, y, atol=1e-4)
+    assert abs(float(x.mean())) < 1e-4 and float(x.std()) == pytest.approx(1.0, abs=1e-3)
+    flat = prepare_face(np.full((48, 48), 77, np.uint8), card)
+    assert np.isfinite(flat).all() and np.abs(flat).max() == 0.0  # no division blow-up
+    raw["input"]["normalization"]["min_std"] = 0
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="min_std"):
+        load_card(tmp_path / "bad.json")

@@ -153,3 +153,33 @@ def test_robustness_on_a_val_slice_degrades_but_stays_above_chance():
     assert report["n"] == 300
     for name, accuracy in report["robustness"].items():
         assert 1 / 7 - 0.05 < accuracy <= report["accuracy"] + 0.03, name
+
+
+def test_ece_of_a_calibrated_and_an_overconfident_model():
+    rng = np.random.default_rng(1)
+    n = 20000
+    confidence = rng.uniform(0.4, 1.0, n)
+    truth = np.zeros(n, dtype=int)
+    correct = rng.random(n) < confidence  # right exactly as often as it says
+    predicted = np.where(correct, 0, 1)
+    probs = np.zeros((n, 2))
+    probs[np.arange(n), predicted] = confidence
+    probs[np.arange(n), 1 - predicted] = 1 - confidence
+    assert evaluate.expected_calibration_error(probs, truth) < 0.02
+    sharp = probs.copy()
+    sharp[np.arange(n), predicted] = 1.0  # says 100% but is right ~70% of the time
+    sharp[np.arange(n), 1 - predicted] = 0.0
+    assert evaluate.expected_calibration_error(sharp, truth) > 0.25
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    """Labels drawn from softmax(z / 2) and logits z: the fitted temperature is ~2, and
+    both views of a flip pair are combined as the classifier combines them."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, (6000, 1, 5)).repeat(2, axis=1)
+    probs = evaluate.view_probabilities(logits, 2.0)
+    truth = np.array([rng.choice(5, p=p) for p in probs])
+    assert evaluate.fit_temperature(logits, truth) == pytest.approx(2.0, rel=0.1)
+    report = evaluate.calibration(logits, truth)
+    assert report["temperature"] == pytest.approx(2.0, rel=0.1)
+    assert report["ece_after"] < report["ece_before"] and report["nll_after"] < report["nll_before"]

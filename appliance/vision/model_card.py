@@ -32,6 +32,9 @@ class ModelCard:
     std: float
     labels: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # per-crop standardisation before (x - mean) / std: each face minus its own mean, over
+    # its own standard deviation floored at this many grey levels; None: fixed only
+    per_crop_min_std: float | None = None
 
     @property
     def model_path(self) -> Path:
@@ -94,6 +97,14 @@ def load_card(path: str | Path) -> ModelCard:
     std = float(need("std", (int, float), norm))
     if std == 0:
         raise ModelError(f"{path}: input.normalization.std must not be 0")
+    per_crop = norm.get("per_crop", False)
+    if not isinstance(per_crop, bool):
+        raise ModelError(f"{path}: input.normalization.per_crop must be true or false")
+    min_std = None
+    if per_crop:
+        min_std = float(need("min_std", (int, float), norm))
+        if not min_std > 0:
+            raise ModelError(f"{path}: input.normalization.min_std must be > 0")
     labels = tuple(need("labels", list)) if "labels" in raw else ()
     if not all(isinstance(label, str) and label for label in labels):
         raise ModelError(f"{path}: labels must be a list of non-empty strings")
@@ -110,6 +121,7 @@ def load_card(path: str | Path) -> ModelCard:
         std=std,
         labels=labels,
         extra={k: v for k, v in raw.items() if k not in known},
+        per_crop_min_std=min_std,
     )
 
 

@@ -28,7 +28,10 @@ def prepare_face(face: np.ndarray, card: ModelCard) -> np.ndarray:
         face = cv2.resize(
             face, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         )
-    x = (face.astype(np.float32) - card.mean) / card.std
+    x = face.astype(np.float32)
+    if card.per_crop_min_std is not None:
+        x = (x - x.mean()) / max(float(x.std()), card.per_crop_min_std)
+    x = (x - card.mean) / card.std
     return x.reshape(height, width, card.channels)
 
 

@@ -45,21 +45,27 @@ class TFLiteModel:
     so float and int8 models are interchangeable behind a model card.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, batch: int = 1) -> None:
+        """`batch` > 1 resizes the input's first dimension once, here, so several crops
+        (a face and its mirror image) run in one invoke; `input_shape` stays the shape
+        the model declares."""
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
         try:
             self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
+            inputs = self._interp.get_input_details()
+            if len(inputs) != 1:
+                raise ModelError(f"{self.path}: expected 1 input tensor, found {len(inputs)}")
+            self.input_shape: tuple[int, ...] = tuple(int(d) for d in inputs[0]["shape"])
+            if batch != 1:
+                self._interp.resize_tensor_input(inputs[0]["index"], [batch, *self.input_shape[1:]])
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from exc
-        inputs = self._interp.get_input_details()
-        if len(inputs) != 1:
-            raise ModelError(f"{self.path}: expected 1 input tensor, found {len(inputs)}")
-        self._input = inputs[0]
+        self.batch = batch
+        self._input = self._interp.get_input_details()[0]
         self._outputs = self._interp.get_output_details()
-        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._input["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_names = [d["name"] for d in self._outputs]
         self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in self._outputs]
