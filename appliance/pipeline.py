@@ -125,7 +125,7 @@ def _haar_finder(config: Config, settings: FinderSettings, reason: str) -> FaceF
 
 def build_classifier(config: Config) -> EmotionClassifier:
     card = load_card(resolve_card(config.models.emotion, models_dir(config)))
-    return EmotionClassifier(card, threads=config.models.threads)
+    return EmotionClassifier(card, threads=config.models.threads, classes=config.emotion.classes)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from appliance.config import (
 from appliance.config.schema import section_keys
 
 SECTIONS = (
-    "camera, detection, gpio, logging, models, music, service, smoothing, spotify, storage, vlm"
+    "camera, detection, emotion, gpio, logging, models, music, service, smoothing, spotify, "
+    "storage, vlm"
 )
 
 
@@ -409,7 +411,8 @@ def test_schema_is_well_formed() -> None:
         assert cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("), name
         for spec in section_keys(cls):
             assert spec.doc.strip(), f"{name}.{spec.name} has no doc"
-            assert isinstance(spec.default, spec.kind), f"{name}.{spec.name}"
+            kind = typing.get_origin(spec.kind) or spec.kind  # tuple[str, ...] -> tuple
+            assert isinstance(spec.default, kind), f"{name}.{spec.name}"
 
 
 def test_describe_config_is_plain_json() -> None:

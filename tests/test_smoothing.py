@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from appliance.affect.filters import ExponentialFilter, LabelHysteresis
-from appliance.affect.smoothing import AffectState, EmotionSmoother
+from appliance.affect.smoothing import UNCERTAIN, AffectState, EmotionSmoother
 from appliance.config.schema import SmoothingConfig
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -268,22 +268,35 @@ def test_face_returning_after_absence_is_reported_again():
     assert back[-1].emotion == "surprise"
 
 
-def test_label_below_min_confidence_never_replaces_the_reported_one():
+def test_a_weak_leader_makes_the_state_uncertain_not_the_last_confident_label():
+    """The last confident label was kept for as long as nothing confident replaced it
+    ("angry 0.15" for a whole clip): read by status and the timeline as a confident
+    reading. Once the top class stays below min_confidence for hold_s, the state is
+    UNCERTAIN, with the top probability as its confidence."""
     smoother = EmotionSmoother(LABELS, SETTINGS)
     run(smoother, ((t, probs(happy=0.9)) for t in times(30, 0.0, 3.0)))
     weak = probs(sad=SETTINGS.min_confidence - 0.05)  # sad leads, but weakly
     assert int(np.argmax(weak)) == SAD
     states = run(smoother, ((t, weak) for t in times(30, 3.0, 13.0)))
-    assert [s.emotion for s in states] == ["happy"] * len(states)
-    assert states[-1].probs["sad"] > states[-1].probs["happy"]
+    assert states[-1].emotion == UNCERTAIN
+    assert states[-1].confidence == pytest.approx(states[-1].probs["sad"], abs=1e-4)
+    assert states[-1].confidence < SETTINGS.min_confidence
+    assert states[-1].valence is not None  # a face is there: VA goes on
+    became = next(s.t for s in states if s.emotion == UNCERTAIN)
+    weak_since = next(s.t for s in states if max(s.probs.values()) < SETTINGS.min_confidence)
+    assert became - weak_since == pytest.approx(SETTINGS.hold_s, abs=1 / 30 + 1e-6)
+    assert {s.emotion for s in states} <= {"happy", UNCERTAIN}  # never the weak "sad"
+    back = run(smoother, ((t, probs(happy=0.9)) for t in times(30, 13.0, 16.0)))
+    assert back[-1].emotion == "happy"
 
 
-def test_label_below_min_confidence_is_never_reported_from_no_face():
+def test_a_weak_face_from_no_face_is_uncertain_never_its_weak_label():
     settings = SmoothingConfig(min_confidence=0.6)
     smoother = EmotionSmoother(LABELS, settings)
     states = run(smoother, ((t, probs(angry=0.55)) for t in times(15, 0.0, 10.0)))
     assert states[-1].face_presence > 0.99
-    assert all(s.emotion is None for s in states)
+    assert {s.emotion for s in states} == {None, UNCERTAIN}
+    assert states[-1].emotion == UNCERTAIN
 
 
 def test_timestamps_going_backwards_do_not_crash_or_give_nan():
@@ -296,7 +309,7 @@ def test_timestamps_going_backwards_do_not_crash_or_give_nan():
     for s in states:
         values = [s.confidence, s.face_presence, *s.probs.values()]
         assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values)
-        assert s.emotion in (None, *LABELS)
+        assert s.emotion in (None, UNCERTAIN, *LABELS)
     assert states[-1].emotion == "sad"  # it recovers once time moves on
 
 
@@ -322,7 +335,9 @@ def test_probs_sum_to_one_and_follow_label_order():
     for s in seen_face:
         assert tuple(s.probs) == LABELS
         assert sum(s.probs.values()) == pytest.approx(1.0, abs=1e-3)
-        if s.emotion is not None:
+        if s.emotion == UNCERTAIN:
+            assert s.confidence == pytest.approx(max(s.probs.values()), abs=1e-4)
+        elif s.emotion is not None:
             assert s.confidence == pytest.approx(s.probs[s.emotion], abs=1e-4)
 
 

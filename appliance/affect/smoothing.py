@@ -11,14 +11,22 @@ import numpy as np
 from appliance.affect.filters import ExponentialFilter, LabelHysteresis
 from appliance.config.schema import SmoothingConfig
 
+# The reported label while a face is seen but no class is confident: the smoothed top
+# probability has stayed below smoothing.min_confidence for smoothing.hold_s. Reporting
+# the last confident label instead (as before) read as a confident reading to status,
+# the timeline and the music.
+UNCERTAIN = "uncertain"
+
 
 @dataclass(frozen=True)
 class AffectState:
     """The smoothed state after one frame."""
 
     t: float
-    emotion: str | None  # the reported label; None while no face is present
-    confidence: float  # smoothed probability of `emotion` given a face (or of no face)
+    emotion: str | None  # the reported label, UNCERTAIN, or None while no face is present
+    # smoothed probability of `emotion` given a face (of the top label when UNCERTAIN; of
+    # "no face" when None)
+    confidence: float
     face_presence: float  # 1 - smoothed probability of "no face"
     probs: dict[str, float]  # smoothed emotion probabilities given a face
     valence: float | None = None  # smoothed valence in [-1, 1]; None while no face
@@ -29,7 +37,9 @@ class EmotionSmoother:
     """Exponential filter over the labels plus a "no face" state, then hysteresis.
 
     Frames without a face pull the belief towards "no face" with their own time
-    constant, so the last label fades out instead of freezing. Valence and arousal go
+    constant, so the last label fades out instead of freezing. A face whose smoothed top
+    class stays below min_confidence is reported as UNCERTAIN after hold_s, like any
+    other change of label, not as the last confident label. Valence and arousal go
     through the same time-based filter (tau_s) on face frames and hold still while the
     face is away, so a look aside does not drag the mood towards neutral.
     """
@@ -64,12 +74,15 @@ class EmotionSmoother:
             reported = self._hysteresis.update(t, None)
         else:
             strong = given_face[leader] >= self.settings.min_confidence
-            reported = self._hysteresis.update(t, self.labels[leader], change=strong)
+            reported = self._hysteresis.update(t, self.labels[leader] if strong else UNCERTAIN)
         if reported is None:
             confidence = float(p[self._no_face])
             valence = arousal = None
         else:
-            confidence = float(given_face[self.labels.index(reported)])
+            if reported == UNCERTAIN:
+                confidence = float(given_face.max())
+            else:
+                confidence = float(given_face[self.labels.index(reported)])
             valence, arousal = (round(float(v), 4) for v in self._va.value)
         return AffectState(
             t=t,

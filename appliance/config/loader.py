@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.config.schema import DEFAULT_CONFIG_PATH, Config, KeySpec, section_keys
+from appliance.config.schema import (
+    DEFAULT_CONFIG_PATH,
+    NAMES,
+    Config,
+    KeySpec,
+    section_keys,
+)
 
 EXAMPLE_CONFIG_PATH = Path(__file__).with_name("example.toml")
 
@@ -104,6 +110,8 @@ def config_to_markdown() -> str:
             s = spec.setting
             if spec.kind is bool:
                 allowed = "true/false"
+            elif spec.kind == NAMES:
+                allowed = "list of names"
             elif s.choices:
                 allowed = " / ".join(s.choices)
             elif spec.kind is str:
@@ -120,8 +128,11 @@ def config_to_markdown() -> str:
 
 
 def describe_config(config: Config) -> dict[str, dict[str, Any]]:
-    """The configuration as plain nested dicts, ready for json.dumps."""
-    return dataclasses.asdict(config)
+    """The configuration as plain nested dicts (lists for name lists), for json.dumps."""
+    return dataclasses.asdict(
+        config, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v
+                                            for k, v in items}
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- reading
@@ -233,6 +244,13 @@ def _check(spec: KeySpec, value: Any) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
             value = float(value)
+    elif spec.kind == NAMES:
+        if isinstance(value, str):  # --set emotion.classes=angry,happy
+            value = [part.strip() for part in value.split(",")] if value.strip() else []
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        if ok:
+            value = tuple(value)
+            ok = not s.choices or all(v in s.choices for v in value)
     elif spec.kind is str:
         ok = isinstance(value, str) and (not s.choices or value in s.choices)
         ok = ok and (s.pattern is None or re.fullmatch(s.pattern, value) is not None)
@@ -303,6 +321,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_string(str(v)) for v in value) + "]"
     raise TypeError(f"cannot render {type(value).__name__} as a config value")
 
 

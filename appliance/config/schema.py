@@ -29,7 +29,8 @@ from appliance.sources import SOURCE_SETTING_DOC, spec_problem
 DEFAULT_CONFIG_PATH = "/etc/emotion-appliance/config.toml"
 
 _SETTING = "appliance.config.setting"
-_KINDS: tuple[type, ...] = (bool, int, float, str)
+NAMES = tuple[str, ...]  # a list of names: an array of strings in TOML
+_KINDS: tuple[Any, ...] = (bool, int, float, str, NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,9 @@ class KeySpec:
         s = self.setting
         if self.kind is bool:
             return "true or false"
+        if self.kind == NAMES:
+            choices = f" from {', '.join(s.choices)}" if s.choices else ""
+            return f'a list of names{choices}, e.g. ["a", "b"]'
         if self.kind is str:
             if s.choices:
                 return "one of " + ", ".join(f'"{c}"' for c in s.choices)
@@ -176,6 +180,29 @@ class ModelsConfig:
         "through the coordinates in appliance/affect/va.py (status says which).",
     )
     threads: int = setting(1, "CPU threads for TFLite inference.", min=1, max=8)
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """Emotion: which of the model's classes the appliance reports."""
+
+    classes: tuple[str, ...] = setting(
+        (),
+        "The emotion classes to report, a subset of the model card's labels, e.g. "
+        '["angry", "happy", "sad", "surprise", "neutral"] (the CNN-VLM study\'s five); '
+        "probabilities are renormalised over them everywhere (events, smoothing, VA from "
+        "the probabilities, status, history). [] = all of the card's labels. A name the "
+        "card lacks stops the start with exit 2.",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if len(set(self.classes)) != len(self.classes):
+            return [("classes", "names a class twice")]
+        if len(self.classes) == 1:
+            return [("classes", "one class cannot be told apart from anything: name two or more")]
+        if any(not name.strip() for name in self.classes):
+            return [("classes", "holds an empty name")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -538,6 +565,7 @@ class Config:
 
     camera: CameraConfig = field(default_factory=CameraConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)

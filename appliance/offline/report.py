@@ -29,6 +29,7 @@ EMOTION_COLOURS = {
     "neutral": "#bbbbbb",
     "sad": "#1f77b4",
     "surprise": "#ff7f0e",
+    "uncertain": "#e8e8e8",  # a face, but no class confident (affect/smoothing.UNCERTAIN)
 }
 MOOD_COLOURS = {"happy": "#fff3b0", "energetic": "#ffd0c8", "calm": "#d4f5dc", "sad": "#d6e4ff"}
 
