@@ -402,3 +402,22 @@ def test_director_drops_a_pending_change_when_the_mood_returns(db, catalog, tmp_
         assert director.mood == "happy" and director.queue_depth == 1
     finally:
         director.close()
+
+
+def test_music_off_stops_queuing_and_on_resumes(db, catalog, tmp_path):
+    """The switch behind `music on/off` (MQTT, Home Assistant): moods go on, songs wait."""
+    from appliance.music.director import MusicDirector
+
+    settings = MusicConfig(mood_hold_s=0.0, min_interval_s=0.0, queue_low=1)
+    director = MusicDirector(str(tmp_path / "state"), settings)
+    try:
+        director.paused = True
+        for t in range(40):
+            director.update(float(t), 0.8, 0.8)
+        assert director.snapshot()["music"] == "off" and director.mood == "happy"
+        assert director.queue_depth == 0 and director.last_song is None
+        director.paused = False
+        director.update(41.0, 0.8, 0.8)
+        assert director.queue_depth == 1 and director.last_song["mood"] == "happy"
+    finally:
+        director.close()

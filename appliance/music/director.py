@@ -41,6 +41,7 @@ class MusicDirector:
         self.on_queued = on_queued
         self.clock = clock
         self.state = "starting"
+        self.paused = False  # music off: moods still follow the face, no song is queued
         self.mood: str | None = None
         self.last_song: dict | None = None
         self.queue_depth = 0
@@ -100,7 +101,7 @@ class MusicDirector:
                 # back to the mood of the last queued song: that song still fits
                 self._change_pending = self.mood != self._queued_mood
             low = self.queue_depth < self.settings.queue_low
-            wanted = self._change_pending or low
+            wanted = (self._change_pending or low) and not self.paused
             if wanted and now - self._last_queued >= self.settings.min_interval_s:
                 picks = self._recommender.recommend(
                     valence, arousal, user=self.settings.user, mood=self.mood
@@ -129,7 +130,7 @@ class MusicDirector:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "music": self.state,
+            "music": "off" if self.paused else self.state,
             "mood": self.mood,
             "last_song": self.last_song,
             "queue_depth": self.queue_depth,

@@ -46,16 +46,28 @@ class MusicStack:
         )
         self.panel = FeedbackPanel(
             config.gpio,
-            lambda: self._press("like"),
-            lambda: self._press("skip"),
+            lambda: self.press("like"),
+            lambda: self.press("skip"),
             pin_factory=pin_factory,
         )
+        self.enabled = True  # "music off" stops new recommendations; the rest goes on
 
-    def _press(self, action: str) -> None:
+    def press(self, action: str) -> dict | None:
+        """A like or skip, from a button or any other remote control (the one path for
+        all of them): stored first, then acted on; the stored row, or None when no song
+        is known or it could not be stored (logged)."""
         try:
-            self.recorder.press(action)
+            return self.recorder.press(action)
         except StoreError as exc:
             log.error("%s not stored: %s", action, exc)
+            return None
+
+    def set_enabled(self, on: bool) -> None:
+        """Music on/off: while off, moods still follow the face but no song is queued."""
+        if on != self.enabled:
+            log.info("music %s", "on" if on else "off")
+        self.enabled = on
+        self.director.paused = not on
 
     @property
     def workers(self) -> list[SyncWorker]:
