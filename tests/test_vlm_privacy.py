@@ -141,3 +141,20 @@ def test_a_redirect_to_a_url_with_a_password_is_reported_without_it():
 )
 def test_which_plain_http_endpoints_are_public(endpoint, public):
     assert cleartext_to_public_host(endpoint) is public
+
+
+def test_a_url_password_and_an_api_key_together_are_a_config_error(tmp_path):
+    """requests turned the URL's user:password into Basic auth and the server never got
+    the configured Bearer key: one of the two, silently. Now config check says so."""
+    from appliance.config import ConfigError, load_config
+
+    key = tmp_path / "key"
+    key.write_text("sk-test")
+    key.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"\[vlm\] endpoint: carries a user:password"):
+        load_config(
+            None,
+            ["vlm.endpoint=https://u:pa55w0rd@vlm.example/v1", f"vlm.api_key_file={key}"],
+        )
+    load_config(None, ["vlm.endpoint=https://u:pa55w0rd@vlm.example/v1"])  # Basic alone
+    load_config(None, ["vlm.endpoint=https://vlm.example/v1", f"vlm.api_key_file={key}"])

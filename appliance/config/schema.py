@@ -537,6 +537,16 @@ class VlmConfig:
             found.append(("endpoint", "must be an http(s):// URL when enabled = true"))
         if self.enabled and not self.model:
             found.append(("model", "must name the model when enabled = true"))
+        if self.api_key_file and urlsplit(self.endpoint).password is not None:
+            # requests would turn the user:password into Basic auth and drop the Bearer
+            # key: the server would get one of the two, silently
+            found.append(
+                (
+                    "endpoint",
+                    "carries a user:password and api_key_file is set too: the server would "
+                    "get only one of them (Basic auth from the URL); keep one",
+                )
+            )
         try:
             self.prompt.format_map(VLM_PROMPT_FIELDS)
         except (KeyError, ValueError, IndexError, AttributeError) as exc:

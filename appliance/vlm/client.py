@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +21,7 @@ import cv2
 import numpy as np
 import requests
 
+from appliance.common.http import Deadline, DeadlineSession
 from appliance.common.redact import redact
 from appliance.config.schema import VlmConfig
 
@@ -141,7 +140,8 @@ class VlmClient:
     def __init__(self, settings: VlmConfig, api_key: str | None = None) -> None:
         self.settings = settings
         self.url = completions_url(settings.endpoint)
-        self.session = requests.Session()  # no hidden retries: the worker decides
+        # no hidden retries (the worker decides); every request ends within timeout_s
+        self.session = DeadlineSession(settings.timeout_s)
         self.session.verify = True
         self.headers = {"Content-Type": "application/json"}
         if api_key:
@@ -174,47 +174,43 @@ class VlmClient:
         return VlmReply(text, (time.monotonic() - started) * 1e3, self.settings.model)
 
     def _post(self, body: dict) -> tuple[int, str, bytes]:
-        """One POST: (status, content type, body), read within timeout_s in all."""
-        deadline = _Deadline(self.settings.timeout_s)
+        """One POST: (status, content type, body), all of it within timeout_s: connect,
+        headers and body together (appliance.common.http), however slowly they come."""
+        seconds = self.settings.timeout_s
         try:
-            with self.session.post(
-                self.url,
-                json=body,
-                headers=self.headers,
-                timeout=self.settings.timeout_s,
-                stream=True,
-                allow_redirects=False,  # a 307/308 would re-send the picture elsewhere
-            ) as response:
+            with (
+                Deadline(seconds) as deadline,
+                self.session.post(
+                    self.url,
+                    json=body,
+                    headers=self.headers,
+                    stream=True,
+                    allow_redirects=False,  # a 307/308 would re-send the picture elsewhere
+                ) as response,
+            ):
                 if response.is_redirect:
                     where = redact(response.headers.get("Location", "?"))
                     raise VlmError(
-                        f"HTTP {response.status_code} redirect to {where[:120]}: not followed "
-                        "(the picture goes only to vlm.endpoint); set the endpoint to it"
+                        f"HTTP {response.status_code} redirect to {where[:120]}: not "
+                        "followed (the picture goes only to vlm.endpoint); set the "
+                        "endpoint to it"
                     )
-                deadline.watch(response)
-                try:
-                    data = _read_capped(response)
-                finally:
-                    deadline.finish()
-                if deadline.expired.is_set():  # cut short: what came may look complete
-                    raise VlmError(_late(self.settings.timeout_s))
+                data = _read_capped(response)
                 kind = response.headers.get("Content-Type", "?").split(";")[0]
-                return response.status_code, kind, data
-        except requests.Timeout:
-            raise VlmError(f"no reply within {self.settings.timeout_s:.0f} s") from None
         except requests.RequestException as exc:
-            if deadline.expired.is_set():
-                raise VlmError(_late(self.settings.timeout_s)) from None
+            if deadline.expired.is_set() or isinstance(exc, requests.Timeout):
+                raise VlmError(_late(seconds)) from None
             raise VlmError(f"unreachable: {exc.__class__.__name__}") from exc
-        finally:
-            deadline.finish()
+        if deadline.expired.is_set():  # cut short: what came may look complete
+            raise VlmError(_late(seconds))
+        return response.status_code, kind, data
 
     def close(self) -> None:
         self.session.close()
 
 
 def _late(timeout_s: float) -> str:
-    return f"reply still arriving after {timeout_s:.0f} s"
+    return f"no complete reply within {timeout_s:.0f} s (connect, headers and body)"
 
 
 def _read_capped(response: requests.Response) -> bytes:
@@ -226,51 +222,3 @@ def _read_capped(response: requests.Response) -> bytes:
             raise VlmError(f"reply larger than {MAX_REPLY_BYTES // 1024} KB")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-class _Deadline:
-    """A wall-clock limit on the whole reply, enforced from a timer thread.
-
-    requests' timeout bounds each socket read, not the reply: a server sending one byte
-    every half second keeps iter_content (which waits for 8 KB or the end) going for
-    ever, holding the worker with the breaker never opening. At the deadline the timer
-    shuts the connection down, which wakes a blocked read at once (plain or TLS).
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = threading.Event()
-        self._response: requests.Response | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def watch(self, response: requests.Response) -> None:
-        with self._lock:
-            self._response = response
-            if self.expired.is_set():
-                self._cut()
-
-    def finish(self) -> None:
-        """Before the response closes: its file descriptor may be reused after that."""
-        with self._lock:
-            self._response = None
-            self._timer.cancel()
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired.set()
-            self._cut()
-
-    def _cut(self) -> None:
-        if self._response is None:
-            return
-        try:
-            # the public way to the socket: http.client drops HTTPConnection.sock on
-            # HTTP/1.0 and "Connection: close" replies; shutdown acts on the socket
-            # behind both descriptors, and closing the duplicate leaves the original
-            fd = self._response.raw.fileno()
-            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as dup:
-                dup.shutdown(socket.SHUT_RDWR)
-        except (OSError, ValueError, AttributeError):  # closed already: nothing to wake
-            log.debug("VLM connection already closed at the deadline", exc_info=True)
