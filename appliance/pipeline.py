@@ -26,6 +26,7 @@ from appliance.vision.emotion import EmotionClassifier
 from appliance.vision.faces import Face
 from appliance.vision.haar import HaarDetector
 from appliance.vision.model_card import default_models_dir, load_card, resolve_card
+from appliance.vision.model_guard import check_loads
 from appliance.vision.preprocess import crop_face, prepare_face
 from appliance.vision.runtime import ModelError, runtime_name
 from appliance.vision.va_regressor import VARegressor
@@ -102,6 +103,8 @@ def build_finder(config: Config) -> FaceFinder:
                 card.model_path,
             )
             return _haar_finder(config, settings, f"{card.model_path} missing")
+        card.check_file()
+        check_loads(card, config.storage.state_dir, config.models.threads)
         # Candidates come from low scores; the finder applies min_score after verification.
         blaze = BlazeFaceDetector(
             card,
@@ -125,6 +128,8 @@ def _haar_finder(config: Config, settings: FinderSettings, reason: str) -> FaceF
 
 def build_classifier(config: Config) -> EmotionClassifier:
     card = load_card(resolve_card(config.models.emotion, models_dir(config)))
+    card.check_file()  # missing or not matching its card: before any load
+    check_loads(card, config.storage.state_dir, config.models.threads)
     return EmotionClassifier(card, threads=config.models.threads, classes=config.emotion.classes)
 
 
@@ -144,6 +149,8 @@ def build_va(config: Config) -> VAChoice:
         return VAChoice(None, 'disabled in config ([models] va = "")')
     try:
         card = load_card(resolve_card(config.models.va, models_dir(config)))
+        card.check_file()
+        check_loads(card, config.storage.state_dir, config.models.threads)
         return VAChoice(VARegressor(card, threads=config.models.threads))
     except ModelError as exc:
         log.warning("VA model unusable, valence/arousal come from emotion probabilities: %s", exc)

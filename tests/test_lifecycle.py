@@ -247,9 +247,7 @@ def test_a_stop_during_a_held_write_lock_waits_for_it_and_loses_nothing(tmp_path
     assert status["state"] == "finished" and not status["storage_error"]
 
 
-def test_a_lock_held_past_the_stop_budget_is_logged_as_lost_and_exits_1(
-    tmp_path, folder, caplog
-):
+def test_a_lock_held_past_the_stop_budget_is_logged_as_lost_and_exits_1(tmp_path, folder, caplog):
     """The stop gave up after 5 s (SQLite's busy timeout) while the unit allowed 15:
     status kept saying "running" and the lost samples were never reported."""
     config = settings(tmp_path)
@@ -370,3 +368,62 @@ def test_events_into_a_reader_that_goes_away_end_the_run_cleanly(tmp_path):
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
     assert read_status(tmp_path / "run")["state"] == "stopped"
+
+
+# ------------------------------------------------------------------------ a model that kills
+
+
+CRASHING_MODEL = ROOT / "tests" / "fixtures" / "models" / "crashes_at_load.tflite"
+
+
+def test_a_model_that_crashes_the_runtime_is_a_model_error_not_a_crash_loop(tmp_path):
+    """A structurally broken .tflite whose card sha256 matches crashed the process with
+    SIGSEGV/SIGBUS at load: under systemd a restart every 15 s, forever. The first load
+    of an unknown model now happens in a child, and the start ends with exit 2."""
+    import hashlib
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models, ignore=shutil.ignore_patterns("*.tflite"))
+    for name in ("emotion_cnn_int8", "va_mobilenetv3_int8"):
+        shutil.copy(ROOT / "models" / f"{name}.tflite", models)
+    shutil.copy(CRASHING_MODEL, models / "broken.tflite")
+    card = json.loads((models / "emotion_cnn_int8.json").read_text())
+    card.update(
+        file="broken.tflite", sha256=hashlib.sha256(CRASHING_MODEL.read_bytes()).hexdigest()
+    )
+    (models / "broken.json").write_text(json.dumps(card))
+    (tmp_path / "none.toml").write_text("")
+    (tmp_path / "state").mkdir()
+    command = cli_command(tmp_path, "--source", str(FIXTURE_FACES / "happy"), "--quiet")
+    settings_ = ["--set", f"models.dir={models}", "--set", "detection.haar_fallback=true"]
+    result = subprocess.run(
+        [*command[:3], *settings_, *command[3:], "--set", "models.emotion=broken"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "crashed (SIG" in result.stderr and "broken.tflite" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = read_status(tmp_path / "run")
+    assert status["state"] == "failed" and "crashed" in status["last_error"]
+    # the good models it loaded are remembered: not probed in a child again
+    from appliance.vision.model_guard import loaded_before
+
+    assert card["sha256"] not in loaded_before(tmp_path / "state")
+
+
+def test_a_model_that_loaded_once_is_not_probed_again(tmp_path, monkeypatch):
+    from appliance.vision import model_guard
+    from appliance.vision.model_card import load_card
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    card = load_card(ROOT / "models" / "emotion_cnn_int8.json")
+    assert card.sha256 not in model_guard.loaded_before(tmp_path)
+    model_guard.check_loads(card, tmp_path)
+    assert card.sha256 in model_guard.loaded_before(tmp_path)
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(model_guard.subprocess, "run", no_child)
+    model_guard.check_loads(card, tmp_path)  # remembered: loaded directly
