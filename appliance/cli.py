@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from appliance import __version__
+from appliance.common.text import printable
 from appliance.config import (
     DEFAULT_CONFIG_PATH,
     EXIT_CONFIG,
@@ -225,7 +226,7 @@ class ChangePrinter:
         emotion = result.smoothed.emotion
         if emotion != self.last:
             self.last = emotion
-            shown = emotion or "(no face)"
+            shown = printable(emotion or "(no face)")  # labels come from the model card
             state = result.smoothed
             va = (
                 f"  valence {state.valence:+.2f} arousal {state.arousal:+.2f}"
@@ -379,7 +380,8 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps([p.to_json() for p in picks]))
     else:
         for p in picks:
-            print(f"{p.score:.3f}  {p.mood:<10} {p.artist} - {p.name}  ({p.uri})")
+            # catalog fields came from a CSV someone else wrote: shown, never obeyed
+            print(printable(f"{p.score:.3f}  {p.mood:<10} {p.artist} - {p.name}  ({p.uri})"))
     return 0
 
 
@@ -411,7 +413,7 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
     else:
         for d in found:
             active = " (active)" if d.get("is_active") else ""
-            print(f"{d.get('name')}  [{d.get('type')}] id {d.get('id')}{active}")
+            print(printable(f"{d.get('name')}  [{d.get('type')}] id {d.get('id')}{active}"))
         if not found:
             print("no Spotify Connect devices online")
     return 0

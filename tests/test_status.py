@@ -546,3 +546,24 @@ def test_reading_creates_nothing(tmp_path):
     assert read_status(runtime_dir) is None
     assert render(read_status(runtime_dir), STALE_S)[0] == UNKNOWN
     assert not runtime_dir.exists()
+
+
+def test_text_from_peers_is_printed_harmless():
+    """ESC sequences in a VLM reply or a Spotify track name were printed raw: seen,
+    `\\x1b]0;OWNED\\x07\\x1b[2J` retitled and cleared the operator's terminal."""
+    evil = "\x1b]0;OWNED\x07\x1b[2J"
+    snap = {
+        "state": "running",
+        "updated_at": time.time(),
+        "music": "ready",
+        "last_song": {"artist": f"Band{evil}", "name": "Song\x9b2J"},
+        "now_playing": {"artist": "A", "name": f"B{evil}"},
+        "spotify": "online",
+        "vlm": {"model": "m", "breaker": "closed", "last": {"text": f"hi{evil}"}},
+        "last_error": f"server said {evil}",
+    }
+    _, text = render(snap, 10)
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "\\x1b]0;OWNED\\x07" in text  # shown, not dropped
+    _, as_json = render(snap, 10, as_json=True)
+    assert "\x1b" not in as_json and json.loads(as_json)["status"]["last_error"].endswith(evil)

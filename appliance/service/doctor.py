@@ -18,6 +18,7 @@ import requests
 
 from appliance.capture import CaptureError, open_source
 from appliance.common.process import still_running
+from appliance.common.text import printable
 from appliance.config import Config
 from appliance.config.schema import ServiceConfig, StorageConfig
 from appliance.config.secrets import SecretError, read_secret
@@ -46,8 +47,11 @@ class Check:
     hint: str = ""
 
     def line(self) -> str:
-        text = f"{self.status.upper():<5} {self.name:<11} {self.detail}"
-        return text + (f"\n      fix: {self.hint}" if self.hint and self.status == "fail" else "")
+        """The printed line: details may quote a server's reply or a file's content,
+        so they go through the one sanitiser (--json escapes instead)."""
+        text = f"{self.status.upper():<5} {self.name:<11} {printable(self.detail)}"
+        fix = self.hint and self.status == "fail"
+        return text + (f"\n      fix: {printable(self.hint)}" if fix else "")
 
 
 def passed(name: str, detail: str) -> Check:

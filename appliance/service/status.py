@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.common.files import atomic_write
 from appliance.common.process import boot_id, still_running
+from appliance.common.text import printable
 
 STATUS_FILE = "status.json"
 
@@ -250,10 +251,14 @@ def _finite(value: Any) -> Any:
 
 
 def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> str:
-    """Human summary for `emotion-appliance status`; first line is the Nagios line."""
+    """Human summary for `emotion-appliance status`; first line is the Nagios line.
+
+    Much of it came from outside (a VLM reply, Spotify track and artist names, errors
+    servers sent): every line goes through the one sanitiser, so an escape sequence in
+    a song title cannot retitle or clear the operator's terminal."""
     lines = [f"EMOTION-APPLIANCE {STATE_NAMES[code]} - {reason}"]
     if not snapshot or snapshot.get("state") == "unreadable":
-        return "\n".join(lines)
+        return "\n".join(map(printable, lines))
     started = _real(snapshot.get("started_at"))
     uptime = "-" if started is None else _duration(time.time() - started)
     emotion = snapshot.get("emotion") or "no face"
@@ -274,7 +279,7 @@ def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> st
         *_pi_line(snapshot),
         f"last error  {snapshot.get('last_error') or '-'}",
     ]
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def _music_lines(snapshot: dict[str, Any]) -> list[str]:
