@@ -52,12 +52,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """What is asked of a source: cameras are asked for width x height at fps, fps also
-    paces image folders, and loop replays files and folders forever."""
+    paces image folders, loop replays files and folders forever, and realtime plays them
+    at their frame rate (late frames dropped), as a live camera delivers."""
 
     width: int = 640
     height: int = 480
     fps: float = 15
     loop: bool = False
+    realtime: bool = False
 
 
 class SourceKind:
@@ -253,7 +255,7 @@ class Demo(SourceKind):
                 f"the demo clip is missing ({DEMO_CLIP}); reinstall the package or pass a"
                 " camera, video file or image folder instead"
             )
-        return VideoFileSource(DEMO_CLIP, loop=wanted.loop)
+        return VideoFileSource(DEMO_CLIP, loop=wanted.loop, realtime=wanted.realtime)
 
 
 # ------------------------------------------------------------------ files and folders
@@ -291,9 +293,9 @@ class Recording(SourceKind):
 
         path = Path(text).expanduser()
         if path.is_dir():
-            return ImageFolderSource(path, wanted.fps, loop=wanted.loop)
+            return ImageFolderSource(path, wanted.fps, loop=wanted.loop, realtime=wanted.realtime)
         if path.is_file():
-            return VideoFileSource(path, loop=wanted.loop)
+            return VideoFileSource(path, loop=wanted.loop, realtime=wanted.realtime)
         raise CaptureError(
             f"unknown capture source {redact(text)!r} (not a known camera, nor an existing"
             f" file or folder); accepted forms:\n{SOURCE_SPECS_HELP}"

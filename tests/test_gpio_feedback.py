@@ -328,13 +328,10 @@ def test_doctor_fails_a_busy_pin_and_asks_a_running_daemon_first(tmp_path, monke
         factory.reset()
 
 
-def test_a_spotify_that_cannot_start_blinks_the_sync_led(tmp_path, factory):
-    """A missing client secret: status said "spotify": "error" while the LED stayed off
-    (the worker, given no player, is "local only")."""
+def spotify_config(tmp_path):
     from appliance.config import load_config
-    from appliance.music.stack import MusicStack
 
-    config = load_config(
+    return load_config(
         None,
         [
             f"storage.state_dir={tmp_path / 'state'}",
@@ -345,7 +342,29 @@ def test_a_spotify_that_cannot_start_blinks_the_sync_led(tmp_path, factory):
         ],
         default_path=tmp_path / "none.toml",
     )
-    stack = MusicStack(config, pin_factory=factory)
+
+
+def test_a_missing_spotify_secret_stops_the_start_as_a_configuration_error(tmp_path, factory):
+    """It disabled Spotify and `run` went on to exit 0: a person must fix the file, so
+    the start fails as for the VLM key (the CLI maps SecretError to exit 2)."""
+    from appliance.config.secrets import SecretError
+    from appliance.music.stack import MusicStack
+
+    with pytest.raises(SecretError, match="not found"):
+        MusicStack(spotify_config(tmp_path), pin_factory=factory)
+
+
+def test_a_spotify_that_cannot_start_blinks_the_sync_led(tmp_path, factory, monkeypatch):
+    """Status said "spotify": "error" while the LED stayed off (the worker, given no
+    player, is "local only")."""
+    from appliance.music import stack as stack_module
+    from appliance.music.spotify import SpotifyError
+
+    def cannot_start(*args, **kwargs):
+        raise SpotifyError("Spotify could not start", transient=False)
+
+    monkeypatch.setattr(stack_module, "SpotifyPlayer", cannot_start)
+    stack = stack_module.MusicStack(spotify_config(tmp_path), pin_factory=factory)
     try:
         assert stack.snapshot()["spotify"] == "error"
         since = len(factory.pin(22).states)

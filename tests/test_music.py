@@ -267,7 +267,32 @@ def test_no_repeats_within_the_window(db, catalog):
     outbox.add(first, "ana", now=now)
     second = rec.recommend(0.8, 0.6, user="ana", n=1, now=now + 60)[0]
     assert second.uri != first.uri
+    # still waiting to play after the window: never a second copy of it
+    assert rec.recommend(0.8, 0.6, user="ana", n=1, now=now + 7200)[0].uri != first.uri
+    db.execute("UPDATE queue SET state = 'played'")
+    db.conn.commit()
     assert rec.recommend(0.8, 0.6, user="ana", n=1, now=now + 7200)[0].uri == first.uri
+
+
+def test_a_song_still_waiting_is_never_picked_again_even_when_all_played_lately(db, tmp_path):
+    """With every track recommended within the window, repeats beat silence; but a
+    repeat of a song still queued put a second copy in Spotify's queue, and two rows of
+    one song the sync worker could not tell apart."""
+    write_minimal(tmp_path / "four.csv", n=4)
+    import_catalog(db, tmp_path / "four.csv", k=2)
+    rec = Recommender(db, load_moods(db, k=2), MusicConfig(moods=2, no_repeat_hours=6.0))
+    outbox = Outbox(db)
+    picked = []
+    for _ in range(6):
+        picks = rec.recommend(0.5, 0.5, user="ana", n=1)
+        if not picks:
+            break
+        picked.append(picks[0].uri)
+        outbox.add(picks[0], "ana")
+    assert len(picked) == 4 and len(set(picked)) == 4  # then nothing: all four wait
+    db.execute("UPDATE queue SET state = 'played' WHERE uri = ?", [picked[0]])
+    db.conn.commit()
+    assert [p.uri for p in rec.recommend(0.5, 0.5, user="ana", n=3)] == [picked[0]]
 
 
 def test_high_va_gets_brighter_songs_than_low_va(db, catalog):

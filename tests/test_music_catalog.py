@@ -198,3 +198,36 @@ def test_a_catalog_smaller_than_k_is_kept_without_moods(db, tmp_path):
     write_minimal(tmp_path / "more.csv", 5, offset=3)
     import_catalog(db, tmp_path / "more.csv", k=4)
     assert len(catalog_stats(db)["moods"]) == 4
+
+
+def test_a_stream_without_newlines_is_refused_in_bounded_memory(tmp_path):
+    """`catalog import /dev/zero` (any stream without newlines) grew memory without
+    bound: 3.6 GB in 15 s. Run under a 1.5 GB address-space limit, it now ends at once
+    with a clear error, and the database keeps what it had."""
+    import resource
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "catalog", "import", "/dev/zero",
+         "--set", f"storage.state_dir={tmp_path / 'state'}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, preexec_fn=limit, check=False,
+        env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "longer than" in result.stderr and "not a catalog CSV" in result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+
+
+def test_a_line_longer_than_any_catalog_line_is_a_catalog_error(tmp_path):
+    from appliance.music.catalog import MAX_LINE_CHARS, CatalogError, read_catalog_csv
+
+    path = tmp_path / "one-line.csv"
+    path.write_text("uri,name,artist,valence,energy\n" + "x" * (MAX_LINE_CHARS + 5))
+    with pytest.raises(CatalogError, match="line 2 is longer than"):
+        read_catalog_csv(path)

@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_spotify import AUTH_CODE, CLIENT_SECRET, FakeSpotify
+from fake_spotify import (
+    AUTH_CODE,
+    CLIENT_SECRET,
+    PORTAL,
+    FakeSpotify,
+    oauth_error,
+    web_api_error,
+)
 from support import ROOT, cli_settings
 
 from appliance.config.schema import MusicConfig
@@ -22,7 +29,12 @@ from appliance.music.director import MusicDirector
 from appliance.music.outbox import Outbox
 from appliance.music.recommender import Recommender
 from appliance.music.spotify import SpotifyAuthError, SpotifyError, SpotifyPlayer
-from appliance.music.sync import EXPIRY_CHECK_S, NOW_PLAYING_FRESH_S, SyncWorker
+from appliance.music.sync import (
+    EXPIRY_CHECK_S,
+    NOW_PLAYING_FRESH_S,
+    SETTLE_AFTER_S,
+    SyncWorker,
+)
 from appliance.store.database import StoreError, open_database
 
 REDIRECT = f"http://127.0.0.1:8888/callback?code={AUTH_CODE}&state=x"
@@ -185,7 +197,7 @@ def run_rounds(worker: SyncWorker, state_dir, rounds: int = 1) -> None:
 
 def test_sync_pushes_in_order_once_and_marks_played(fake, state_dir, tmp_path):
     songs = queue_songs(state_dir, tmp_path, 3)
-    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1, queue_ahead=3)
     run_rounds(worker, state_dir, rounds=3)
     assert fake.state.player_queue == [s["uri"] for s in songs]  # in order, no duplicates
     assert outbox_states(state_dir) == ["sent"] * 3
@@ -197,14 +209,35 @@ def test_sync_pushes_in_order_once_and_marks_played(fake, state_dir, tmp_path):
     assert worker.now_playing["uri"] == songs[1]["uri"]
 
 
+def test_only_queue_ahead_songs_go_to_spotify_the_rest_as_the_listener_reaches_them(
+    fake, state_dir, tmp_path
+):
+    songs = queue_songs(state_dir, tmp_path, 3)
+    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)  # 2 ahead
+    run_rounds(worker, state_dir, rounds=3)
+    assert fake.state.player_queue == [s["uri"] for s in songs[:2]]
+    assert outbox_states(state_dir) == ["sent", "sent", "recommended"]
+    fake.play()  # song 1 starts: one of ours is left ahead, so the third one goes
+    run_rounds(worker, state_dir, rounds=2)
+    assert outbox_states(state_dir) == ["played", "sent", "sent"]
+    assert fake.waiting() == [s["uri"] for s in songs]
+
+
 def test_offline_keeps_songs_local_then_catches_up(fake, state_dir, tmp_path):
     songs = queue_songs(state_dir, tmp_path, 2)
-    worker = SyncWorker(str(state_dir), logged_in(fake, state_dir), poll_s=0.1)
+    wall = [time.time()]
+    worker = SyncWorker(
+        str(state_dir), logged_in(fake, state_dir), poll_s=0.1, wall_clock=lambda: wall[0]
+    )
     fake.fail("/v1/me/player/queue", 503, times=1)
     run_rounds(worker, state_dir)
     assert worker.state == "offline" and "503" in worker.last_error
     # a 5xx may come after Spotify acted: the push stays unknown until settled
     assert outbox_states(state_dir) == ["sending", "recommended"]
+    run_rounds(worker, state_dir)  # too soon to tell: Spotify may not list it yet
+    assert outbox_states(state_dir) == ["sending", "recommended"]
+    assert fake.state.player_queue == []
+    wall[0] += SETTLE_AFTER_S + 1
     run_rounds(worker, state_dir)
     assert fake.state.player_queue == [s["uri"] for s in songs]
     assert outbox_states(state_dir) == ["sent", "sent"]
@@ -266,10 +299,15 @@ def test_restart_settles_an_interrupted_push_without_sending_twice(fake, state_d
     db.execute("UPDATE queue SET state = 'sending'")
     db.conn.commit()
     db.conn.close()
-    worker = SyncWorker(str(state_dir), p, poll_s=0.1)  # the restarted process
+    # the restarted process, SETTLE_AFTER_S later
+    worker = SyncWorker(
+        str(state_dir), p, poll_s=0.1, wall_clock=lambda: time.time() + SETTLE_AFTER_S + 1
+    )
     run_rounds(worker, state_dir, rounds=2)
     assert fake.state.player_queue == [songs[0]["uri"], songs[1]["uri"]]
     assert outbox_states(state_dir) == ["sent", "sent"]
+    # song 1, still queued ahead of where song 2 would be, proves song 2 never arrived
+    assert worker.snapshot()["songs_maybe_twice"] == 0
 
 
 def test_a_settle_reply_that_is_not_json_does_not_queue_the_song_twice(fake, state_dir, tmp_path):
@@ -291,9 +329,9 @@ def test_a_queue_reply_without_a_queue_is_transient(fake, state_dir):
     p = logged_in(fake, state_dir)
     fake.fail("/v1/me/player/queue", 200, body=b'{"currently_playing": null}')
     with pytest.raises(SpotifyError, match="malformed") as info:
-        p.queued_uris()
+        p.queue_view()
     assert info.value.transient
-    assert p.queued_uris() == []
+    assert p.queue_view().queued == ()
 
 
 def expire_access_token(p: SpotifyPlayer) -> None:
@@ -635,8 +673,8 @@ def test_cli_login_then_devices(fake, tmp_path):
     assert devices.returncode == 0, devices.stderr
     assert [d["name"] for d in json.loads(devices.stdout)] == ["Kitchen", "Living room"]
     secret.chmod(0o644)
-    refused = cli("spotify", "devices", *common)
-    assert refused.returncode == 1 and "world-readable" in refused.stderr
+    refused = cli("spotify", "devices", *common)  # a configuration error, as in `run`
+    assert refused.returncode == 2 and "world-readable" in refused.stderr
 
 
 def test_cli_login_without_a_terminal_is_a_clear_error(fake, tmp_path):
@@ -645,3 +683,220 @@ def test_cli_login_without_a_terminal_is_a_clear_error(fake, tmp_path):
     login = cli("spotify", "login", *common, stdin="")
     assert login.returncode == 1
     assert "--redirect-url" in login.stderr and "Traceback" not in login.stderr
+
+
+# ------------------------------------------------------------------ every error shape
+
+
+def one_waiting_song(state_dir) -> str:
+    """One song in the outbox, without a catalog (a push needs no more)."""
+    uri = "spotify:track:" + "w" * 22
+    db = open_database(state_dir)
+    try:
+        db.execute(
+            "INSERT INTO queue (user, uri, name, artist, state, created_at, updated_at)"
+            " VALUES ('default', ?, 'Song', 'Artist', 'recommended', 0, 0)",
+            [uri],
+        )
+        db.conn.commit()
+    finally:
+        db.conn.close()
+    return uri
+
+
+ERROR_BODIES = {
+    "web api": web_api_error(503, "Service unavailable"),
+    "oauth string": oauth_error("invalid_grant", "Refresh token revoked"),
+    "oauth object": oauth_error({"status": 429, "message": "API rate limit exceeded"}),
+    "oauth list": oauth_error(["server_error"]),
+    "json list": b'["error"]',
+    "json string": b'"error"',
+    "html": PORTAL,
+    "empty": b"",
+}
+# where a failure is met: the token refresh, a push, the now-playing poll
+ENDPOINTS = {
+    "token": "/api/token",
+    "push": "/v1/me/player/queue",
+    "poll": "/v1/me/player/currently-playing",
+}
+
+
+@pytest.mark.parametrize("where", sorted(ENDPOINTS))
+def test_every_error_shape_is_classified_without_a_traceback(fake, state_dir, caplog, where):
+    """A token-server error whose `error` is a JSON object raised TypeError (unhashable
+    dict) in the sync round: a traceback every poll, the token endpoint hit every second
+    through its Retry-After, and sync never showed offline. Every status with every body
+    shape, at each place a round meets Spotify."""
+    p = logged_in(fake, state_dir)
+    db = open_database(state_dir)
+    try:
+        for status in (400, 401, 403, 404, 429, 500, 503):
+            for body in sorted(ERROR_BODIES):
+                case = f"{where} {status} {body}"
+                caplog.clear()
+                db.execute("DELETE FROM queue")
+                db.conn.commit()
+                one_waiting_song(state_dir)
+                if where == "token":
+                    expire_access_token(p)
+                fake.fail(
+                    ENDPOINTS[where], status, body=ERROR_BODIES[body],
+                    headers={"Retry-After": "7"},
+                )  # fmt: skip
+                mono = [1000.0]
+                worker = SyncWorker(str(state_dir), p, poll_s=5.0, clock=lambda m=mono: m[0])
+                with caplog.at_level(logging.INFO):
+                    worker.sync_once(Outbox(db))  # raised TypeError before
+                assert not [r for r in caplog.records if r.exc_info], case
+                state, error = worker.state, worker.last_error
+                if state == "online":
+                    # a 401 from the Web API is refreshed and retried; a song refused
+                    # with a plain 4xx is failed and the round goes on
+                    assert where != "token" and (status == 401 or where == "push"), case
+                    assert status == 401 or outbox_states(state_dir) == ["failed"], case
+                    continue
+                assert state in ("offline", "login needed", "error") and error, case
+                assert worker.status.resume_at > mono[0], case
+                if status in (429, 500, 503):  # transient: never a login or account problem
+                    assert state == "offline", case
+                    assert worker.status.resume_at - mono[0] == pytest.approx(7), case
+                if where == "token" and status in (400, 401):
+                    assert state == "login needed", case
+                if where == "push" and status == 403:
+                    assert state == "error", case
+    finally:
+        db.conn.close()
+
+
+def test_a_token_server_429_with_a_json_object_error_honours_retry_after(fake, state_dir):
+    """The issue's case, exactly: no traceback; offline; the token endpoint is asked
+    again only after Retry-After, not every poll."""
+    p = logged_in(fake, state_dir)
+    expire_access_token(p)
+    body = oauth_error({"status": 429, "message": "API rate limit exceeded"})
+    fake.fail("/api/token", 429, body=body, headers={"Retry-After": "5"})
+    mono = [1000.0]
+    worker = SyncWorker(str(state_dir), p, poll_s=1.0, clock=lambda: mono[0])
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline" and "429" in worker.last_error
+    assert worker.status.resume_at == pytest.approx(1005.0)
+    run_rounds(worker, state_dir)
+    assert worker.state == "online"
+    # the login, the refused refresh, the one after Retry-After: not one every poll
+    assert fake.state.requests.count(("POST", "/api/token")) == 3
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "at_least", "at_most"),
+    [
+        ("999999999", 3600, 3600),  # honoured up to the Backoff's ceiling, an hour
+        ("inf", 0.5, 300),  # not a number of seconds: the usual backoff
+        ("nan", 0.5, 300),
+        ("-5", 0.5, 300),
+    ],
+)
+def test_a_huge_or_bogus_retry_after_pauses_sync_an_hour_at_most(
+    fake, state_dir, retry_after, at_least, at_most
+):
+    """One 429 with Retry-After: 999999999 (or inf) paused sync until a restart, while
+    status said nothing was wrong."""
+    one_waiting_song(state_dir)
+    mono = [1000.0]
+    worker = SyncWorker(
+        str(state_dir), logged_in(fake, state_dir), poll_s=5.0, clock=lambda: mono[0]
+    )
+    fake.fail("/v1/me/player/queue", 429, headers={"Retry-After": retry_after})
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline" and "429" in worker.last_error
+    assert at_least <= worker.status.resume_at - mono[0] <= at_most
+    assert outbox_states(state_dir) == ["recommended"]  # refused before acting: waits
+
+
+def test_a_retry_after_date_is_honoured(fake, state_dir):
+    from email.utils import formatdate
+
+    mono = [1000.0]
+    worker = SyncWorker(
+        str(state_dir), logged_in(fake, state_dir), poll_s=5.0, clock=lambda: mono[0]
+    )
+    when = formatdate(time.time() + 120, usegmt=True)
+    fake.fail("/v1/me/player/currently-playing", 503, headers={"Retry-After": when})
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline"
+    assert worker.status.resume_at - mono[0] == pytest.approx(120, abs=3)
+
+
+class DownPlayer:
+    """A Spotify that is never there (days offline), answering at once."""
+
+    def _down(self, *args):
+        raise SpotifyError("Spotify unreachable: no route to host", transient=True)
+
+    now_playing = queue_view = add_to_queue = next_track = _down
+
+
+def test_days_offline_never_overflow_the_backoff(state_dir):
+    """After ~3.5 days offline, 2.0 ** (failures - 1) overflowed: a traceback every round
+    and a 5 s poll from then on."""
+    one_waiting_song(state_dir)
+    mono = [1000.0]
+    worker = SyncWorker(str(state_dir), DownPlayer(), poll_s=5.0, clock=lambda: mono[0])
+    run_rounds(worker, state_dir, rounds=1200)  # 1100 was enough for an OverflowError
+    assert worker.state == "offline"
+    assert worker.status.resume_at - mono[0] == pytest.approx(300)  # the cap, still
+
+
+# ------------------------------------------------------------------ login and secrets
+
+CANCELLED = "http://127.0.0.1:8888/callback?error=access_denied&state=x"
+
+
+def test_cancel_on_spotifys_consent_page_is_a_clear_error(fake, state_dir):
+    with pytest.raises(SpotifyAuthError, match="cancelled"):
+        player(fake, state_dir).complete_login(CANCELLED)
+
+
+def test_cli_login_cancelled_ends_without_a_traceback(fake, tmp_path):
+    common, _ = spotify_cli_settings(fake, tmp_path)
+    login = cli("spotify", "login", "--redirect-url", CANCELLED, *common)
+    assert login.returncode == 1
+    assert "cancelled" in login.stderr and "Traceback" not in login.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "not set", "a folder"])
+def test_a_spotify_secret_that_cannot_be_used_is_a_configuration_error(fake, tmp_path, problem):
+    """A missing or empty secret file exited 0 and disabled Spotify; an empty setting
+    said `chmod 600 .`. Exit 2, as for the VLM key, naming what to fix."""
+    common, secret = spotify_cli_settings(fake, tmp_path)
+    if problem == "missing":
+        secret.unlink()
+    elif problem == "empty":
+        secret.write_text("\n")
+    else:
+        value = "" if problem == "not set" else str(tmp_path)
+        common += ["--set", f"spotify.client_secret_file={value}"]
+    result = cli("spotify", "devices", *common)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "chmod 600 ." not in result.stderr
+    expected = {
+        "missing": "not found",
+        "empty": "empty",
+        "not set": "spotify.client_secret_file is empty",
+        "a folder": "is a folder",
+    }[problem]
+    assert expected in result.stderr
+
+
+def test_a_token_server_failure_before_a_push_leaves_the_song_to_push_again(fake, state_dir):
+    """The access token expired and the token server failed: the push was never made,
+    so the song is simply due again, not a push of unknown outcome to settle."""
+    one_waiting_song(state_dir)
+    p = logged_in(fake, state_dir)
+    expire_access_token(p)
+    fake.fail("/api/token", 503)
+    worker = SyncWorker(str(state_dir), p, poll_s=5.0)
+    run_rounds(worker, state_dir)
+    assert worker.state == "offline" and outbox_states(state_dir) == ["recommended"]
+    run_rounds(worker, state_dir)
+    assert outbox_states(state_dir) == ["sent"] and len(fake.state.player_queue) == 1

@@ -22,12 +22,19 @@ __all__ = [
 
 
 def open_source(
-    spec: str, *, width: int = 640, height: int = 480, fps: float = 15, loop: bool = False
+    spec: str,
+    *,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 15,
+    loop: bool = False,
+    realtime: bool = False,
 ) -> FrameSource:
     """Build (but do not open) the source a spec names; see SOURCE_SPECS_HELP.
 
     width/height/fps are requested from cameras; fps also paces image folders.
-    loop applies to files and folders. A spec that is no known form raises
+    loop and realtime (play at the frame rate, as a live camera delivers) apply to files
+    and folders. A spec that is no known form raises
     SourceConfigError; a file or folder path that does not exist (yet: a USB stick
     mounted late) raises plain CaptureError, a runtime failure.
     """
@@ -35,4 +42,4 @@ def open_source(
     kind, problem = match_kind(text)
     if kind is None or problem is not None:
         raise SourceConfigError(f"capture source {problem}; accepted forms:\n{SOURCE_SPECS_HELP}")
-    return kind.build(text, Wanted(width, height, fps, loop))
+    return kind.build(text, Wanted(width, height, fps, loop, realtime))

@@ -14,8 +14,10 @@ import math
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import sqlite_utils
@@ -29,6 +31,10 @@ SPOTIFY_COLUMNS = {"track_id", "artists", "track_name", "valence", "energy"}
 MINIMAL_COLUMNS = {"uri", "name", "artist", "valence", "energy"}
 TRACK_ID = re.compile(r"^[0-9A-Za-z]{22}$")
 TRACK_URI = re.compile(r"^spotify:track:[0-9A-Za-z]{22}$")
+# A catalog line is a few hundred characters. The csv module reads a whole line before
+# looking at it, so a stream without newlines (/dev/zero, a binary file) grew memory
+# without bound; a longer line ends the import instead.
+MAX_LINE_CHARS = 1 << 20
 
 
 class CatalogError(ValueError):
@@ -112,6 +118,19 @@ def parse_row(row: dict, spotify_layout: bool, now: float) -> dict:
     }
 
 
+def _lines(fh: TextIO, path: Path) -> Iterator[str]:
+    """The file's lines, each read with a bounded buffer (see MAX_LINE_CHARS)."""
+    number = 0
+    while line := fh.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise CatalogError(
+                f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters: not a"
+                " catalog CSV"
+            )
+        yield line
+
+
 def read_catalog_csv(path: Path) -> tuple[list[tuple[int, dict]], ImportReport]:
     """Parse a catalog CSV: (line, track row) for good rows, bad rows in the report."""
     report = ImportReport()
@@ -121,7 +140,7 @@ def read_catalog_csv(path: Path) -> tuple[list[tuple[int, dict]], ImportReport]:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would
         # otherwise stick to the first column name
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+            reader = csv.DictReader(_lines(fh, path))
             # "uri, name, artist": the rows are looked up by the stripped names too
             reader.fieldnames = [(h or "").strip() for h in reader.fieldnames or ()]
             header = {h for h in reader.fieldnames if h}

@@ -7,6 +7,11 @@ player, else the last one recommended. The feedback row is
 committed with synchronous=FULL before the press is acknowledged, so it survives a
 crash or a power cut the moment after; skip then marks the song skipped and asks the
 sync worker for Spotify's next-track.
+
+Presses from another process (`emotion-appliance like` / `skip` over SSH) take the same
+path with source REMOTE_SOURCE: the row is committed first, and the committed skip row
+is itself the command the daemon's sync worker picks up (`remote_skips`) to ask Spotify
+for the next track; it reports what became of it in status.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from appliance.store.database import StoreError, open_database, write_transactio
 log = logging.getLogger(__name__)
 
 ACTIONS = ("like", "skip")
+REMOTE_SOURCE = "cli"  # presses stored by another process; the daemon acts on its skips
 
 
 class FeedbackRecorder:
@@ -65,7 +71,7 @@ class FeedbackRecorder:
                     "source": self.source,
                 }
                 with write_transaction(db):  # the press and the skipped mark: both or none
-                    db["feedback"].insert(row)
+                    row["id"] = db["feedback"].insert(row).last_pk
                     if action == "skip":
                         db.execute(
                             "UPDATE queue SET state = 'skipped', updated_at = ? WHERE"
@@ -97,3 +103,17 @@ class FeedbackRecorder:
             return None
         main = db.execute("SELECT main_artist FROM tracks WHERE uri = ?", [last["uri"]]).fetchone()
         return {**last, "main_artist": main[0] if main else last.get("artist")}
+
+
+def remote_skips(db, after_id: int) -> list[dict]:
+    """Skips stored by another process (REMOTE_SOURCE) after row `after_id`, oldest
+    first: {"id", "t", "uri"}. The sync worker runs Spotify's next-track for each."""
+    try:
+        cursor = db.execute(
+            "SELECT id, t, uri FROM feedback WHERE source = ? AND action = 'skip' AND id > ?"
+            " ORDER BY id",
+            [REMOTE_SOURCE, after_id],
+        )
+        return [{"id": r[0], "t": r[1], "uri": r[2]} for r in cursor.fetchall()]
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the skips: {exc}") from exc

@@ -6,7 +6,9 @@
 `played` also ends a `sent` song the player no longer has some minutes after it was sent
 (it played while the worker was offline, or the listener cleared the queue or switched
 device): `error` then says it was not seen playing. Without that end it would count as
-waiting forever and the director would never top the queue up again.
+waiting forever and the director would never top the queue up again. `skipped` also ends
+a `recommended` song the owner withdrew before it was sent (`queue clear`): `error` says
+so, and the row stays as history.
 
 Each change is its own committed transaction (the sync worker commits with
 synchronous=FULL), so a power cut loses at most the change in flight. `sending` marks a
@@ -30,6 +32,7 @@ from appliance.music.recommender import Recommendation
 from appliance.store.database import StoreError
 
 WAITING = ("recommended", "sending", "sent")  # still ahead of the listener
+CLEARED = "cleared by the owner before it was sent (emotion-appliance queue clear)"
 
 
 class Outbox:
@@ -51,6 +54,20 @@ class Outbox:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'recommended', ?, ?)",
             [user, rec.uri, rec.name, rec.artist, rec.mood, rec.score, now, now],
         )
+
+    def claim(self, item_id: int) -> bool:
+        """recommended -> sending (one more attempt), only if it is still recommended: a
+        song withdrawn meanwhile by another process (`queue clear`, a skip) stays so."""
+        try:
+            with self.db.conn:
+                cursor = self.db.conn.execute(
+                    "UPDATE queue SET state = 'sending', updated_at = ?, error = NULL,"
+                    " attempts = attempts + 1 WHERE id = ? AND state = 'recommended'",
+                    [time.time(), item_id],
+                )
+                return cursor.rowcount == 1
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update the song queue: {exc}") from exc
 
     def set_state(
         self,
@@ -80,6 +97,46 @@ class Outbox:
 
     def in_state(self, state: str) -> list[dict]:
         return self._rows("SELECT * FROM queue WHERE state = ? ORDER BY id", [state])
+
+    def on_player(self) -> int:
+        """Songs pushed to the player and not seen playing yet (sent), or whose push has
+        an unknown outcome (sending): how far ahead of the listener our songs reach."""
+        return self._rows("SELECT count(*) AS n FROM queue WHERE state IN ('sending', 'sent')", [])[
+            0
+        ]["n"]
+
+    def pushed_before(self, item_id: int, limit: int) -> list[dict]:
+        """The last `limit` songs pushed before this one that reached the player (sent,
+        or seen playing), newest first."""
+        return self._rows(
+            "SELECT * FROM queue WHERE id < ? AND state IN ('sent', 'played')"
+            " ORDER BY id DESC LIMIT ?",
+            [item_id, limit],
+        )
+
+    def upcoming(self, user: str) -> list[dict]:
+        """The user's songs not yet played, skipped or failed, oldest first."""
+        marks = ",".join("?" * len(WAITING))
+        return self._rows(
+            f"SELECT * FROM queue WHERE user = ? AND state IN ({marks}) ORDER BY id",
+            [user, *WAITING],
+        )
+
+    def clear(self, user: str, now: float | None = None) -> int:
+        """Withdraw the user's songs not sent yet (`recommended`): `skipped`, with `error`
+        saying so; the rows stay as history. Songs already on the player (sent, or a
+        push being settled) are left alone: the Web API cannot take them back."""
+        now = time.time() if now is None else now
+        try:
+            with self.db.conn:
+                cursor = self.db.conn.execute(
+                    "UPDATE queue SET state = 'skipped', updated_at = ?, error = ?"
+                    " WHERE user = ? AND state = 'recommended'",
+                    [now, CLEARED, user],
+                )
+                return cursor.rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update the song queue: {exc}") from exc
 
     def waiting(self, user: str) -> int:
         """Songs queued for the user and not yet played, skipped or failed."""

@@ -104,9 +104,13 @@ class Recommender:
         history = 0.5 + 0.5 * np.tanh(raw)
         score = MOOD_WEIGHT * fit + HISTORY_WEIGHT * history
         recent = self._recent(user, now)
-        fresh = np.array([r[0] not in recent for r in rows])
+        waiting = self._waiting()
+        fresh = np.array([r[0] not in recent and r[0] not in waiting for r in rows])
         if not fresh.any():
-            fresh[:] = True  # everything was played lately: repeats beat silence
+            # everything was played lately: repeats beat silence, but never a song still
+            # waiting to play (a second copy in Spotify's queue, and two rows of one
+            # song the sync could not tell apart)
+            fresh = np.array([r[0] not in waiting for r in rows])
         popularity = np.array([r[6] for r in rows], dtype=np.float64)
         order = np.lexsort((np.array([r[0] for r in rows]), -popularity, -score))
         picks = [i for i in order if fresh[i]][:n]
@@ -122,6 +126,15 @@ class Recommender:
             )
             for i in picks
         ]
+
+    def _waiting(self) -> set[str]:
+        """Songs queued and not yet played, skipped or failed, whoever they are for."""
+        return {
+            row[0]
+            for row in self.db.execute(
+                "SELECT uri FROM queue WHERE state IN ('recommended', 'sending', 'sent')"
+            ).fetchall()
+        }
 
     def _recent(self, user: str, now: float) -> set[str]:
         since = now - self.settings.no_repeat_hours * 3600.0

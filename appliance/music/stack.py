@@ -15,7 +15,7 @@ from appliance.config import Config
 from appliance.hardware.gpio import FeedbackPanel
 from appliance.music.director import MusicDirector
 from appliance.music.feedback import FeedbackRecorder
-from appliance.music.spotify import SpotifyError, SpotifyPlayer
+from appliance.music.spotify import SpotifyError, SpotifyPlayer, SpotifySecretError
 from appliance.music.sync import SyncWorker
 from appliance.store.database import StoreError
 
@@ -30,10 +30,14 @@ class MusicStack:
         if config.spotify.client_id:
             try:
                 player = SpotifyPlayer(config.spotify, state_dir)
+            except SpotifySecretError:
+                raise  # a configuration error: `run` exits 2, as for the VLM key
             except SpotifyError as exc:
                 self.spotify_error = str(exc)
                 log.error("Spotify disabled: %s", exc)
-        self.sync = SyncWorker(state_dir, player, config.spotify.poll_s)
+        self.sync = SyncWorker(
+            state_dir, player, config.spotify.poll_s, queue_ahead=config.music.queue_ahead
+        )
         if player is None:
             reason = self.spotify_error or "no [spotify] client_id"
             log.info("songs stay in the local queue (%s)", reason)
