@@ -43,6 +43,8 @@ setup(
         "spotipy>=2.23,<3",
         "requests>=2.28",  # the VLM client and doctor (spotipy uses it too)
         "gpiozero>=2.0,<3",
+        # the optional MQTT link and `fleet`; 2.x: the v2 callback API used here
+        "paho-mqtt>=2.1,<3",
     ],
     extras_require={
         # setuptools>=70.1 builds wheels offline (the SD-image install test);

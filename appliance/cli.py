@@ -1,4 +1,5 @@
-"""`emotion-appliance` command line: run, status, config, catalog, recommend, spotify.
+"""`emotion-appliance` command line: run, status, config, catalog, recommend, spotify,
+and the owner's queue, like and skip.
 
 Exit codes: 0 ok; 1 runtime failure (camera, models); 2 configuration error (systemd
 does not restart on it); `status` uses the Nagios codes 0-3 only, so a bad config or
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from appliance import __version__
+from appliance.common.redact import RedactingFormatter
 from appliance.common.text import printable
 from appliance.config import (
     DEFAULT_CONFIG_PATH,
@@ -112,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run, suppress=True)
     run.add_argument("--source", metavar="SPEC", help="camera or file (overrides camera.source)")
     run.add_argument("--loop", action="store_true", help="replay a file source forever")
+    run.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play a file or folder at its own frame rate, as a live camera would",
+    )
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--events", metavar="PATH|-", help="write one JSON object per frame")
     run.add_argument("--quiet", action="store_true", help="do not print emotion changes")
@@ -178,10 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--user", default="anonymous", help="participant id")
     analyze.add_argument("--condition", default="default", help="session condition")
 
+    fleet = sub.add_parser(
+        "fleet", help="every appliance on an MQTT broker, one line each (read-only)"
+    )
+    _common(fleet, suppress=True)
+    fleet.add_argument(
+        "--broker", metavar="HOST[:PORT]", help="the broker (default: mqtt.host and mqtt.port)"
+    )
+    fleet.add_argument(
+        "--wait",
+        type=_positive_fps,
+        default=2.0,
+        metavar="S",
+        help="seconds to gather the appliances' messages (default 2)",
+    )
+    fleet.add_argument("--json", action="store_true")
+
     doctor = sub.add_parser("doctor", help="check camera, models, storage, Spotify, VLM")
     _common(doctor, suppress=True)
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--no-camera", action="store_true", help="skip the camera check")
+
+    queue = sub.add_parser("queue", help="the song queue: playing, sent, waiting; or clear it")
+    _common(queue, suppress=True)
+    queue.add_argument(
+        "action", nargs="?", choices=("show", "clear"), default="show",
+        help="show (default), or clear: withdraw the songs not sent to Spotify yet",
+    )  # fmt: skip
+    queue.add_argument("--json", action="store_true")
+    for action, what in (("like", "like"), ("skip", "skip (Spotify goes to the next track)")):
+        press = sub.add_parser(action, help=f"{what} the song playing, as the button does")
+        _common(press, suppress=True)
 
     spotify = sub.add_parser("spotify", help="Spotify login and devices")
     spotify_sub = spotify.add_subparsers(dest="spotify_command", metavar="ACTION", required=True)
@@ -201,9 +235,11 @@ SECRET_LOGGERS = ("spotipy",)
 
 def _setup_logging(config: Config | None, verbose: bool) -> None:
     level = "DEBUG" if verbose else (config.logging.level if config else "INFO")
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # the one redaction rule on every line: URL passwords, credential queries, and the
+    # contents of every secret file once read
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     for name in SECRET_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(max(logging.INFO, logging.getLevelName(level)))
@@ -266,6 +302,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
             config,
             source=args.source,
             loop=args.loop,
+            realtime=args.realtime,
             max_frames=args.max_frames,
             events=events_file,
             on_result=printer,
@@ -407,7 +444,8 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
         found = player.devices()
     except SpotifyError as exc:
         log.error("%s", exc)
-        return EXIT_FAILURE
+        # a secret file that is missing, empty or world-readable needs a person: exit 2
+        return EXIT_CONFIG if isinstance(exc, SecretError) else EXIT_FAILURE
     if args.json:
         print(json.dumps(found))
     else:
@@ -417,6 +455,31 @@ def cmd_spotify(args: argparse.Namespace, config: Config) -> int:
         if not found:
             print("no Spotify Connect devices online")
     return 0
+
+
+def cmd_queue(args: argparse.Namespace, config: Config) -> int:
+    from appliance.music import control
+
+    if args.action == "clear":
+        cleared, on_spotify = control.clear_queue(config)
+        print(f"{cleared} song(s) not sent yet withdrawn (kept in the history as skipped)")
+        if on_spotify:
+            print(
+                f"{on_spotify} already on Spotify's queue stay there: the Web API cannot take"
+                " them back (clear them in the Spotify app)"
+            )
+        return 0
+    report = control.queue_report(config)
+    print(json.dumps(report) if args.json else control.format_queue(report))
+    return 0
+
+
+def cmd_press(args: argparse.Namespace, config: Config) -> int:
+    from appliance.music import control
+
+    stored, text = control.press(config, args.command)
+    print(text)
+    return 0 if stored else EXIT_FAILURE
 
 
 def cmd_bench(args: argparse.Namespace, config: Config) -> int:
@@ -473,6 +536,53 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
         log.error("%s", exc)
         return EXIT_FAILURE
     print(f"{summary['rows']} rows -> {summary['csv']}; report: {summary['report']}")
+    return 0
+
+
+def _broker_address(text: str) -> tuple[str, int]:
+    """--broker HOST, HOST:PORT, [IPv6]:PORT or a bare IPv6 address -> (host, port or 0)."""
+    host, port = text.strip(), ""
+    if host.startswith("[") and "]" in host:
+        host, _, rest = host[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"--broker {text!r}: expected HOST or HOST:PORT")
+    return host, int(port or 0)
+
+
+def cmd_fleet(args: argparse.Namespace, config: Config) -> int:
+    """Read-only: subscribes, prints, creates nothing (no state folder, no database)."""
+    import dataclasses
+    import time
+
+    from appliance.link.client import LinkError, read_password
+    from appliance.link.fleet import collect, format_rows, rows
+
+    settings = config.mqtt
+    if args.broker:
+        try:
+            host, port = _broker_address(args.broker)
+        except ValueError as exc:
+            log.error("%s", exc)
+            return EXIT_CONFIG
+        settings = dataclasses.replace(settings, host=host, port=port or settings.port)
+    if not settings.host:
+        log.error("no broker: pass --broker HOST[:PORT] or set mqtt.host")
+        return EXIT_CONFIG
+    try:
+        seen = collect(settings, read_password(settings), args.wait)
+    except LinkError as exc:
+        log.error("%s; %s", exc, exc.hint)
+        return EXIT_FAILURE
+    table = rows(seen, time.time())
+    if args.json:
+        print(json.dumps(table))
+    elif table:
+        print(format_rows(table))
+    else:
+        print(f"no appliance seen under {settings.topic_prefix}/+ on {settings.shown_broker}")
     return 0
 
 
@@ -557,7 +667,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "config":
         from appliance.config import config_to_toml
 
-        print(config_to_toml(config), end="")
+        print(config_to_toml(config, redacted=True), end="")
         return 0
     if args.command == "status":
         return cmd_status(args, config)
@@ -569,7 +679,11 @@ def _main(argv: Sequence[str] | None) -> int:
         "catalog": cmd_catalog,
         "recommend": cmd_recommend,
         "spotify": cmd_spotify,
+        "queue": cmd_queue,
+        "like": cmd_press,
+        "skip": cmd_press,
         "doctor": cmd_doctor,
+        "fleet": cmd_fleet,
         "bench": cmd_bench,
         "report": cmd_report,
         "analyze": cmd_analyze,

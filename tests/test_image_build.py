@@ -449,6 +449,56 @@ def test_firstboot_keeps_a_vlm_endpoint_password_out_of_the_journal_and_boot_par
         assert secret not in applied.read_text()
 
 
+def mqtt_settings(root: Path) -> dict:
+    return tomllib.loads((root / "etc/emotion-appliance/config.toml").read_text())["mqtt"]
+
+
+def test_firstboot_applies_the_mqtt_broker_and_scrubs_its_password(tmp_path):
+    settings = "MQTT_HOST=homeassistant.local\nMQTT_USER=appliance\nMQTT_PASSWORD=br0ker pw!\n"
+    root, env, boot = firstboot_root(tmp_path, settings)
+    result = run(FIRSTBOOT, env, tmp_path)
+    mqtt = mqtt_settings(root)
+    assert mqtt["enabled"] is True and mqtt["host"] == "homeassistant.local"
+    assert mqtt["username"] == "appliance"
+    assert mqtt["password_file"] == "/etc/emotion-appliance/mqtt_password"
+    secret = root / "etc/emotion-appliance/mqtt_password"
+    assert secret.read_text() == "br0ker pw!\n" and not secret.stat().st_mode & stat.S_IROTH
+    applied = boot.with_name("emotion-appliance.txt.applied")
+    assert "br0ker" not in applied.read_text() + result.stdout + result.stderr
+    assert "MQTT_PASSWORD was applied and removed from this file" in applied.read_text()
+    assert "br0ker" not in (root / "etc/emotion-appliance/firstboot.applied").read_text()
+    check = config_check(root)
+    assert check.returncode == 0, check.stderr
+    # The user switches the link off; the same file copied back leaves it off.
+    path = root / "etc/emotion-appliance/config.toml"
+    text = path.read_text()
+    start = text.index("[mqtt]")
+    path.write_text(text[:start] + text[start:].replace("enabled = true", "enabled = false", 1))
+    assert mqtt_settings(root)["enabled"] is False
+    shutil.copy(applied, boot)
+    assert "mqtt.enabled left as it is" in run(FIRSTBOOT, env, tmp_path).stdout
+    assert mqtt_settings(root)["enabled"] is False
+    assert secret.read_text() == "br0ker pw!\n"  # the scrubbed file did not blank it
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("MQTT_HOST=broker:1883\n", "MQTT left off: MQTT_HOST must be a host name"),
+        ("MQTT_HOST=mqtt://broker\n", "MQTT left off: MQTT_HOST must be a host name"),
+        ("MQTT_HOST=broker\nMQTT_PASSWORD=pw123456\n", "MQTT_PASSWORD not stored: it needs"),
+    ],
+)
+def test_firstboot_never_leaves_an_mqtt_config_the_appliance_refuses(tmp_path, settings, message):
+    root, env, boot = firstboot_root(tmp_path, "HOSTNAME=kitchen-pi\n" + settings)
+    result = run(FIRSTBOOT, env, tmp_path)
+    assert message in result.stderr
+    check = config_check(root)
+    assert check.returncode == 0, check.stderr  # the appliance still starts
+    assert not (root / "etc/emotion-appliance/mqtt_password").exists()
+    assert "pw123456" not in boot.with_name("emotion-appliance.txt.applied").read_text()
+
+
 def test_firstboot_redacts_like_the_appliance(tmp_path):
     """The shell redact() mirrors appliance.sources.redact, which the README describes."""
     sys.path.insert(0, str(ROOT))

@@ -333,6 +333,15 @@ class MusicConfig:
     queue_low: int = setting(
         2, "Queue another song when fewer than this many are waiting or unplayed.", min=1, max=50
     )
+    queue_ahead: int = setting(
+        2,
+        "Most of our songs waiting unplayed in Spotify's queue at once; the rest wait in the"
+        " local queue and go one by one as the listener reaches them. Spotify's queue view"
+        " lists only about the next 20 tracks: kept short, it always shows our songs, so a"
+        " push whose reply was lost is checked there instead of being pushed twice.",
+        min=1,
+        max=10,
+    )
     no_repeat_hours: float = setting(
         6.0,
         "A song is not recommended again to the same user within this time.",
@@ -560,6 +569,122 @@ class VlmConfig:
         return found
 
 
+# MQTT topic levels chosen here: no wildcards (+ #), no empty level, no spaces
+_MQTT_TOPIC = r"[^#+/\s]+(/[^#+/\s]+)*"
+# The device id is a topic level and Home Assistant's node_id: [A-Za-z0-9_-] only
+_MQTT_ID = r"[A-Za-z0-9_-]{0,64}"
+
+
+def mqtt_device_id(client_id: str, hostname: str | None = None) -> str:
+    """The device id: client_id, or this machine's host name (first label) made fit for
+    a topic level and a Home Assistant node_id."""
+    if client_id:
+        return client_id
+    if hostname is None:
+        import socket
+
+        hostname = socket.gethostname()
+    label = hostname.split(".")[0]
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in label)
+    return cleaned.strip("-")[:64] or "emotion-appliance"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """MQTT: an optional link to a broker for Home Assistant, robots and fleets.
+
+    Off by default: while enabled is false nothing leaves the device. When on, the
+    smoothed emotion, valence, arousal, mood, song and status level are published (never
+    images or faces), and like, skip and music on/off are accepted as commands."""
+
+    enabled: bool = setting(False, "Connect to the MQTT broker and publish the state.")
+    host: str = setting("", "Broker host name or IP address.")
+    port: int = setting(0, "Broker port; 0 = 1883, or 8883 with tls = true.", min=0, max=65535)
+    tls: bool = setting(
+        False,
+        "Connect with TLS, verifying the broker's certificate against ca_file, or the "
+        "system's certificate store when ca_file is empty.",
+    )
+    ca_file: str = setting(
+        "", 'CA certificate (PEM) that signed the broker\'s certificate; "" = system store.'
+    )
+    username: str = setting("", 'User name for the broker; "" = anonymous.')
+    password_file: str = setting(
+        "", 'File holding the password (not world-readable); "" = no password.'
+    )
+    client_id: str = setting(
+        "",
+        'MQTT client id, also the device id in topics and Home Assistant; "" = this '
+        "machine's host name.",
+        pattern=_MQTT_ID,
+        pattern_doc='"" or up to 64 of A-Z a-z 0-9 _ -',
+    )
+    topic_prefix: str = setting(
+        "emotion-appliance",
+        "Topics are <topic_prefix>/<device id>/availability, /state, /events, /command.",
+        pattern=_MQTT_TOPIC,
+        pattern_doc="topic levels separated by /, without + # or spaces",
+    )
+    discovery_prefix: str = setting(
+        "homeassistant",
+        'Home Assistant discovery prefix for the sensors, buttons and switch; "" = no discovery.',
+        pattern=f"|{_MQTT_TOPIC}",
+        pattern_doc='"" or topic levels separated by /, without + # or spaces',
+    )
+    state_interval_s: float = setting(
+        1.0,
+        "Seconds between retained state messages (also sent at once on every change of "
+        "emotion, mood, music on/off or status level).",
+        min=0.1,
+        max=3600.0,
+    )
+    events: bool = setting(
+        False,
+        "Also publish the smoothed state of every frame (for robots), at most "
+        "events_max_hz times a second, on <topic_prefix>/<device id>/events.",
+    )
+    events_max_hz: float = setting(10.0, "Most event messages a second.", min=0.1, max=60.0)
+
+    @property
+    def broker_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+    @property
+    def device_id(self) -> str:
+        return mqtt_device_id(self.client_id)
+
+    @property
+    def shown_broker(self) -> str:
+        """host:port for logs, status and doctor (never a password)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.broker_port}"
+
+    def cleartext_warning(self) -> str | None:
+        """Why the password would cross the internet unencrypted, or None."""
+        if not self.enabled or self.tls or not self.password_file:
+            return None
+        if not cleartext_to_public_host(f"http://{self.shown_broker}/"):
+            return None
+        return (
+            f"mqtt.host {self.host} is not loopback, private or a LAN name and tls = false: "
+            "the MQTT password would cross the network unencrypted; set mqtt.tls = true"
+        )
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.enabled and not self.host.strip():
+            found.append(("host", "must name the broker when enabled = true"))
+        elif any(c.isspace() or c in "/@?#" for c in self.host) or self.host.count(":") == 1:
+            found.append(
+                ("host", "expected a host name or IP address alone (the port is mqtt.port)")
+            )
+        if self.enabled and self.password_file and not self.username:
+            found.append(("password_file", "needs a username (brokers ask for both)"))
+        if self.ca_file and not self.tls:
+            found.append(("ca_file", "is used only with tls = true"))
+        return found
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     """Logging: how much the daemon reports."""
@@ -584,6 +709,7 @@ class Config:
     spotify: SpotifyConfig = field(default_factory=SpotifyConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     vlm: VlmConfig = field(default_factory=VlmConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @classmethod

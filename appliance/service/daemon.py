@@ -31,11 +31,12 @@ from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.notify import Notifier, ServiceHeartbeat
 from appliance.service.publisher import Board, Publisher
-from appliance.service.status import write_status
+from appliance.service.status import stale_after, write_status
 from appliance.store.retention import Retention
 from appliance.vision.preprocess import crop_face
 
 if TYPE_CHECKING:
+    from appliance.link.worker import MqttLink
     from appliance.music.stack import MusicStack
     from appliance.vlm.worker import VlmWorker
 
@@ -63,6 +64,7 @@ class Daemon:
         *,
         source: str | None = None,
         loop: bool = False,
+        realtime: bool = False,
         max_frames: int | None = None,
         events: IO[str] | None = None,
         on_result: Callable[[FrameResult], None] | None = None,
@@ -75,6 +77,7 @@ class Daemon:
         self.spec = source or config.camera.source
         self.spec_origin = "--source" if source else "camera.source"  # for error messages
         self.loop = loop
+        self.realtime = realtime  # files and folders paced at their frame rate
         self.max_frames = max_frames
         self.events = events
         self.on_result = on_result
@@ -108,8 +111,9 @@ class Daemon:
     def _source(self) -> FrameSource:
         cam = self.config.camera
         return open_source(
-            self.spec, width=cam.width, height=cam.height, fps=cam.fps, loop=self.loop
-        )
+            self.spec, width=cam.width, height=cam.height, fps=cam.fps, loop=self.loop,
+            realtime=self.realtime,
+        )  # fmt: skip
 
     def run(self) -> int:
         """Process until the source ends, max_frames, or a signal; returns an exit code.
@@ -129,6 +133,7 @@ class Daemon:
         try:
             pipeline = self.pipeline or Pipeline.from_config(self.config)
             vlm = self._vlm()  # a refused key file fails here, before hardware is claimed
+            link = self._mqtt()  # so does a refused MQTT password or CA file
             music = self._music()
         except Exception as exc:
             self._write_failed(str(exc))
@@ -139,18 +144,26 @@ class Daemon:
         )
         self.heartbeat = time.monotonic()
         systemd = ServiceHeartbeat(self.notifier, lambda: self.heartbeat)
+        if link is not None:  # it reads the board and the publisher's last snapshot
+            link.attach(
+                board=board,
+                music=music,
+                status=lambda: self._publisher.last_status if self._publisher else None,
+            )
         publisher = self._publisher = Publisher(
             board,
             state_dir=self.config.storage.state_dir,
             runtime_dir=self.config.service.runtime_dir,
             status_interval_s=self.config.service.status_interval_s,
-            companions=[c for c in (systemd, music, vlm) if c is not None],
+            companions=[c for c in (systemd, music, vlm, link) if c is not None],
             retention=Retention.from_config(self.config),
         )
         crew = Crew()
         workers: list[Worker] = [publisher, *(music.workers if music else [])]
         if vlm:
             workers.append(vlm)
+        if link:
+            workers.append(link)  # started last, stopped first: "offline" while all runs
         previous = self._install_signals()
         code, final = 0, "stopped"
         try:
@@ -238,6 +251,22 @@ class Daemon:
         from appliance.music.stack import MusicStack  # spotipy, gpiozero: only when used
 
         return MusicStack(self.config, pin_factory=self.pin_factory)
+
+    def _mqtt(self) -> MqttLink | None:
+        """The MQTT link, only when enabled: otherwise nothing leaves the device."""
+        settings = self.config.mqtt
+        if not settings.enabled:
+            return None
+        from appliance.link.client import read_password  # paho: only when used
+        from appliance.link.worker import MqttLink
+
+        if warning := settings.cleartext_warning():
+            log.warning("%s", warning)
+        return MqttLink(
+            settings,
+            password=read_password(settings),
+            stale_after_s=stale_after(self.config.service.status_interval_s),
+        )
 
     def _vlm(self) -> VlmWorker | None:
         """The remote VLM worker, only when enabled: otherwise nothing leaves the device."""

@@ -32,6 +32,7 @@ from appliance.vision.runtime import ModelError
 log = logging.getLogger(__name__)
 
 MIN_FREE_MB = 200
+MQTT_TIMEOUT_S = 5.0  # the broker's answer to doctor's login
 SERVICE_USER = "emotion-appliance"
 # the folders systemd makes (StateDirectory=, RuntimeDirectory=) when the service starts
 SYSTEMD_DIRS = (StorageConfig().state_dir, ServiceConfig().runtime_dir)
@@ -290,6 +291,33 @@ def check_vlm(config: Config) -> Check:
     return passed("vlm", f"{shown}: reachable (HTTP {reply.status_code})")
 
 
+def check_mqtt(config: Config) -> Check:
+    """Connect to the broker once (login, TLS) under a client id of its own, so the
+    running daemon's connection is not taken over."""
+    settings = config.mqtt
+    if not settings.enabled:
+        return skipped("mqtt", "disabled: nothing leaves the device")
+    if warning := settings.cleartext_warning():  # before the password crosses the network
+        return failed("mqtt", warning, "set mqtt.tls = true (and the broker's TLS port)")
+    from appliance.link.client import LinkError, connect_blocking, new_client, read_password
+
+    try:
+        client = new_client(settings, read_password(settings), f"{settings.device_id}-doctor")
+    except SecretError as exc:
+        fix = f"chmod 600 {settings.password_file}"
+        hint = "check mqtt.ca_file" if "ca_file" in str(exc) else fix
+        return failed("mqtt", str(exc), hint)
+    try:
+        connect_blocking(client, settings, MQTT_TIMEOUT_S)
+    except LinkError as exc:
+        return failed("mqtt", str(exc), exc.hint)
+    finally:
+        client.disconnect()
+    who = f"as {settings.username}" if settings.username else "anonymously"
+    tls = " over TLS, certificate verified" if settings.tls else " (no TLS)"
+    return passed("mqtt", f"{settings.shown_broker}: connected {who}{tls}")
+
+
 def check_gpio(config: Config) -> Check:
     from appliance.hardware.gpio import CLAIM_FAILED, FeedbackPanel
 
@@ -322,6 +350,7 @@ def run_checks(config: Config, config_label: str, *, camera: bool = True) -> lis
         lambda: check_storage(config),
         lambda: check_spotify(config),
         lambda: check_vlm(config),
+        lambda: check_mqtt(config),
         lambda: check_gpio(config),
     ]
     for step in steps:

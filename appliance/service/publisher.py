@@ -205,6 +205,7 @@ class Publisher(Worker):
         self._fps_mark: tuple[float, int] = (clock(), 0)
         self._status_warned = False
         self._last_bug = ""
+        self.last_status: dict[str, Any] | None = None  # the last snapshot written
 
     def busy_with(self) -> str:
         pending = len(self._pending) + len(self.board.samples)
@@ -431,7 +432,11 @@ class Publisher(Worker):
 
     def _write_status(self) -> None:
         try:
-            write_status(self.runtime_dir, self.snapshot())
+            snapshot = self.snapshot()
+            # published for other threads (the MQTT link) in one assignment, never
+            # changed after: a reader sees one whole round, even when the file fails
+            self.last_status = snapshot
+            write_status(self.runtime_dir, snapshot)
             self._status_warned = False
         except OSError as exc:
             if not self._status_warned:
