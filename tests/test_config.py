@@ -22,8 +22,8 @@ from appliance.config import (
 from appliance.config.schema import section_keys
 
 SECTIONS = (
-    "camera, detection, emotion, gpio, logging, models, music, service, smoothing, spotify, "
-    "storage, vlm"
+    "camera, detection, emotion, gpio, logging, models, mqtt, music, service, smoothing, "
+    "spotify, storage, vlm"
 )
 
 

@@ -736,10 +736,9 @@ def test_the_daemon_on_a_recorded_clip_as_the_issue_judges_it(tmp_path, broker, 
 @requires_models
 @requires_mosquitto
 def test_the_link_costs_the_frame_loop_nothing(tmp_path, broker, clip, monkeypatch):
-    """The same recorded clip with MQTT on (state, and events at 30 Hz) and off. What is
-    certain: the frame loop's thread never calls paho, every publish and network round is
-    on the link's own thread. The frame rates, alternated after a warm-up, are printed and
-    compared loosely: on a shared 2-core machine one run can take twice another."""
+    """The same recorded clip with MQTT on (state, and events at 30 Hz): the frame loop's
+    thread never calls paho, every publish and network round is on the link's own
+    thread. Behaviour, not speed: the frame rates on vs off are in BENCHMARKS.md."""
     callers: set[str] = set()
     for name in ("publish", "loop", "connect"):
         original = getattr(mqtt.Client, name)
@@ -752,29 +751,15 @@ def test_the_link_costs_the_frame_loop_nothing(tmp_path, broker, clip, monkeypat
     on = mqtt_settings(
         broker.port, password_file(tmp_path), "mqtt.events=true", "mqtt.events_max_hz=30"
     )
-
-    def fps(overrides: list[str], n: int) -> float:
-        folder = tmp_path / f"run{n}"
-        config = load_config(None, [f"storage.state_dir={folder / 'state'}",
-                                    f"service.runtime_dir={folder / 'run'}",
-                                    "music.enabled=false", *overrides],
-                             default_path=tmp_path / "x")  # fmt: skip
-        daemon = Daemon(config, source=str(clip))
-        assert daemon.run() == 0
-        if overrides:
-            link = read_status(folder / "run")["mqtt"]
-            assert link["states"] >= 1 and link["events"] >= 1
-        return daemon.frames / daemon.loop_s
-
-    fps([], 99)  # warm-up (decoder, page cache, TFLite): not counted
-    runs: dict[str, list[float]] = {"off": [], "on": []}
-    for n in range(3):
-        runs["off"].append(fps([], 2 * n))
-        runs["on"].append(fps(on, 2 * n + 1))
+    config = load_config(None, [f"storage.state_dir={tmp_path / 'state'}",
+                                f"service.runtime_dir={tmp_path / 'run'}",
+                                "music.enabled=false", *on],
+                         default_path=tmp_path / "x")  # fmt: skip
+    daemon = Daemon(config, source=str(clip))
+    assert daemon.run() == 0
+    link = read_status(tmp_path / "run")["mqtt"]
+    assert link["states"] >= 1 and link["events"] >= 1
     assert callers == {"mqtt"}  # the link's Worker thread, never the frame loop's
-    best_off, best_on = max(runs["off"]), max(runs["on"])
-    print(f"frame loop: MQTT off {best_off:.0f} fps, on {best_on:.0f} fps ({runs})")
-    assert best_on >= 0.6 * best_off, runs  # a gross cost, not the machine's noise
 
 
 # ------------------------------------------------------------------------ without a broker

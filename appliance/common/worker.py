@@ -98,9 +98,10 @@ class Worker(threading.Thread):
 
 class Crew:
     """Starts workers in order and stops them in reverse within one time budget
-    (Frigate's ordered stop): each gets its own `stop_grace_s`, or what is left of the
-    budget when that is less, and the last one started first (the publisher, which
-    writes the final status and samples) gets all that is left."""
+    (Frigate's ordered stop): all but the first are asked to stop at once and joined
+    newest first, each within its own `stop_grace_s` or what is left of the budget when
+    that is less; then the first one started (the publisher, which writes the final
+    samples and status) is asked, and gets all that is left."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -116,13 +117,17 @@ class Crew:
         those that missed their deadline. `reserve_s` is kept back for the caller (a
         final status written after the crew)."""
         deadline = self.clock() + budget_s - reserve_s
-        for worker in self.workers:
-            worker.request_stop()  # all begin winding down at once
+        for worker in self.workers[1:]:
+            worker.request_stop()  # all but the first begin winding down at once
         missed = []
         for index, worker in reversed(list(enumerate(self.workers))):
             left = deadline - self.clock()
             last = index == 0
             timeout = left if last else min(worker.stop_grace_s, left)
+            if last:
+                # the first started (the publisher) is asked last: its final status then
+                # sees every other worker stopped
+                worker.request_stop()
             if not worker.join_by(timeout):
                 missed.append(worker.name)
         self.workers.clear()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from appliance.common.redact import redact
 from appliance.config.schema import (
     DEFAULT_CONFIG_PATH,
     NAMES,
@@ -76,8 +77,12 @@ def load_config(
     return config
 
 
-def config_to_toml(config: Config) -> str:
-    """Render `config` as a complete TOML file, each key preceded by its doc and limits."""
+def config_to_toml(config: Config, *, redacted: bool = False) -> str:
+    """Render `config` as a complete TOML file, each key preceded by its doc and limits.
+
+    `redacted` (what `config show` prints): every text value passes the one redaction
+    rule, so a password in a URL (vlm.endpoint, an RTSP camera.source) or a credential
+    query value is shown as *** and the output is safe to paste into a bug report."""
     lines = [
         "# emotion-appliance configuration (TOML).",
         "#",
@@ -85,6 +90,8 @@ def config_to_toml(config: Config) -> str:
         "# Unknown sections and keys are errors. Any key can also be set for one run",
         "# with --set section.key=value, e.g. --set camera.fps=30.",
     ]
+    if redacted:
+        lines += ["#", "# Passwords and credentials in URLs are shown as ***."]
     for name, cls in Config.sections().items():
         current = getattr(config, name)
         lines += ["", "", *_comment(cls.__doc__ or ""), f"[{name}]"]
@@ -94,7 +101,10 @@ def config_to_toml(config: Config) -> str:
             if len(default) > 50:  # a long text (the VLM prompt): its start is enough here
                 default = default[:40].rstrip() + '..." (see the key below)'
             lines.append(f"# {_capitalise(spec.expected())}; default {default}.")
-            lines.append(f"{spec.name} = {_toml_value(getattr(current, spec.name))}")
+            value = getattr(current, spec.name)
+            if redacted and isinstance(value, str):
+                value = redact(value)
+            lines.append(f"{spec.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+from appliance.common.redact import hide_in_logs
+
 
 class SecretError(RuntimeError):
     """The secret file is missing, empty, unreadable or readable by everyone."""
@@ -24,4 +26,5 @@ def read_secret(path: str | Path, what: str) -> str:
         raise SecretError(f"cannot read {what} file {path}: {exc}") from exc
     if not secret:
         raise SecretError(f"{path}: {what} file is empty")
+    hide_in_logs(secret)  # whatever later quotes it (a server's error, a traceback)
     return secret

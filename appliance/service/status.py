@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.common.files import atomic_write
 from appliance.common.process import boot_id, still_running
+from appliance.common.redact import redact_text
 from appliance.common.text import printable
 
 STATUS_FILE = "status.json"
@@ -44,11 +45,23 @@ def write_status(runtime_dir: str | Path, snapshot: dict[str, Any]) -> None:
     """Replace the file atomically so a reader never sees half of it. Not fsynced: it is
     rewritten every few seconds on tmpfs and means nothing after a reboot. The daemon
     creates runtime_dir when systemd has not; readers never create it. NaN and inf are
-    written as null: they are not JSON, and jq or a monitoring plugin would choke."""
+    written as null: they are not JSON, and jq or a monitoring plugin would choke.
+    The file is world-readable: every text in it passes the one redaction rule (a URL's
+    password or credential query, quoted back by a server in an error, shows as ***)."""
     directory = Path(runtime_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(snapshot), sort_keys=True, allow_nan=False)
+    text = json.dumps(_redacted(_finite(snapshot)), sort_keys=True, allow_nan=False)
     atomic_write(directory / STATUS_FILE, text, mode=0o644, durable=False)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def read_status(runtime_dir: str | Path) -> dict[str, Any] | None:
@@ -195,6 +208,9 @@ def _problems(snapshot: dict[str, Any]) -> list[tuple[int, str]]:
     vlm = snapshot.get("vlm")
     if isinstance(vlm, dict) and vlm.get("breaker") == "open":
         found.append((WARNING, f"VLM circuit breaker open: {vlm.get('error')}"))
+    mqtt = snapshot.get("mqtt")  # the link cannot connect or log in (it keeps retrying)
+    if isinstance(mqtt, dict) and mqtt.get("error") and mqtt.get("state") != "connected":
+        found.append((WARNING, f"MQTT link down: {mqtt['error']}"))
     if snapshot.get("throttled_now"):
         throttled = ", ".join(map(str, snapshot["throttled_now"]))
         found.append((WARNING, f"Pi {throttled} (check the power supply)"))

@@ -22,7 +22,7 @@ import numpy as np
 import requests
 
 from appliance.common.http import Deadline, DeadlineSession
-from appliance.common.redact import redact
+from appliance.common.redact import redact, redact_text
 from appliance.config.schema import VlmConfig
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class VlmClient:
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self._secrets = [api_key] if api_key else []
         self.reasoning = False  # set once the endpoint refuses max_tokens/temperature
 
     def describe(self, image: np.ndarray, context: dict) -> VlmReply:
@@ -169,7 +170,10 @@ class VlmClient:
             if refuses_sampling_parameters(status, data):
                 self.reasoning = False  # it refuses that form too: back to the usual one
         if status != 200:
-            raise VlmError(f"HTTP {status} ({kind}): {data[:80]!r}")
+            # a server may echo the request: the key and the endpoint's credentials are
+            # masked before the reply is cut short (a cut secret would no longer match)
+            said = redact_text(data[:4096].decode("utf-8", "replace"), self._secrets)
+            raise VlmError(f"HTTP {status} ({kind}): {said[:80]!r}")
         text = parse_reply(data, self.settings.max_reply_chars)
         return VlmReply(text, (time.monotonic() - started) * 1e3, self.settings.model)
 
