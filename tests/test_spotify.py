@@ -900,3 +900,22 @@ def test_a_token_server_failure_before_a_push_leaves_the_song_to_push_again(fake
     assert worker.state == "offline" and outbox_states(state_dir) == ["recommended"]
     run_rounds(worker, state_dir)
     assert outbox_states(state_dir) == ["sent"] and len(fake.state.player_queue) == 1
+
+
+def test_a_spotify_reply_dripped_byte_by_byte_ends_at_timeout_s(fake, state_dir):
+    """requests' timeout bounded each read: a proxy or server dripping its reply held
+    the sync worker for as long as it liked. Now the whole reply must come within
+    spotify.timeout_s, and a stall is a transient failure the backoff handles."""
+    from test_http_deadline import REPLY, Dripper
+
+    dripper = Dripper(REPLY, every_s=0.1)  # ~9 s for the whole reply
+    try:
+        base = dripper.url.rsplit("/", 1)[0]
+        p = logged_in(fake, state_dir, api_base=f"{base}/v1", timeout_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(SpotifyError) as caught:
+            p.now_playing()
+        assert caught.value.transient and "no complete reply within 1 s" in str(caught.value)
+        assert time.monotonic() - started < 2.5
+    finally:
+        dripper.close()

@@ -41,6 +41,7 @@ from spotipy.exceptions import SpotifyException, SpotifyOauthError
 from spotipy.oauth2 import SpotifyOAuth
 
 from appliance.common.files import atomic_write
+from appliance.common.http import DeadlineSession
 from appliance.config.schema import SpotifyConfig
 from appliance.config.secrets import SecretError, read_secret
 
@@ -156,13 +157,15 @@ def _token_reply_ok(payload: Any) -> bool:
     )
 
 
-class _CheckedSession(requests.Session):
+class _CheckedSession(DeadlineSession):
     """A plain session (no hidden urllib3 retries, so 429/5xx reach us with their
-    headers) that refuses every reply Spotify would not send: an HTTP error, a 2xx whose
-    body is not JSON (empty is fine: 204), or a token reply without a token."""
+    headers) whose every reply is whole within spotify.timeout_s however slowly it
+    comes (appliance.common.http), and that refuses every reply Spotify would not send:
+    an HTTP error, a 2xx whose body is not JSON (empty is fine: 204), or a token reply
+    without a token."""
 
-    def __init__(self, *, token: bool) -> None:
-        super().__init__()
+    def __init__(self, *, token: bool, total_s: float) -> None:
+        super().__init__(total_s)
         self.token = token
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
@@ -243,14 +246,14 @@ class SpotifyPlayer:
             scope=SCOPES,
             open_browser=False,
             cache_handler=self.cache,
-            requests_session=_CheckedSession(token=True),
+            requests_session=_CheckedSession(token=True, total_s=settings.timeout_s),
             requests_timeout=settings.timeout_s,
         )
         self.oauth.OAUTH_TOKEN_URL = settings.token_url
         self.oauth.OAUTH_AUTHORIZE_URL = settings.authorize_url
         self.client = spotipy.Spotify(
             auth_manager=self.oauth,
-            requests_session=_CheckedSession(token=False),
+            requests_session=_CheckedSession(token=False, total_s=settings.timeout_s),
             requests_timeout=settings.timeout_s,
         )
         self.client.prefix = settings.api_base.rstrip("/") + "/"
