@@ -478,7 +478,7 @@ def cmd_press(args: argparse.Namespace, config: Config) -> int:
     from appliance.music import control
 
     stored, text = control.press(config, args.command)
-    print(text)
+    print(printable(text))  # it names the song: a title from outside
     return 0 if stored else EXIT_FAILURE
 
 

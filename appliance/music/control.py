@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.common.process import still_running
+from appliance.common.text import printable
 from appliance.config import Config
 from appliance.music.feedback import REMOTE_SOURCE, FeedbackRecorder
 from appliance.music.outbox import Outbox
@@ -130,7 +131,8 @@ def format_queue(report: dict[str, Any]) -> str:
         if report.get("songs_maybe_twice"):
             summary += f"; {report['songs_maybe_twice']} may have played twice"
     lines.append(summary)
-    return "\n".join(lines)
+    # titles and artists came from a catalog CSV or from Spotify: shown, never obeyed
+    return "\n".join(map(printable, lines))
 
 
 def clear_queue(config: Config) -> tuple[int, int]:
