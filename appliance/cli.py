@@ -622,6 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code. A reader that closed the pipe early
     (`emotion-appliance status | head -1`) ends the command quietly: exit 1, except
     `status`, which keeps its Nagios code."""
+    # OpenCV's own warnings ("can't open camera by index", twice per attempt) would fill
+    # the journal while a camera is missing; our log says it once. Set before any import
+    # of cv2; an administrator's own value wins.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
         try:
             return _main(argv)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import resource
@@ -306,7 +307,10 @@ def test_a_stuck_frame_loop_stops_the_watchdog_pings(tmp_path, monkeypatch):
     runner = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
     runner.start()
     try:
-        assert reader.stuck.wait(120), "the frame loop never reached its fourth frame"
+        deadline = time.monotonic() + 120  # a bound for a broken run, not a measurement
+        while not reader.stuck.wait(0.05):
+            assert runner.is_alive(), f"the run ended before its fourth frame: exit {codes}"
+            assert time.monotonic() < deadline, "the frame loop never reached its fourth frame"
         wait_ticks(2)
         next_era(1.5)  # ... moves on, still under half of WatchdogSec: pings go on ...
         wait_ticks(3)
@@ -483,24 +487,13 @@ class _CameraThatStopsSending(FrameSource):
         pass
 
 
-class _RecordedWaits(threading.Event):
-    """The daemon's stop event, minus the sleeping: each backoff is recorded instead."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waits: list[float | None] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.waits.append(timeout)
-        return self.is_set()
-
-
 @requires_models
 @pytest.mark.parametrize(
     ("frames_per_open", "backoff"),
     [
-        (0, [0.5, 1.0, 2.0, 4.0, 4.0]),  # opens, never delivers: one outage, backing off
-        (1, [0.5, 0.5, 0.5, 0.5, 0.5]),  # delivered each time: each failure is a new one
+        # opens, never delivers: one outage, backing off towards a minute
+        (0, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]),
+        (1, [0.5] * 9),  # delivered each time: each failure is a new one
     ],
 )
 def test_reconnect_backoff_restarts_only_after_a_frame(tmp_path, frames_per_open, backoff):
@@ -512,13 +505,69 @@ def test_reconnect_backoff_restarts_only_after_a_frame(tmp_path, frames_per_open
         f"storage.state_dir={tmp_path / 'state'}", f"service.runtime_dir={tmp_path / 'run'}",
         "music.enabled=false", "models.va=",
     ], default_path=tmp_path / "none.toml")  # fmt: skip
-    daemon = Daemon(config, pipeline=Pipeline.from_config(config))
-    daemon._stop = _RecordedWaits()
-    camera = _CameraThatStopsSending(daemon, opens=len(backoff), frames_per_open=frames_per_open)
-    daemon._source = lambda: camera
+    waits: list[float] = []
+    camera = _CameraThatStopsSending(None, opens=len(backoff), frames_per_open=frames_per_open)
+    daemon = Daemon(
+        config, source=camera, pipeline=Pipeline.from_config(config), pause=waits.append
+    )
+    camera.daemon = daemon
     assert daemon.run() == 0
-    assert daemon._stop.waits == backoff
+    assert waits == backoff
     assert daemon.frames == frames_per_open * len(backoff)
+
+
+def test_a_missing_camera_is_logged_once_then_reminded_and_status_says_waiting(tmp_path, caplog):
+    """A box whose camera cable came loose wrote three journal lines every 4 s (~65,000 a
+    day) and status said "starting". Now one warning, a reminder every few minutes (the
+    clock here is the waits' own sum), and status "waiting for camera"."""
+    from appliance.config import load_config
+    from appliance.service.daemon import Daemon
+    from appliance.service.status import WARNING, assess, read_status
+
+    config = load_config(None, [
+        f"storage.state_dir={tmp_path / 'state'}", f"service.runtime_dir={tmp_path / 'run'}",
+        "music.enabled=false", "service.status_interval_s=0.1",
+    ], default_path=tmp_path / "none.toml")  # fmt: skip
+    clock = [1000.0]
+    seen: list[dict] = []
+
+    def wait(seconds: float) -> None:
+        clock[0] += seconds
+        deadline = time.monotonic() + 5  # the publisher writes every 0.05 s
+        while not seen and time.monotonic() < deadline:
+            snapshot = read_status(tmp_path / "run") or {}
+            if snapshot.get("state") == "waiting for camera":
+                seen.append(snapshot)
+            time.sleep(0.01)
+
+    camera = _CameraThatStopsSending(None, opens=40, frames_per_open=0)
+    daemon = Daemon(config, source=camera, pipeline=_Nothing(), pause=wait, clock=lambda: clock[0])
+    camera.daemon = daemon
+    with caplog.at_level(logging.DEBUG, logger="appliance.service.daemon"):
+        assert daemon.run() == 0
+    warnings = [
+        r.getMessage() for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "appliance.service.daemon"
+    ]  # fmt: skip
+    minutes = (clock[0] - 1000.0) / 60  # ~34 min of simulated outage in 40 attempts
+    assert "retrying, up to every 60 s" in warnings[0]
+    reminders = warnings[1:]
+    assert all("still unavailable" in text for text in reminders)
+    assert int(minutes // 5) - 1 <= len(reminders) <= int(minutes // 5), (minutes, warnings)
+    assert seen and assess(seen[0], 60) == (
+        WARNING,
+        f"waiting for camera: {seen[0]['camera_error']}",
+    )
+
+
+class _Nothing:
+    """A pipeline for a source that never delivers a frame."""
+
+    def describe(self) -> dict:
+        return {"detector": "none", "emotion_model": "none", "labels": []}
+
+    def reset(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- doctor

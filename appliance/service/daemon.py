@@ -42,7 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_S = (0.5, 4.0)  # first, longest
+# A camera that fails is reopened after 0.5 s, 1 s, 2 s ... up to a minute: an unplugged
+# camera costs one attempt a minute, not three journal lines every 4 s (~65,000 a day).
+RECONNECT_BACKOFF_S = (0.5, 60.0)  # first, longest
+# The same camera error is logged once, then again every this often while it lasts.
+CAMERA_REMINDER_S = 300.0
 READ_TIMEOUT_S = 2.0
 # systemd/emotion-appliance.service's TimeoutStopSec (a test keeps them equal): past it
 # systemd kills the process. From the stop request, the frame loop, the source's close
@@ -62,7 +66,7 @@ class Daemon:
         self,
         config: Config,
         *,
-        source: str | None = None,
+        source: str | FrameSource | None = None,
         loop: bool = False,
         realtime: bool = False,
         max_frames: int | None = None,
@@ -72,9 +76,13 @@ class Daemon:
         pin_factory: Any = None,
         notifier: Notifier | None = None,
         stop_budget_s: float = STOP_BUDGET_S,
+        pause: Callable[[float], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.spec = source or config.camera.source
+        # a spec, or a FrameSource built elsewhere (an embedding program, a test's fake)
+        self._given = source if isinstance(source, FrameSource) else None
+        self.spec = source.describe() if self._given else (source or config.camera.source)
         self.spec_origin = "--source" if source else "camera.source"  # for error messages
         self.loop = loop
         self.realtime = realtime  # files and folders paced at their frame rate
@@ -89,6 +97,9 @@ class Daemon:
         self.heartbeat = time.monotonic()  # last progress of the frame loop (watchdog)
         self.notifier = notifier or Notifier()
         self.stop_budget_s = stop_budget_s
+        # how a reconnect waits (a stop cuts it short); tests pass one that records
+        self.pause: Callable[[float], object] = pause or (lambda s: self._stop.wait(s))
+        self.clock = clock  # for how long a camera has been missing (tests inject one)
         self.output_closed = False  # --events or the printer's reader went away
         self._stop = threading.Event()
         self._stop_asked_at: float | None = None
@@ -109,6 +120,8 @@ class Daemon:
             self._publisher.wake()
 
     def _source(self) -> FrameSource:
+        if self._given is not None:
+            return self._given
         cam = self.config.camera
         return open_source(
             self.spec, width=cam.width, height=cam.height, fps=cam.fps, loop=self.loop,
@@ -307,9 +320,11 @@ class Daemon:
 
         Live sources are reopened with growing delays while they fail, and the delays start
         over only once a frame arrives: a camera that opens but never delivers is the same
-        outage, not a new one each time.
+        outage, not a new one each time. Status says "waiting for camera" meanwhile; the
+        error is logged once, then as a reminder every CAMERA_REMINDER_S.
         """
         backoff = Backoff(*RECONNECT_BACKOFF_S)
+        outage: tuple[str, float, float] | None = None  # (error, since, last logged)
         while not self._stop.is_set():
             frames_before = self.frames
             try:
@@ -321,14 +336,27 @@ class Daemon:
             except CaptureError as exc:
                 if not source.live:
                     raise
+                now = self.clock()
                 if self.frames > frames_before:
                     backoff.reset()
+                    if outage is not None:
+                        log.info("camera worked again after %.0f s", now - outage[1])
+                    outage = None
                 delay = backoff.next()
-                log.warning("%s; reconnecting in %.1f s", exc, delay)
-                board.set(camera_error=str(exc))
-                self.heartbeat = time.monotonic()  # reconnecting is progress, not a hang
+                if outage is None or outage[0] != str(exc):
+                    log.warning("%s; retrying, up to every %.0f s", exc, RECONNECT_BACKOFF_S[1])
+                    outage = (str(exc), now if outage is None else outage[1], now)
+                elif now - outage[2] >= CAMERA_REMINDER_S:
+                    log.warning("camera still unavailable after %.0f min: %s",
+                                (now - outage[1]) / 60, exc)  # fmt: skip
+                    outage = (outage[0], outage[1], now)
+                else:
+                    log.debug("%s; reconnecting in %.1f s", exc, delay)
+                board.set(camera_error=str(exc), state="waiting for camera")
+                # progress is promised for the end of the wait: the watchdog keeps quiet
+                self.heartbeat = time.monotonic() + delay
                 pipeline.reset()
-                self._stop.wait(delay)
+                self.pause(delay)
             finally:
                 source.close()
         return False

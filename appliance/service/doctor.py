@@ -94,7 +94,7 @@ def running_daemon(config: Config) -> dict | None:
     future, whose process is alive), else None. A snapshot without process_start (an
     older daemon's) goes by its age alone."""
     snapshot = read_status(config.service.runtime_dir)
-    if not snapshot or snapshot.get("state") not in ("running", "starting"):
+    if not snapshot or snapshot.get("state") not in ("running", "starting", "waiting for camera"):
         return None
     if not is_fresh(snapshot, stale_after(config.service.status_interval_s)):
         return None

@@ -25,7 +25,7 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 # states in which the daemon process should exist; its snapshot must stay fresh
-LIVE_STATES = ("starting", "running", "stopping")
+LIVE_STATES = ("starting", "running", "waiting for camera", "stopping")
 FINAL_STATES = ("stopped", "finished")
 # "error" is what versions before "failed" wrote; a status file can outlive an upgrade
 FAILED_STATES = ("failed", "error")
@@ -181,6 +181,9 @@ def assess(snapshot: dict[str, Any] | None, stale_after_s: float) -> tuple[int, 
         return CRITICAL, f"daemon failed: {snapshot.get('last_error')}"
     if state == "running":
         base = (OK, "running")
+    elif state == "waiting for camera":  # the camera's error is the reason, said once
+        base = (WARNING, f"waiting for camera: {snapshot.get('camera_error')}")
+        snapshot = {**snapshot, "camera_error": None}
     elif live or state in FINAL_STATES:
         base = (WARNING, f"daemon {state}")
     else:
