@@ -29,107 +29,54 @@ Tried and not adopted (same seed, 150 epochs): `--l2 2.5e-4 --ema 0.998` scored 
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import logging
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))  # evaluate.py, also when imported as a module
 
+from training import (  # noqa: E402  (the code both trainers share)
+    BASIC_AUGMENTATION,
+    LABELS,
+    PER_CROP_MIN_STD,
+    ROBUST_AUGMENTATION,
+    SIZE,
+    Dataset,
+    TimeBudget,
+    augmenter,
+    backup_epoch,
+    best_epoch,
+    card_normalization,
+    check_batches,
+    check_weights_finite,
+    class_weights,
+    count_macs,
+    install,
+    load_data,
+    normaliser,
+    read_history,
+    robust_augmenter,
+    run_in_fresh_process,
+    sha256,
+    square_boxes,
+    tensor_quantization,
+    truncate_history,
+    use_threads,
+)
+
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
 from appliance.vision.model_card import ModelCard, ModelError, load_card  # noqa: E402
 
 log = logging.getLogger("train_emotion")
-
-LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-CSV_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer2013.csv
-CSV_SPLITS = {"Training": "train", "PublicTest": "val"}
-SIZE = 48
-MEAN, STD = 127.5, 127.5  # model input = (pixel - MEAN) / STD, as in the card
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-@dataclass
-class Dataset:
-    images: np.ndarray  # N x SIZE x SIZE uint8
-    labels: np.ndarray  # N int
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def load_folder(root: Path, split: str) -> Dataset:
-    images, labels = [], []
-    for index, label in enumerate(LABELS):
-        folder = root / split / label
-        if not folder.is_dir():
-            raise SystemExit(f"{folder} missing: expected <root>/<split>/<class>/*.jpg")
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if image is None:
-                log.warning("skipping unreadable %s", path)
-                continue
-            if image.shape != (SIZE, SIZE):
-                image = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-            images.append(image)
-            labels.append(index)
-    if not images:  # np.stack would fail with "need at least one array to stack"
-        raise SystemExit(f"{root / split}: no images in any class folder ({', '.join(LABELS)})")
-    return Dataset(np.stack(images), np.array(labels, dtype=np.int64))
-
-
-def load_csv(path: Path) -> dict[str, Dataset]:
-    """The classic fer2013.csv; rows with bad pixels are reported by line and skipped."""
-    split_rows: dict[str, tuple[list, list]] = {"train": ([], []), "val": ([], [])}
-    with path.open(newline="") as fh:
-        for line_no, row in enumerate(csv.DictReader(fh), start=2):
-            split = CSV_SPLITS.get(row.get("Usage", ""))
-            if split is None:
-                continue  # PrivateTest and unknown usages are never read
-            try:
-                pixels = np.array(row["pixels"].split(), dtype=np.uint8).reshape(SIZE, SIZE)
-                label = LABELS.index(CSV_LABELS[int(row["emotion"])])
-            except (KeyError, ValueError, IndexError) as exc:
-                log.warning("%s:%d: skipped (%s)", path, line_no, exc)
-                continue
-            split_rows[split][0].append(pixels)
-            split_rows[split][1].append(label)
-    for usage, split in CSV_SPLITS.items():
-        if not split_rows[split][0]:  # np.stack would fail with a bare numpy message
-            raise SystemExit(
-                f"{path}: no {usage} rows with readable pixels (columns emotion, pixels, "
-                f"Usage; Usage Training -> train, PublicTest -> val)"
-            )
-    return {
-        split: Dataset(np.stack(images), np.array(labels, dtype=np.int64))
-        for split, (images, labels) in split_rows.items()
-    }
-
-
-def load_data(data: Path) -> dict[str, Dataset]:
-    """Folders or fer2013.csv; a missing or empty source stops with a message, not a
-    traceback."""
-    if not data.exists():
-        raise SystemExit(
-            f"{data}: no such file or folder (expected <root>/train|val/<class>/*.jpg "
-            "or fer2013.csv; see --data)"
-        )
-    if data.suffix.lower() == ".csv":
-        return load_csv(data)
-    return {split: load_folder(data, split) for split in ("train", "val")}
 
 
 HEADS = {
@@ -182,91 +129,6 @@ def build_model(
     return keras.Model(inputs, outputs, name="emotion_cnn")
 
 
-def count_macs(model) -> int:
-    """Multiply-accumulates of the conv, depthwise and dense layers, nested models too
-    (tools/train_va.py's MobileNetV3 body is one)."""
-    from tensorflow import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_macs(layer)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            h, w, c = layer.output.shape[1:]
-            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
-        elif isinstance(layer, keras.layers.Conv2D):
-            h, w, c = layer.output.shape[1:]
-            kh, kw = layer.kernel_size
-            total += h * w * c * kh * kw * layer.input.shape[-1]
-        elif isinstance(layer, keras.layers.Dense):
-            total += layer.input.shape[-1] * layer.units
-    return int(total)
-
-
-def square_boxes(rng, side):
-    """B x SIZE x SIZE masks: a square of `side` px (one per face) at a uniform random
-    centre, clipped at the edges; random erasing and CutMix both cut these."""
-    import tensorflow as tf
-
-    batch = tf.shape(side)[0]
-    cx = rng.uniform([batch], 0, SIZE)
-    cy = rng.uniform([batch], 0, SIZE)
-    grid = tf.range(SIZE, dtype=tf.float32)
-    inside_x = tf.abs(grid[None, :] - cx[:, None]) < side[:, None] / 2
-    inside_y = tf.abs(grid[None, :] - cy[:, None]) < side[:, None] / 2
-    return tf.logical_and(inside_y[:, :, None], inside_x[:, None, :])
-
-
-def augmenter(seed: int):
-    """Flips, small rotation/shift/scale, brightness/contrast, mild noise and blur, and
-    random erasing, all in the TF graph so the 2 cores are not starved by Python."""
-    import tensorflow as tf
-
-    rng = tf.random.Generator.from_seed(seed)
-    blur = tf.constant(
-        cv2.getGaussianKernel(3, 0.8) @ cv2.getGaussianKernel(3, 0.8).T, dtype=tf.float32
-    )[:, :, None, None]
-
-    def augment(images: tf.Tensor) -> tf.Tensor:  # B x 48 x 48 x 1, float 0..255
-        batch = tf.shape(images)[0]
-        flip = rng.uniform([batch]) < 0.5
-        images = tf.where(flip[:, None, None, None], tf.image.flip_left_right(images), images)
-        angle = rng.uniform([batch], -0.17, 0.17)  # +-10 degrees
-        scale = rng.uniform([batch], 0.9, 1.1)
-        shift = rng.uniform([batch, 2], -0.08, 0.08) * SIZE
-        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-        centre = (SIZE - 1) / 2.0
-        tx = centre - cos * centre + sin * centre - shift[:, 0]
-        ty = centre - sin * centre - cos * centre - shift[:, 1]
-        transform = tf.stack(
-            [cos, -sin, tx, sin, cos, ty, tf.zeros([batch]), tf.zeros([batch])], axis=1
-        )
-        images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=transform,
-            output_shape=[SIZE, SIZE],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="REFLECT",
-        )
-        contrast = rng.uniform([batch, 1, 1, 1], 0.75, 1.25)
-        brightness = rng.uniform([batch, 1, 1, 1], -30.0, 30.0)
-        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        images = (images - mean) * contrast + mean + brightness
-        noisy = rng.uniform([batch, 1, 1, 1]) < 0.3
-        noise = rng.normal(tf.shape(images)) * rng.uniform([batch, 1, 1, 1], 0.0, 8.0)
-        images = tf.where(noisy, images + noise, images)
-        blurred = rng.uniform([batch, 1, 1, 1]) < 0.15
-        images = tf.where(blurred, tf.nn.conv2d(images, blur, 1, "SAME"), images)
-        # random erasing: one gray square of 8-20 px on half the faces
-        box = square_boxes(rng, rng.uniform([batch], 8, 20))[..., None]
-        erase = tf.logical_and(box, (rng.uniform([batch]) < 0.5)[:, None, None, None])
-        images = tf.where(erase, MEAN, images)
-        return tf.clip_by_value(images, 0.0, 255.0)
-
-    return augment
-
-
 def cutmixer(seed: int, probability: float):
     """CutMix: on `probability` of the faces, paste a random box from another face of the
     batch and mix the targets (and class weights) by the pasted area, so the net cannot
@@ -291,84 +153,6 @@ def cutmixer(seed: int, probability: float):
     return mix
 
 
-def class_weights(labels: np.ndarray) -> np.ndarray:
-    """Square-root inverse frequency, mean 1: disgust (436 faces) counts ~4x, happy ~0.5x.
-    Full inverse frequency over-predicts the rare classes and costs overall accuracy.
-
-    A class without faces (`--limit`, an empty folder) gets weight 0: its infinite
-    inverse frequency times 0 faces made every weight NaN, and training ran on NaN loss."""
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(len(counts))
-    weights[present] = np.sqrt(counts.sum() / (present.sum() * counts[present]))
-    return weights / (weights * counts).sum() * counts.sum()
-
-
-def check_batches(faces: int, batch_size: int) -> None:
-    """Stop when the train set fills no batch: batches drop the remainder, so Keras would
-    run zero steps and fail with a traceback (or divide by zero in the LR schedule)."""
-    if faces < batch_size:
-        raise SystemExit(
-            f"{faces} training faces: fewer than one batch of {batch_size}, so no training "
-            "step would run; lower --batch-size, raise --limit or add data"
-        )
-
-
-def best_epoch(
-    history: dict[str, list[float]], monitor: str, mode: str, keys: tuple[str, ...]
-) -> tuple[int, str]:
-    """(the epoch, from 1, whose weights ModelCheckpoint(save_best_only) kept, a note for
-    the card when training diverged or "").
-
-    The kept epoch is the first with the best finite `monitor` ("min" or "max"): NaN/inf
-    never improves on anything, so a late NaN loss (TerminateOnNaN ends that epoch) does
-    not lose the epochs before it; those are exported and the note says where it
-    diverged (the first epoch with a non-finite value in `keys`). Stops when no epoch
-    has a finite `monitor` (nothing was checkpointed), or when the best one is the
-    diverged epoch or later (an accuracy can look finite on NaN weights)."""
-    values = np.asarray(history.get(monitor) or [], dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        raise SystemExit(
-            f"training diverged: {monitor} had no finite epoch in {len(values)}; "
-            "nothing exported (try a lower --lr, or check the data)"
-        )
-    worst = np.inf if mode == "min" else -np.inf
-    masked = np.where(finite, values, worst)
-    best = int(np.argmin(masked) if mode == "min" else np.argmax(masked)) + 1
-    for epoch in range(1, len(values) + 1):
-        bad = [
-            (key, history[key][epoch - 1])
-            for key in keys
-            if len(history.get(key) or ()) >= epoch and not np.isfinite(history[key][epoch - 1])
-        ]
-        if not bad:
-            continue
-        key, value = bad[0]
-        if best >= epoch:
-            raise SystemExit(
-                f"training diverged: {key} was {value} at epoch {epoch}, and the best "
-                f"{monitor} is from epoch {best}; nothing exported (try a lower --lr, or "
-                "check the data)"
-            )
-        return best, (
-            f"training diverged at epoch {epoch} ({key} was {value}), which ended it; "
-            f"exported epoch {best}, the best before it"
-        )
-    return best, ""
-
-
-def check_weights_finite(weights: list[np.ndarray], source: Path) -> None:
-    """Stop before export when the weights to be exported hold NaN/inf: exporting them
-    would replace a working model with one that outputs NaN."""
-    bad = sum(not np.isfinite(np.asarray(w)).all() for w in weights)
-    if bad:
-        raise SystemExit(
-            f"{source}: {bad} of {len(weights)} weight tensors hold NaN/inf (training "
-            "diverged); nothing exported (try a lower --lr, or check the data)"
-        )
-
-
 def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> np.ndarray:
     """Soft targets (N x 7, LABELS order) from a shipped model, for distillation.
 
@@ -387,59 +171,31 @@ def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> 
     return (softened / softened.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def use_threads(threads: int) -> None:
-    """Run TensorFlow on `threads` threads. Once TF has run an op in this process (a
-    notebook, a test, a second run) the setting is fixed: keep it and say so."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        log.warning(
-            "TensorFlow already initialised in this process: --threads %d not applied", threads
-        )
-
-
-class TimeBudget:
-    """Keras callback: stop cleanly when the next epoch would overrun the budget."""
-
-    def __new__(cls, budget_s: float):
-        from tensorflow import keras
-
-        class _TimeBudget(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.start = time.monotonic()
-
-            def on_epoch_end(self, epoch, logs=None):
-                elapsed = time.monotonic() - self.start
-                if elapsed / (epoch + 1) * (epoch + 2) > budget_s:
-                    log.warning("time budget reached after %d epochs", epoch + 1)
-                    self.model.stop_training = True
-
-        return _TimeBudget()
-
-
 def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
     """Fit and return (model with the best val epoch's weights, best epoch, epochs run,
     a divergence note for the card or "").
 
     `soft` (N x 7 teacher targets) is mixed into the one-hot labels with weight
     `args.distill`; class weights still follow the hard label.
+
+    The state after every epoch (weights, optimizer, epoch) is kept in --work/backup, so
+    `--resume` continues a run that a time budget, a reboot or a kill stopped: the
+    learning-rate schedule picks up where it was, history.csv is appended to, and the
+    best checkpoint is only replaced by a better epoch than all earlier segments'.
     """
     import tensorflow as tf
     from tensorflow import keras
 
-    keras.utils.set_random_seed(args.seed)
+    backup = args.work / "backup"
+    start_epoch = backup_epoch(backup)
+    keras.utils.set_random_seed(args.seed + start_epoch)  # a resumed segment draws anew
     use_threads(args.threads)
     train_set, val_set = data["train"], data["val"]
     weights = class_weights(train_set.labels).astype(np.float32)
     log.info("class weights %s", dict(zip(LABELS, np.round(weights, 2), strict=True)))
-    augment = augmenter(args.seed)
+    augment = (robust_augmenter if args.augment == "robust" else augmenter)(args.seed + start_epoch)
     cutmix = cutmixer(args.seed, args.cutmix) if args.cutmix > 0 else None
-
-    def normalise(images):
-        return (images - MEAN) / STD
+    normalise = normaliser(args.norm)
 
     def train_batches():
         onehot = np.eye(len(LABELS), dtype=np.float32)[train_set.labels]
@@ -458,7 +214,7 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
 
         return ds.map(prepare, num_parallel_calls=1).prefetch(2)
 
-    val_x = normalise(val_set.images[..., None].astype(np.float32))
+    val_x = normalise(tf.constant(val_set.images[..., None].astype(np.float32)))
     val_y = tf.one_hot(val_set.labels, len(LABELS))
     model = build_model(args.widths, args.depths, args.dropout, args.l2, args.head)
     use_ema = args.ema > 0
@@ -484,32 +240,53 @@ def train(args, data: dict[str, Dataset], soft: np.ndarray | None = None):
     )
     model.summary(print_fn=log.info)
     best = args.work / "best.weights.h5"
+    history_path = args.work / "history.csv"
+    earlier = read_history(history_path) if start_epoch else {}
+    if start_epoch:
+        # a kill between the backup and the CSV line leaves the CSV one epoch ahead or
+        # behind: keep exactly the epochs the backup holds
+        earlier = {key: values[:start_epoch] for key, values in earlier.items()}
+        truncate_history(history_path, start_epoch)
+        log.info("resuming after epoch %d of %d", start_epoch, args.epochs)
+    finite_before = [v for v in earlier.get("val_acc", []) if np.isfinite(v)]
     history = model.fit(
         train_batches(),
         epochs=args.epochs,
         validation_data=(val_x, val_y),
         verbose=1 if sys.stderr.isatty() else 2,
         callbacks=[
+            # first: restores weights, optimizer and epoch before the others start
+            keras.callbacks.BackupAndRestore(
+                backup, double_checkpoint=True, delete_checkpoint=False
+            ),
             # EMA weights (when on) are what validation, checkpoints and early stopping see
             *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if use_ema else []),
             keras.callbacks.ModelCheckpoint(
-                best, monitor="val_acc", mode="max", save_best_only=True, save_weights_only=True
+                best,
+                monitor="val_acc",
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=max(finite_before) if finite_before else None,
             ),
             keras.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=args.patience),
             TimeBudget(args.time_budget_min * 60),
-            keras.callbacks.CSVLogger(args.work / "history.csv"),
+            keras.callbacks.CSVLogger(history_path, append=bool(start_epoch)),
             keras.callbacks.TerminateOnNaN(),
         ],
     )
-    kept, diverged = best_epoch(history.history, "val_acc", "max", ("loss", "val_loss"))
+    merged = read_history(history_path) or history.history
+    kept, diverged = best_epoch(merged, "val_acc", "max", ("loss", "val_loss"))
     if diverged:
         log.warning("%s", diverged)
     model.load_weights(best)
     check_weights_finite(model.get_weights(), best)
-    return model, kept, len(history.history["val_acc"]), diverged
+    return model, kept, len(merged["val_acc"]), diverged
 
 
-def export(model, train_set: Dataset, work: Path, name: str, seed: int) -> tuple[Path, Path]:
+def export(
+    model, train_set: Dataset, work: Path, name: str, seed: int, norm: str = "fixed"
+) -> tuple[Path, Path]:
     """Float reference and full-integer int8 TFLite (int8 in/out), both in the work dir:
     `install` puts the int8 file and its card into --out once both are final."""
     import tensorflow as tf
@@ -526,9 +303,17 @@ def export(model, train_set: Dataset, work: Path, name: str, seed: int) -> tuple
         ]
     )[:500]
 
+    normalise = normaliser(norm)
+    faces = train_set.images[picks][..., None].astype(np.float32)
+    # half of them as the robust augmentation corrupts them, so the int8 ranges also
+    # cover noisy, dark and overexposed faces
+    corrupt = robust_augmenter(seed)(tf.constant(faces[1::2])).numpy()
+    faces[1::2] = corrupt
+    inputs = normalise(tf.constant(faces)).numpy()
+
     def representative():
-        for i in picks:
-            yield [((train_set.images[i][None, ..., None].astype(np.float32) - MEAN) / STD)]
+        for x in inputs:
+            yield [x[None]]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -541,68 +326,26 @@ def export(model, train_set: Dataset, work: Path, name: str, seed: int) -> tuple
     return float_path, int8_path
 
 
-def install(files: list[Path], out: Path) -> list[Path]:
-    """Copy finished files into `out` as one pair (model, then card): every file is first
-    staged as a temp file in `out` (written and fsynced), and only when all are staged
-    are they os.replace'd over the targets back to back, model first.
-
-    Writing straight into --out let a crash (conversion, scoring) leave a new model
-    beside the old card's sha256, and the daemon then refused the model; replacing the
-    model before the card was staged did the same when staging the card failed. Now a
-    failure while staging removes the temps and leaves --out as it was, and no reader
-    ever sees a half-written file."""
-    out.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for source in files:
-            data = source.read_bytes()
-            temp = out / f".{source.name}.tmp"  # same filesystem: os.replace is atomic
-            staged.append((temp, out / source.name))
-            with temp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-    except BaseException as exc:
-        for temp, _ in staged:
-            temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise SystemExit(f"installing into {out} failed ({exc}); nothing installed") from None
-        raise
-    installed = []
-    try:
-        for temp, target in staged:
-            os.replace(temp, target)
-            installed.append(target)
-            log.info("installed %s", target)
-    finally:
-        for temp, _ in staged:
-            temp.unlink(missing_ok=True)
-    _fsync_dir(out)
-    return installed
+def _classifier(card_path: Path, flip: bool | None = None) -> EmotionClassifier:
+    """The daemon's classifier for a card; `flip` overrides the card's test_time_flip."""
+    card = load_card(card_path)
+    if flip is not None:
+        card = replace(card, extra={**card.extra, "test_time_flip": flip})
+    return EmotionClassifier(card)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the renames durable (a power cut after install keeps the new pair)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not supported for directories here (some filesystems)
-    finally:
-        os.close(fd)
+def _truth(classifier: EmotionClassifier, dataset: Dataset) -> list[int]:
+    index = [classifier.labels.index(label) for label in LABELS]
+    return [index[int(label)] for label in dataset.labels]
 
 
-def evaluate(card_path: Path, dataset: Dataset) -> dict:
+def evaluate(card_path: Path, dataset: Dataset, flip: bool | None = None) -> dict:
     """Accuracy, macro-F1 and recall per class through the daemon's classifier, using
     tools/evaluate.py's scoring, so card and evaluation tool cannot disagree."""
     import evaluate as evaluation  # tools/evaluate.py, beside this script
 
-    classifier = EmotionClassifier(load_card(card_path))
-    index = [classifier.labels.index(label) for label in LABELS]
-    truth = [index[int(label)] for label in dataset.labels]
+    classifier = _classifier(card_path, flip)
+    truth = _truth(classifier, dataset)
     confusion = evaluation.confusion_of(classifier, list(dataset.images), truth)
     report = evaluation.scores(confusion, classifier.labels)
     report["per_class_recall"] = report.pop("per_class")
@@ -610,12 +353,12 @@ def evaluate(card_path: Path, dataset: Dataset) -> dict:
 
 
 def robustness(card_path: Path, dataset: Dataset, seed: int = 0) -> dict[str, float]:
-    """The seed paper's perturbations (tools/evaluate.py), on the val images."""
+    """The seed paper's perturbations (tools/evaluate.py), on the val images, read as
+    the card says (with its test-time flip)."""
     import evaluate as evaluation  # tools/evaluate.py, beside this script
 
-    classifier = EmotionClassifier(load_card(card_path))
-    index = [classifier.labels.index(label) for label in LABELS]
-    truth = [index[int(label)] for label in dataset.labels]
+    classifier = _classifier(card_path)
+    truth = _truth(classifier, dataset)
     return {
         name: evaluation.scores(
             evaluation.confusion_of(classifier, list(dataset.images), truth, perturb),
@@ -625,8 +368,22 @@ def robustness(card_path: Path, dataset: Dataset, seed: int = 0) -> dict[str, fl
     }
 
 
+def calibrate(card_path: Path, dataset: Dataset) -> dict:
+    """Temperature scaling on val, through the daemon's classifier as the card runs it
+    (flip included): tools/evaluate.py's calibration()."""
+    import evaluate as evaluation  # tools/evaluate.py, beside this script
+
+    classifier = _classifier(card_path)
+    logits = evaluation.view_logits(classifier, list(dataset.images))
+    return evaluation.calibration(logits, np.asarray(_truth(classifier, dataset)))
+
+
 def _measure(float_card: Path, int8_card: Path, val: Dataset) -> tuple[dict, dict, dict]:
-    return evaluate(float_card, val), evaluate(int8_card, val), robustness(int8_card, val)
+    """Float and int8 as the card runs them (test-time flip), the int8 model's single
+    view beside, and the int8 model's robustness."""
+    int8 = evaluate(int8_card, val)
+    int8["single_view_accuracy"] = evaluate(int8_card, val, flip=False)["accuracy"]
+    return evaluate(float_card, val), int8, robustness(int8_card, val)
 
 
 def measure_without_tensorflow(
@@ -640,61 +397,80 @@ def measure_without_tensorflow(
     return run_in_fresh_process(_measure, float_card, int8_card, val)
 
 
-def run_in_fresh_process(fn, *args):
-    """fn(*args) in a fresh spawned process (no TensorFlow loaded); its result.
-
-    multiprocessing.Pool.apply waited forever when the worker died (OOM killer, a
-    segfault in the runtime): the pool replaced it and the task was lost. A dead worker
-    now stops the run, before anything is installed."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            return pool.submit(fn, *args).result()
-        except BrokenProcessPool:
-            raise SystemExit(
-                "scoring process died (killed for memory? crashed?); nothing installed"
-            ) from None
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tensor_quantization(path: Path) -> dict:
-    from tflite_runtime.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path))
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    return {
-        "input": {
-            "dtype": np.dtype(inp["dtype"]).name,
-            "scale": float(inp["quantization"][0]),
-            "zero_point": int(inp["quantization"][1]),
-        },
-        "output": {
-            "dtype": np.dtype(out["dtype"]).name,
-            "scale": float(out["quantization"][0]),
-            "zero_point": int(out["quantization"][1]),
-        },
-    }
-
-
-def write_card(path: Path, model_file: Path, extra: dict) -> None:
+def write_card(path: Path, model_file: Path, extra: dict, norm: str = "fixed") -> None:
     card = {
         "name": path.stem,
         "task": "emotion",
         "file": model_file.name,
         "sha256": sha256(model_file),
-        "input": {"size": [SIZE, SIZE], "channels": 1, "normalization": {"mean": MEAN, "std": STD}},
+        "input": {"size": [SIZE, SIZE], "channels": 1, "normalization": card_normalization(norm)},
         "labels": list(LABELS),
         "output": "logits",
         "file_size_bytes": model_file.stat().st_size,
         **extra,
     }
     path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+RESUMABLE = ("--time-budget-min", "--threads", "--out")  # may change between segments
+
+
+def resolve_run(parser: argparse.ArgumentParser, args, argv: list[str]):
+    """A new run records its arguments in --work/run.json (and refuses a --work that holds
+    another run's state); `--resume` re-parses the recorded arguments, with only the
+    RESUMABLE options taken from this command line."""
+    run_file = args.work / "run.json"
+    if not args.resume:
+        if backup_epoch(args.work / "backup"):
+            parser.error(
+                f"--work {args.work} holds a run stopped after epoch "
+                f"{backup_epoch(args.work / 'backup')}: add --resume to continue it, or "
+                "name another --work to start a new one"
+            )
+        args.recorded_argv = argv
+        args.work.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({"argv": argv}, indent=2) + "\n")
+        (args.work / "segments.json").unlink(missing_ok=True)
+        (args.work / "history.csv").unlink(missing_ok=True)
+        (args.work / "best.weights.h5").unlink(missing_ok=True)
+        return args
+    try:
+        recorded = json.loads(run_file.read_text())["argv"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"--resume: {run_file} unreadable ({exc}); nothing to resume")
+    given = [a.split("=")[0] for a in argv if a.startswith("--")]
+    foreign = sorted(set(given) - {"--resume", "--work", *RESUMABLE})
+    if foreign:
+        parser.error(
+            f"--resume continues the recorded run ({' '.join(recorded)}); only "
+            f"{', '.join(RESUMABLE)} may be given again, not {', '.join(foreign)}"
+        )
+    again = parser.parse_args([*recorded, *argv])
+    again.recorded_argv = recorded
+    return again
+
+
+def record_segment(args, first_epoch: int, epochs_done: int, seconds: float) -> list[dict]:
+    """Append this segment (epochs, seconds, machine) to --work/segments.json; all of
+    them, for the card: a resumed run's training time is the sum."""
+    path = args.work / "segments.json"
+    try:
+        segments = json.loads(path.read_text()) if args.resume else []
+    except (OSError, ValueError):
+        segments = []
+    if epochs_done <= first_epoch:
+        return segments  # a finished run exported again: no training in this segment
+    segments.append(
+        {
+            "epochs": [first_epoch + 1, epochs_done],
+            "seconds": round(seconds),
+            "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads",
+            "threads": args.threads,
+        }
+    )
+    path.write_text(json.dumps(segments, indent=2) + "\n")
+    return segments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -743,7 +519,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--time-budget-min", type=float, default=110.0)
     parser.add_argument("--limit", type=int, default=0, help="use N train faces (smoke tests)")
+    parser.add_argument(
+        "--augment",
+        choices=("robust", "basic"),
+        default="robust",
+        help="robust: what real cameras and rooms do to faces (noise, exposure, blur, JPEG, "
+        "low resolution, yaw, occluders); basic: the first model's recipe",
+    )
+    parser.add_argument(
+        "--norm",
+        choices=("fixed", "per-crop"),
+        default="fixed",
+        help="input normalisation: fixed (x - 127.5) / 127.5, or per-crop mean/std",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --work (its recorded arguments; only --time-budget-min, "
+        "--threads and --out may be given anew); on a finished run, export again",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args = resolve_run(parser, args, argv)
     if not 0.0 <= args.ema < 1.0:
         parser.error(f"--ema {args.ema}: a momentum in [0, 1), e.g. 0.998 (0 turns it off)")
     if not 0.0 <= args.cutmix <= 1.0:
@@ -781,9 +578,10 @@ def main(argv: list[str] | None = None) -> int:
         agree = float(np.mean(soft.argmax(axis=1) == data["train"].labels))
         log.info("teacher %s agrees with %.1f%% of train labels", args.teacher, 100 * agree)
     check_batches(len(data["train"]), args.batch_size)  # after the teacher: a bad card first
+    first_epoch = backup_epoch(args.work / "backup")
     model, kept_epoch, epochs_run, diverged = train(args, data, soft)
-    train_s = time.monotonic() - started
-    float_path, int8_path = export(model, data["train"], args.work, args.name, args.seed)
+    segments = record_segment(args, first_epoch, epochs_run, time.monotonic() - started)
+    float_path, int8_path = export(model, data["train"], args.work, args.name, args.seed, args.norm)
 
     common = {
         "architecture": {
@@ -799,8 +597,14 @@ def main(argv: list[str] | None = None) -> int:
         "params": int(model.count_params()),
         "macs": count_macs(model),
         "preprocessing": "gray, resize to 48x48 (FER crops are already 48x48), "
-        "(x - 127.5) / 127.5; in the daemon the crop is the detected face "
-        "squared with detection.margin and detection.crop_shift",
+        + (
+            "(x - 127.5) / 127.5"
+            if args.norm == "fixed"
+            else f"minus the crop's mean, over its standard deviation (at least "
+            f"{PER_CROP_MIN_STD:g} grey levels)"
+        )
+        + "; in the daemon the crop is the detected face squared with detection.margin "
+        "and detection.crop_shift",
         "training": {
             "data": f"FER2013 Training split ({len(data['train'])} faces) from {args.data.name}; "
             "val = FER2013 PublicTest (model selection and early stopping); "
@@ -820,9 +624,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.teacher
                 else ""
             ),
-            "augmentation": "h-flip, rotation +-10 deg, shift +-8%, scale 0.9-1.1, "
-            "brightness +-30, contrast 0.75-1.25, gaussian noise (30%), "
-            "blur (15%), random erasing 8-20 px (50%)"
+            "augmentation": (
+                ROBUST_AUGMENTATION if args.augment == "robust" else BASIC_AUGMENTATION
+            )
             + (
                 f", CutMix on {args.cutmix:.0%} (box area uniform, targets and class "
                 "weights mixed by pasted area)"
@@ -830,17 +634,31 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             ),
             "seed": args.seed,
-            "training_time_s": round(train_s),
+            "training_time_s": round(sum(seg["seconds"] for seg in segments)),
+            "segments": segments,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, "
             f"TensorFlow {__import__('tensorflow').__version__}",
-            "command": "python tools/train_emotion.py " + " ".join(argv or sys.argv[1:]),
+            "command": "python tools/train_emotion.py " + " ".join(args.recorded_argv),
         },
         "licence": "model weights: this project's; trained on FER2013 (research use)",
+        # the face and its mirror image in one invoke (a batch of two), averaged
+        "test_time_flip": True,
     }
     float_card = args.work / f"{args.name}_float.json"
     int8_card = args.work / f"{args.name}_int8.json"  # installed into --out when final
-    write_card(float_card, float_path, {**common, "quantization": {"input": None}})
-    write_card(int8_card, int8_path, {**common, "quantization": tensor_quantization(int8_path)})
+    write_card(float_card, float_path, {**common, "quantization": {"input": None}}, args.norm)
+    write_card(
+        int8_card,
+        int8_path,
+        {**common, "quantization": tensor_quantization(int8_path)},
+        args.norm,
+    )
+    # the temperature is fitted to the int8 model as the daemon runs it (flip on), then
+    # written into its card before the card is scored
+    calibrated = run_in_fresh_process(calibrate, int8_card, data["val"])
+    raw = json.loads(int8_card.read_text())
+    raw.update(temperature=calibrated["temperature"], calibration=calibrated)
+    int8_card.write_text(json.dumps(raw, indent=2) + "\n")
     metrics_float, metrics_int8, robust = measure_without_tensorflow(
         float_card, int8_card, data["val"]
     )
@@ -851,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
             "float_macro_f1": metrics_float["macro_f1"],
             "robustness": robust,
             "measured_with": "tools/train_emotion.py evaluate() in a process without "
-            "TensorFlow: appliance preprocessing + tflite-runtime",
+            "TensorFlow: appliance preprocessing + tflite-runtime, test-time flip on as "
+            "the card says (single_view_accuracy: without it)",
         }
     }
     for card_path, own in ((float_card, metrics_float), (int8_card, None)):

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-import train_emotion as fer  # noqa: E402  (data loading, augmentation, card helpers)
+import training  # noqa: E402  (the code both trainers share: data, augmentation, cards)
 
 from appliance.affect.va import VA_COORDINATES, VA_SOURCE, coordinates_for  # noqa: E402
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
@@ -52,7 +52,7 @@ from appliance.vision.runtime import TFLiteModel  # noqa: E402
 
 log = logging.getLogger("train_va")
 
-SIZE, MEAN, STD = fer.SIZE, fer.MEAN, fer.STD
+SIZE, MEAN, STD = training.SIZE, training.MEAN, training.STD
 
 
 @dataclass
@@ -135,19 +135,19 @@ def load_labels_csv(path: Path, seed: int) -> dict[str, VASet]:
 
 
 def teacher_probabilities(card_path: Path, images: np.ndarray) -> np.ndarray:
-    """The shipped emotion CNN's probabilities, in train_emotion.LABELS order."""
+    """The shipped emotion CNN's probabilities, in training.LABELS order."""
     classifier = EmotionClassifier(load_card(card_path))
-    order = [classifier.labels.index(label) for label in fer.LABELS]
+    order = [classifier.labels.index(label) for label in training.LABELS]
     return np.stack([classifier.classify(image)[order] for image in images])
 
 
-def derived_targets(data: dict[str, fer.Dataset], teacher: Path | None, distill: float):
+def derived_targets(data: dict[str, training.Dataset], teacher: Path | None, distill: float):
     """Targets from class coordinates, mixed with the teacher's expected coordinates."""
-    coords = coordinates_for(fer.LABELS).astype(np.float32)
-    weights = fer.class_weights(data["train"].labels).astype(np.float32)
+    coords = coordinates_for(training.LABELS).astype(np.float32)
+    weights = training.class_weights(data["train"].labels).astype(np.float32)
     sets = {}
     for split, dataset in data.items():
-        distribution = np.eye(len(fer.LABELS), dtype=np.float32)[dataset.labels]
+        distribution = np.eye(len(training.LABELS), dtype=np.float32)[dataset.labels]
         if split == "train" and teacher is not None and distill > 0:
             started = time.monotonic()
             probs = teacher_probabilities(teacher, dataset.images).astype(np.float32)
@@ -158,7 +158,7 @@ def derived_targets(data: dict[str, fer.Dataset], teacher: Path | None, distill:
         sets[split] = VASet(
             dataset.images,
             (distribution @ coords).astype(np.float32),
-            [fer.LABELS[i] for i in dataset.labels],
+            [training.LABELS[i] for i in dataset.labels],
             weights[dataset.labels] if split == "train" else np.ones(len(dataset), np.float32),
             distribution,
         )
@@ -223,9 +223,9 @@ def train(args, sets: dict[str, VASet]):
     from tensorflow import keras
 
     keras.utils.set_random_seed(args.seed)
-    fer.use_threads(args.threads)
+    training.use_threads(args.threads)
     train_set, val_set = sets["train"], sets["val"]
-    augment = fer.augmenter(args.seed)
+    augment = training.augmenter(args.seed)
 
     aux = train_set.class_targets is not None and args.aux_weight > 0
 
@@ -245,7 +245,7 @@ def train(args, sets: dict[str, VASet]):
         ).prefetch(2)
 
     val_x = (val_set.images[..., None].astype(np.float32) - MEAN) / STD
-    model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
+    model = build_model(args.alpha, args.upsample, args.dropout, len(training.LABELS) if aux else 0)
     if args.init:
         args.init_fer2013 = load_init(model, args.init)
         log.info("fine-tuning from %s", args.init)
@@ -287,16 +287,16 @@ def train(args, sets: dict[str, VASet]):
                 best, monitor=monitor, mode="min", save_best_only=True, save_weights_only=True
             ),
             keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=args.patience),
-            fer.TimeBudget(args.time_budget_min * 60),
+            training.TimeBudget(args.time_budget_min * 60),
             keras.callbacks.CSVLogger(args.work / "history.csv"),
             keras.callbacks.TerminateOnNaN(),
         ],
     )
-    kept, diverged = fer.best_epoch(history.history, monitor, "min", ("loss", "val_loss"))
+    kept, diverged = training.best_epoch(history.history, monitor, "min", ("loss", "val_loss"))
     if diverged:
         log.warning("%s", diverged)
     model.load_weights(best)
-    fer.check_weights_finite(model.get_weights(), best)
+    training.check_weights_finite(model.get_weights(), best)
     return model, kept, len(history.history[monitor]), diverged
 
 
@@ -315,7 +315,7 @@ def load_init(model, path: Path) -> bool:
         return aux
     except ValueError as exc:
         error = exc
-    source = build_model(*model._va_build_args, aux_classes=0 if aux else len(fer.LABELS))
+    source = build_model(*model._va_build_args, aux_classes=0 if aux else len(training.LABELS))
     try:
         source.load_weights(path)
     except ValueError:
@@ -364,12 +364,12 @@ def reload(args):
             f"{args.work / 'history.csv'}: no {key} column (was that run's --labels or "
             "--aux-weight different?)"
         )
-    kept, diverged = fer.best_epoch(history, key, "min", ("loss", "val_loss"))
+    kept, diverged = training.best_epoch(history, key, "min", ("loss", "val_loss"))
     if diverged:
         log.warning("%s", diverged)
-    model = build_model(args.alpha, args.upsample, args.dropout, len(fer.LABELS) if aux else 0)
+    model = build_model(args.alpha, args.upsample, args.dropout, len(training.LABELS) if aux else 0)
     args.init_fer2013 = load_init(model, args.init)
-    fer.check_weights_finite(model.get_weights(), args.init)
+    training.check_weights_finite(model.get_weights(), args.init)
     return model, kept, len(history[key]), diverged
 
 
@@ -394,7 +394,7 @@ def inference_converter(model):
 
     aux = isinstance(model.output, dict)
     frozen = build_model(
-        *model._va_build_args, aux_classes=len(fer.LABELS) if aux else 0, frozen=True
+        *model._va_build_args, aux_classes=len(training.LABELS) if aux else 0, frozen=True
     )
     frozen.set_weights(model.get_weights())
     return tf.lite.TFLiteConverter.from_keras_model(va_head(frozen))
@@ -497,7 +497,7 @@ def _measure(cards: list[Path], images: np.ndarray, targets: np.ndarray, classes
 def measure_without_tensorflow(cards: list[Path], val: VASet) -> list[dict]:
     """Score through the daemon's runtime in a process that never imported TensorFlow
     (a process that dies stops the run instead of hanging)."""
-    return fer.run_in_fresh_process(_measure, cards, val.images, val.targets, val.classes)
+    return training.run_in_fresh_process(_measure, cards, val.images, val.targets, val.classes)
 
 
 def write_card(path: Path, model_file: Path, extra: dict) -> None:
@@ -505,7 +505,7 @@ def write_card(path: Path, model_file: Path, extra: dict) -> None:
         "name": path.stem,
         "task": "va",
         "file": model_file.name,
-        "sha256": fer.sha256(model_file),
+        "sha256": training.sha256(model_file),
         "input": {"size": [SIZE, SIZE], "channels": 1, "normalization": {"mean": MEAN, "std": STD}},
         "outputs": ["valence", "arousal"],
         "output": "tanh, [-1, 1]",
@@ -620,7 +620,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--init {args.init}: no such file")
     # Hashed now, before training: the card records the weights the run started from.
     args.init_source = args.init
-    args.init_sha256 = fer.sha256(args.init) if args.init else ""
+    args.init_sha256 = training.sha256(args.init) if args.init else ""
     args.init_fer2013 = False  # set when --init is loaded: the file had the class head
     return args
 
@@ -642,7 +642,7 @@ def pin_init(args: argparse.Namespace) -> None:
         return
     copy = args.work / INIT_COPY
     shutil.copyfile(args.init, copy)
-    if fer.sha256(copy) != args.init_sha256:
+    if training.sha256(copy) != args.init_sha256:
         raise SystemExit(f"--init {args.init}: changed while it was being copied to {copy}")
     log.info(
         "--init is this run's checkpoint, which training rewrites: starting from a copy, %s", copy
@@ -677,18 +677,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.labels:
         sets = load_labels_csv(args.labels, args.seed)
         if not args.export_only:
-            fer.check_batches(len(sets["train"]), args.batch_size)
+            training.check_batches(len(sets["train"]), args.batch_size)
         trained_against = (
             f"real valence-arousal annotations from {args.labels.name} "
             f"({len(sets['train'])} train, {len(sets['val'])} val faces)"
         )
     else:
-        data = fer.load_data(args.data)
+        data = training.load_data(args.data)
         if args.limit:
             keep = np.random.default_rng(args.seed).permutation(len(data["train"]))[: args.limit]
-            data["train"] = fer.Dataset(data["train"].images[keep], data["train"].labels[keep])
+            data["train"] = training.Dataset(data["train"].images[keep], data["train"].labels[keep])
         if not args.export_only:  # before the teacher's minutes of work
-            fer.check_batches(len(data["train"]), args.batch_size)
+            training.check_batches(len(data["train"]), args.batch_size)
         teacher = args.teacher if args.distill > 0 else None
         if teacher is not None and not teacher.is_file():
             raise SystemExit(f"{teacher}: teacher card not found (or pass --distill 0)")
@@ -724,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             "face once; in-graph upsampling lets the stride-32 body end on 3x3",
         },
         "params": int(va_head(model).count_params()),
-        "macs": fer.count_macs(va_head(model)),
+        "macs": training.count_macs(va_head(model)),
         "preprocessing": "gray, resize to 48x48, (x - 127.5) / 127.5: the emotion CNN's "
         "input, shared in the daemon",
         "trained_against": trained_against,
@@ -739,8 +739,7 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": f"AdamW lr {args.lr} cosine, {args.warmup} warm-up epochs, "
             f"weight decay {args.weight_decay}",
             "loss": text["loss"],
-            "augmentation": "as tools/train_emotion.py (flip, rotation, shift, scale, "
-            "brightness, contrast, noise, blur, random erasing)",
+            "augmentation": training.BASIC_AUGMENTATION,
             "seed": args.seed,
             "training_time_s": round(train_s),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, "
@@ -754,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     float_card = args.work / f"{args.name}_float.json"
     int8_card = args.work / f"{args.name}_int8.json"  # installed into --out when final
     write_card(float_card, float_path, {**common, "quantization": {"input": None}})
-    quantization = {**fer.tensor_quantization(int8_path), **calibration}
+    quantization = {**training.tensor_quantization(int8_path), **calibration}
     write_card(int8_card, int8_path, {**common, "quantization": quantization})
     cards = [float_card, int8_card]
     if not args.labels and args.teacher.is_file():
@@ -778,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = json.loads(card_path.read_text())
         raw["metrics"] = {split: own} if own else metrics
         card_path.write_text(json.dumps(raw, indent=2) + "\n")
-    fer.install([int8_path, int8_card], args.out)
+    training.install([int8_path, int8_card], args.out)
     log.info(
         "int8: %s; float: %s; %d bytes; %.0f s",
         measured[1],
