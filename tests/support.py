@@ -23,6 +23,19 @@ requires_models = pytest.mark.skipif(
 requires_fer_val = pytest.mark.skipif(
     not FER_VAL.is_dir(), reason=f"shared FER2013 val set absent at {FER_VAL}"
 )
+TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+
+def requires_tensorflow(test):
+    """A test that runs TensorFlow. It is marked `training`: tools/test.sh leaves it out of
+    the main stage (whose .venv has no TensorFlow, and which must not import it) and runs
+    it in .venv-train. Where TensorFlow is not installed it skips, saying so."""
+    skip = pytest.mark.skipif(
+        not TENSORFLOW,
+        reason="TensorFlow not installed in this venv: tools/test.sh runs the training "
+        "tests in .venv-train (pip install -e .[dev,train])",
+    )
+    return pytest.mark.training(skip(test))
 
 
 def load_tool(name: str):

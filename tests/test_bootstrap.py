@@ -1,6 +1,8 @@
 """tools/bootstrap.sh in a scratch copy of the checkout, with a stand-in venv python whose
 pip only logs (and fails when told to, like pip without network): re-running the
-README's commands on an installed .venv must not need the package index."""
+README's commands on an installed .venv must not need the package index. And
+tools/test.sh's two stages (.venv, then the training tests in .venv-train) with
+stand-ins for bootstrap, ruff and pytest."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import ROOT
 
 
@@ -161,3 +164,115 @@ def test_demo_goes_on_without_moods_when_the_catalog_import_fails(tmp_path):
     assert "700 frames" in result.stdout  # the demo itself still ran
     assert "songs queued" not in result.stdout
     assert (root / "calls.log").read_text().splitlines() == ["catalog import", "run --source"]
+
+
+def test_a_second_argument_installs_into_another_venv(tmp_path):
+    """tools/test.sh keeps TensorFlow in .venv-train: its own stamp, .venv left alone."""
+    root = checkout(tmp_path)
+    shutil.copytree(root / ".venv", root / ".venv-train")
+    assert bootstrap(root).returncode == 0
+    pip_calls(root)
+    train = subprocess.run(
+        ["bash", str(root / "tools" / "bootstrap.sh"), "dev,train", ".venv-train"],
+        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True,
+        timeout=60, cwd=root,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    log = root / ".venv-train" / "pip.log"
+    assert any(f"-e {root}[dev,train]" in call for call in log.read_text().splitlines())
+    assert pip_calls(root) == []  # .venv: not touched
+    assert (root / ".venv-train" / ".bootstrap-dev,train").is_file()
+    again = subprocess.run(
+        ["bash", str(root / "tools" / "bootstrap.sh"), "dev,train", ".venv-train"],
+        env={**os.environ, "PYTHON": sys.executable, "FAKE_PIP_RC": "1"},
+        capture_output=True, text=True, timeout=60, cwd=root,
+    )  # fmt: skip
+    assert again.returncode == 0 and "already installed in .venv-train" in again.stdout
+
+
+def suite_checkout(tmp_path: Path, train_bootstrap_rc: int = 0) -> Path:
+    """tools/test.sh with stand-ins: bootstrap.sh logs its arguments (and fails for
+    .venv-train when told to), ruff passes, and each venv's `python -m pytest` logs its
+    arguments and exits with $FAKE_MAIN_RC (`-m training`: $FAKE_TRAINING_RC), and the
+    main stage's writes $FAKE_LEFT_OUT where tests/conftest.py counts the training tests
+    it left out."""
+    root = tmp_path / "checkout"
+    (root / "tools").mkdir(parents=True)
+    shutil.copy(ROOT / "tools" / "test.sh", root / "tools")
+    (root / "tools" / "bootstrap.sh").write_text(
+        f'echo "$*" >> "{root}/bootstrap.log"\n'
+        f'if [ "${{2:-}}" = .venv-train ]; then exit {train_bootstrap_rc}; fi\n'
+    )
+    for venv in (".venv", ".venv-train"):
+        bin_dir = root / venv / "bin"
+        bin_dir.mkdir(parents=True)
+        python = bin_dir / "python"
+        python.write_text(
+            "#!/bin/sh\n"
+            f'echo "{venv} $*" >> "{root}/pytest.log"\n'
+            'if [ -n "${APPLIANCE_TRAINING_DESELECTED:-}" ]; then\n'
+            '    echo "${FAKE_LEFT_OUT:-0}" > "$APPLIANCE_TRAINING_DESELECTED"\n'
+            "fi\n"
+            f'case "$*" in *"-m training"*) exit "${{FAKE_TRAINING_RC:-0}}";; esac\n'
+            'exit "${FAKE_MAIN_RC:-0}"\n'
+        )
+        python.chmod(0o755)
+    ruff = root / ".venv" / "bin" / "ruff"
+    ruff.write_text("#!/bin/sh\nexit 0\n")
+    ruff.chmod(0o755)
+    return root
+
+
+def run_suite(root: Path, *args: str, **rcs: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, **{f"FAKE_{k.upper()}": str(v) for k, v in rcs.items()}}
+    return subprocess.run(
+        ["bash", str(root / "tools" / "test.sh"), *args],
+        env=env, capture_output=True, text=True, timeout=60, cwd=root,
+    )  # fmt: skip
+
+
+def test_the_suite_runs_in_two_stages_and_tensorflow_only_in_the_second(tmp_path):
+    root = suite_checkout(tmp_path)
+    result = run_suite(root, "-q", "--durations=5", left_out=9)
+    assert result.returncode == 0, result.stderr
+    assert (root / "bootstrap.log").read_text().splitlines() == ["dev", "dev,train .venv-train"]
+    assert (root / "pytest.log").read_text().splitlines() == [
+        ".venv -m pytest -m not training -q --durations=5",
+        ".venv-train -m pytest -m training -q --durations=5",
+    ]
+    assert result.stdout.index("main stage") < result.stdout.index("training stage")
+
+
+def test_without_a_venv_for_tensorflow_the_training_tests_skip_in_dot_venv(tmp_path):
+    """No TensorFlow wheel for this machine: the training stage still runs (and reports
+    its tests as skipped, with the reason), from .venv."""
+    root = suite_checkout(tmp_path, train_bootstrap_rc=1)
+    result = run_suite(root, left_out=9)
+    assert result.returncode == 0, result.stderr
+    assert "training tests will skip" in result.stderr
+    assert (root / "pytest.log").read_text().splitlines()[-1] == ".venv -m pytest -m training"
+
+
+@pytest.mark.parametrize(
+    ("main", "training", "left_out", "code"),
+    [
+        (1, 0, 9, 1),  # a failure in either stage fails the run ...
+        (0, 1, 9, 1),
+        (0, 2, 9, 2),  # ... with its own exit code
+        (2, 0, 9, 2),  # interrupted (or a collection error): the training stage waits
+        (4, 0, 9, 4),  # a usage error would only repeat there
+        (0, 5, 0, 0),  # the arguments select no training test: nothing to run there
+        (5, 0, 9, 0),  # ... or only training tests
+        (0, 5, 9, 5),  # the main stage left training tests out, and none ran: not a pass
+        (5, 5, 0, 5),  # nothing ran at all
+        (1, 5, 0, 1),
+    ],
+)
+def test_no_tests_collected_in_a_stage_neither_fails_nor_fakes_the_run(
+    tmp_path, main, training, left_out, code
+):
+    root = suite_checkout(tmp_path)
+    result = run_suite(root, main_rc=main, training_rc=training, left_out=left_out)
+    assert result.returncode == code, result.stderr
+    stages = 2 if main in (0, 1, 5) else 1
+    assert len((root / "pytest.log").read_text().splitlines()) == stages

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -11,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import FIXTURE_FACES, MODELS, assert_a_crash_in_scoring_leaves_out_untouched, load_tool
+from support import (
+    FIXTURE_FACES,
+    MODELS,
+    assert_a_crash_in_scoring_leaves_out_untouched,
+    load_tool,
+    requires_tensorflow,
+)
 
 train = load_tool("train_emotion")
-
-requires_tensorflow = pytest.mark.skipif(
-    importlib.util.find_spec("tensorflow") is None,
-    reason="TensorFlow not installed (pip install -e .[train])",
-)
+training = load_tool("training")  # the code both trainers share (tools/training.py)
 
 
 def write_csv(path, rows) -> None:
@@ -223,7 +224,7 @@ def test_a_scoring_process_that_dies_stops_the_run_instead_of_hanging():
 
 
 def test_teacher_targets_are_softened_flip_averaged_distributions_in_label_order():
-    images = train.load_folder(FIXTURE_FACES.parent, FIXTURE_FACES.name).images
+    images = training.load_folder(FIXTURE_FACES.parent, FIXTURE_FACES.name).images
     card = train.load_card(MODELS / "emotion_cnn_int8.json")
     sharp = train.teacher_targets(card, images, temperature=1.0)
     soft = train.teacher_targets(card, images, temperature=4.0)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 
 import cv2
 import numpy as np
 import pytest
-from support import FIXTURE_FACES, MODELS, assert_a_crash_in_scoring_leaves_out_untouched, load_tool
+from support import (
+    FIXTURE_FACES,
+    MODELS,
+    assert_a_crash_in_scoring_leaves_out_untouched,
+    load_tool,
+    requires_tensorflow,
+)
 
 from appliance.affect.va import VA_COORDINATES
 
 train_emotion = load_tool("train_emotion")
 train = load_tool("train_va")
-
-requires_tensorflow = pytest.mark.skipif(
-    importlib.util.find_spec("tensorflow") is None,
-    reason="TensorFlow not installed (pip install -e .[train])",
-)
 
 
 def fixture_data(root):
@@ -272,12 +272,18 @@ def test_init_from_a_fer2013_run_loads_into_a_labels_model_and_back(tmp_path):
 @requires_tensorflow
 def test_a_run_that_fails_after_calibration_leaves_out_untouched(tmp_path, monkeypatch):
     """The int8 candidates were written over --out's model before the card: a crash
-    left a new model beside the old card's sha256, and the daemon refused the VA model."""
+    left a new model beside the old card's sha256, and the daemon refused the VA model.
+    Conversion and calibration are the point here, not training (the real run below
+    trains): --export-only from freshly built weights saves the minute fit() takes."""
     fixture_data(tmp_path / "fer")
     out, work = tmp_path / "models", tmp_path / "work"
-    small = ["--epochs", "1", "--warmup", "0", "--batch-size", "16", "--alpha", "0.35"]
+    work.mkdir()
+    model = train.build_model(0.35, 32, 0.2, aux_classes=len(train_emotion.LABELS))
+    model.save_weights(work / "run.weights.h5")
+    (work / "history.csv").write_text("epoch,loss,val_loss,val_va_loss\n0,0.9,0.6,0.5\n")
+    small = ["--alpha", "0.35", "--upsample", "32", "--distill", "0", "--export-only"]
     paths = ["--data", str(tmp_path / "fer"), "--out", str(out), "--work", str(work)]
-    argv = [*paths, *small, "--upsample", "32", "--distill", "0"]
+    argv = [*paths, *small, "--init", str(work / "run.weights.h5")]
     assert_a_crash_in_scoring_leaves_out_untouched(
         train, monkeypatch, out, "va_mobilenetv3_int8", argv
     )

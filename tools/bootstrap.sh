@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install the package with the given extras, then fetch
-# the pinned third-party models. Sourced by tools/demo.sh and tools/test.sh.
+# Create a virtualenv (Python >= 3.11; .venv unless a second argument names another
+# folder of the checkout) and install the package with the given extras, then fetch the
+# pinned third-party models. Run by tools/demo.sh and tools/test.sh, which also keeps
+# TensorFlow apart in .venv-train: `bootstrap.sh dev,train .venv-train`.
 set -euo pipefail
 
 extras="${1:-}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.venv"
+name="${2:-.venv}"
+venv="$root/$name"
 python="${PYTHON:-python3}"
 
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -36,15 +39,15 @@ installed() {  # this checkout's package imports in the venv (not merely from th
 stamp="$venv/.bootstrap-${extras:-base}"
 want="$(cat "$root/setup.py" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && installed; then
-    echo "emotion-appliance${extras:+[$extras]} already installed in .venv: pip skipped"
+    echo "emotion-appliance${extras:+[$extras]} already installed in $name: pip skipped"
 elif "$venv/bin/python" -m pip install --quiet --upgrade pip \
     && "$venv/bin/python" -m pip install --quiet -e "$root${extras:+[$extras]}"; then
     echo "$want" > "$stamp"
 elif installed; then
-    echo "warning: pip install failed (offline?): using the package already in .venv," \
+    echo "warning: pip install failed (offline?): using the package already in $name," \
         "which may lack dependencies setup.py gained since" >&2
 else
-    echo "pip could not install emotion-appliance${extras:+[$extras]} into .venv" \
+    echo "pip could not install emotion-appliance${extras:+[$extras]} into $name" \
         "(the first run needs network)" >&2
     exit 1
 fi
