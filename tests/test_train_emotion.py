@@ -362,3 +362,73 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
         "impulse0.05",
         "illum1.5",
     }
+    # issue 19: the shipped card runs the flip in one invoke, carries a fitted
+    # temperature and its calibration figures, and its accuracy is the flip's
+    assert card["test_time_flip"] is True
+    assert card["temperature"] == card["calibration"]["temperature"] > 0
+    assert {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(card["calibration"])
+    assert "single_view_accuracy" in card["metrics"]["fer2013_val"]
+    assert card["training"]["segments"][0]["epochs"] == [1, 1]
+
+
+@requires_tensorflow
+def test_a_stopped_run_resumes_where_it_was_and_the_card_counts_every_segment(tmp_path):
+    """A run may stop (a time budget, a reboot) and be resumed later with --resume: the
+    recorded arguments are used, the epochs go on from the last one kept, and the card
+    records the total time and each segment."""
+    data = fixture_split_folders(tmp_path)
+    out, work = tmp_path / "models", tmp_path / "work"
+    first = [
+        "--data", str(data), "--out", str(out), "--work", str(work), "--epochs", "3",
+        "--warmup", "0", "--batch-size", "16", "--widths", "8", "16", "--depths", "1", "1",
+        "--norm", "per-crop", "--time-budget-min", "0.0001",  # stops after one epoch
+    ]  # fmt: skip
+    assert train.main(first) == 0
+    assert training.backup_epoch(work / "backup") == 1
+    with pytest.raises(SystemExit):  # the same --work again without --resume: refused
+        train.main(first)
+    with pytest.raises(SystemExit):  # a training argument changed on resume: refused
+        train.main(["--work", str(work), "--resume", "--epochs", "9"])
+    assert train.main(["--work", str(work), "--resume", "--time-budget-min", "60"]) == 0
+    assert training.backup_epoch(work / "backup") == 3
+    history = training.read_history(work / "history.csv")
+    assert history["epoch"] == [0.0, 1.0, 2.0]  # each epoch once, in order
+    card = json.loads((out / "emotion_cnn_int8.json").read_text())
+    segments = card["training"]["segments"]
+    assert [s["epochs"] for s in segments] == [[1, 1], [2, 3]]
+    assert card["training"]["training_time_s"] == sum(s["seconds"] for s in segments)
+    assert card["training"]["epochs_run"] == 3
+    assert "--time-budget-min 0.0001" in card["training"]["command"]  # the recorded one
+    assert card["input"]["normalization"]["per_crop"] is True
+    # resuming a finished run exports again and adds no segment
+    assert train.main(["--work", str(work), "--resume"]) == 0
+    again = json.loads((out / "emotion_cnn_int8.json").read_text())
+    assert len(again["training"]["segments"]) == 2
+
+
+def test_the_robust_augmentation_is_what_the_card_says():
+    """The card's text names every corruption the augmenter applies."""
+    for word in ("noise", "salt-and-pepper", "exposure", "gamma", "JPEG", "blur",
+                 "low resolution", "yaw", "occluder"):  # fmt: skip
+        assert word in training.ROBUST_AUGMENTATION
+
+
+@requires_tensorflow
+def test_the_robust_augmentation_corrupts_a_share_and_leaves_a_share_clean():
+    """On 512 copies of one face: some come out noisy (sigma up to ~60), some dark or
+    bright (exposure), some blurred; about a third stay close to the original."""
+    import cv2
+    import tensorflow as tf
+
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("happy/*.jpg"))), 0)
+    face = cv2.GaussianBlur(face, (5, 5), 1.5).astype(np.float32)  # smooth: noise shows
+    batch = tf.constant(np.repeat(face[None, ..., None], 512, axis=0))
+    out = training.robust_augmenter(7)(batch).numpy()[..., 0]
+    assert out.shape == (512, 48, 48) and out.min() >= 0 and out.max() <= 255
+    high_freq = np.abs(np.diff(out, axis=2)).mean(axis=(1, 2))
+    base = np.abs(np.diff(face, axis=1)).mean()
+    assert (high_freq > 2.5 * base).mean() > 0.1  # noisy faces
+    brightness = out.mean(axis=(1, 2))
+    assert (brightness < 0.7 * face.mean()).mean() > 0.05  # dark ones
+    assert (brightness > 1.2 * face.mean()).mean() > 0.05  # bright ones
+    assert (high_freq < 0.8 * base).mean() > 0.03  # blurred or low-resolution ones
