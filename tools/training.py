@@ -583,9 +583,9 @@ def sha256(path: Path) -> str:
 
 
 def tensor_quantization(path: Path) -> dict:
-    from tflite_runtime.interpreter import Interpreter
+    from appliance.vision.runtime import interpreter_class
 
-    interp = Interpreter(model_path=str(path))
+    interp = interpreter_class()(model_path=str(path))
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     return {
         "input": {
