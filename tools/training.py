@@ -144,6 +144,21 @@ def square_boxes(rng, side):
     return tf.logical_and(inside_y[:, :, None], inside_x[:, None, :])
 
 
+def warp(images, transform):
+    """B x 48 x 48 x 1 faces through per-face projective transforms (8 numbers each,
+    output -> input), bilinear, edges reflected: both augmenters' geometry."""
+    import tensorflow as tf
+
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transform,
+        output_shape=[SIZE, SIZE],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+
+
 def augmenter(seed: int):
     """Flips, small rotation/shift/scale, brightness/contrast, mild noise and blur, and
     random erasing, all in the TF graph so the 2 cores are not starved by Python."""
@@ -168,14 +183,7 @@ def augmenter(seed: int):
         transform = tf.stack(
             [cos, -sin, tx, sin, cos, ty, tf.zeros([batch]), tf.zeros([batch])], axis=1
         )
-        images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=transform,
-            output_shape=[SIZE, SIZE],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="REFLECT",
-        )
+        images = warp(images, transform)
         contrast = rng.uniform([batch, 1, 1, 1], 0.75, 1.25)
         brightness = rng.uniform([batch, 1, 1, 1], -30.0, 30.0)
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
@@ -249,14 +257,7 @@ def robust_augmenter(seed: int):
         m = tf.matmul(tf.matmul(t_in, p), tf.broadcast_to(t_out, [batch, 3, 3]))
         m = m / m[:, 2:3, 2:3]
         transform = tf.reshape(m, [batch, 9])[:, :8]
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=transform,
-            output_shape=[SIZE, SIZE],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="REFLECT",
-        )
+        return warp(images, transform)
 
     def low_resolution(images, batch):
         # a face 20-40 px across in the camera frame, upsampled to 48 by the daemon
