@@ -30,7 +30,7 @@ _USERINFO = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):.*@(?P<tail>[^@
 # and "_" or "-" (auth_token, user_password, api-key): their values are hidden like a
 # URL password. "monkey=" or "keyframe=" are not credentials and stay.
 _SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;](?:[\w-]*[_-])?(?:pwd|pass|passwd|password|token|secret|auth|sig"
+    r"(?P<name>[?&;](?:[\w-]{0,32}[_-])?(?:pwd|pass|passwd|password|token|secret|auth|sig"
     r"|signature|key|apikey|loginpas)=)[^&#;]*",
     re.I,
 )
@@ -46,7 +46,11 @@ def redact(spec: str) -> str:
     return shown
 
 
-_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.I)
+_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]{0,31}://[^\s\"'<>]+", re.I)
+# the same names; a value in free text also ends at white space or a quote
+_SECRET_QUERY_IN_TEXT = re.compile(
+    _SECRET_QUERY.pattern.replace("[^&#;]*", "[^&#;\\s\"'<>]*"), re.I
+)
 MIN_SECRET_LEN = 6  # shorter "secrets" would mask ordinary words in every line
 
 
@@ -54,8 +58,9 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Free text (a log line, an error a server sent) with every URL redacted and every
     known secret value replaced by ***."""
     shown = _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
-    # a request line logged apart from its host ("POST /v1?token=... HTTP/1.1")
-    shown = _SECRET_QUERY.sub(r"\g<name>***", shown)
+    # a request line logged apart from its host ("POST /v1?token=... HTTP/1.1"): in free
+    # text a value also ends at white space or a quote
+    shown = _SECRET_QUERY_IN_TEXT.sub(r"\g<name>***", shown)
     for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True):
         shown = shown.replace(secret, "***")
     return shown
