@@ -81,8 +81,11 @@ class MusicDirector:
         self.state = "ready"
         return True
 
-    def update(self, t: float, valence: float | None, arousal: float | None) -> None:
-        """One smoothed sample at stream time t (seconds)."""
+    def update(
+        self, t: float, valence: float | None, arousal: float | None, *, run_id: str | None = None
+    ) -> None:
+        """One smoothed sample at stream time t (seconds) of run `run_id`: each mood change
+        and queued song is stored with both, on the samples' clock."""
         if valence is None or arousal is None:
             return
         if not self._open():
@@ -96,6 +99,8 @@ class MusicDirector:
         try:
             outbox = Outbox(self._db)
             self.queue_depth = outbox.waiting(self.settings.user)
+            if self.mood != previous:
+                record_mood_change(self._db, run_id, now, self.mood, previous, valence, arousal)
             if previous is not None and self.mood != previous:
                 log.info("mood: %s -> %s", previous, self.mood)
                 # back to the mood of the last queued song: that song still fits
@@ -107,7 +112,7 @@ class MusicDirector:
                     valence, arousal, user=self.settings.user, mood=self.mood
                 )
                 if picks:
-                    outbox.add(picks[0], self.settings.user)
+                    outbox.add(picks[0], self.settings.user, run_id=run_id, t_stream=now)
                     self.last_song = picks[0].to_json()
                     self.queue_depth += 1
                     self._last_queued = now
@@ -141,3 +146,25 @@ class MusicDirector:
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+
+
+def record_mood_change(
+    db,
+    run_id: str | None,
+    t_stream: float,
+    mood: str,
+    previous: str | None,
+    valence: float | None = None,
+    arousal: float | None = None,
+) -> None:
+    """Log a decision of the director (the run's first mood: previous None), for the
+    report to draw as it was decided. A failure is a StoreError, as for the queue."""
+    try:
+        with db.conn:
+            db.conn.execute(
+                "INSERT INTO mood_changes (run_id, t_stream, t_wall, mood, previous, valence,"
+                " arousal) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, t_stream, time.time(), mood, previous, valence, arousal],
+            )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot log the mood change: {exc}") from exc

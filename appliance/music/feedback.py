@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from appliance.music.outbox import Outbox
 from appliance.store.database import StoreError, open_database, write_transaction
+from appliance.store.samples import stream_stamp
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,17 @@ class FeedbackRecorder:
                 if track is None:
                     log.info("%s pressed, but no song is known yet", action)
                     return None
+                now = time.time()
+                run_id, t_stream = stream_stamp(db, now)  # the run's clock, if one runs
                 row = {
                     "user": self.user,
                     "uri": track["uri"],
                     "artist": track.get("main_artist") or track.get("artist"),
                     "action": action,
-                    "t": time.time(),
+                    "t": now,
                     "source": self.source,
+                    "run_id": run_id,
+                    "t_stream": t_stream,
                 }
                 with write_transaction(db):  # the press and the skipped mark: both or none
                     row["id"] = db["feedback"].insert(row).last_pk

@@ -30,6 +30,7 @@ import sqlite_utils
 
 from appliance.music.recommender import Recommendation
 from appliance.store.database import StoreError
+from appliance.store.samples import stream_stamp
 
 WAITING = ("recommended", "sending", "sent")  # still ahead of the listener
 CLEARED = "cleared by the owner before it was sent (emotion-appliance queue clear)"
@@ -47,12 +48,22 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot update the song queue: {exc}") from exc
 
-    def add(self, rec: Recommendation, user: str, now: float | None = None) -> int:
+    def add(
+        self,
+        rec: Recommendation,
+        user: str,
+        now: float | None = None,
+        *,
+        run_id: str | None = None,
+        t_stream: float | None = None,
+    ) -> int:
+        """Queue a song; `run_id` and `t_stream`: the run and stream time it was chosen
+        at (the report's clock)."""
         now = time.time() if now is None else now
         return self._write(
             "INSERT INTO queue (user, uri, name, artist, mood, score, state, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'recommended', ?, ?)",
-            [user, rec.uri, rec.name, rec.artist, rec.mood, rec.score, now, now],
+            " updated_at, run_id, t_stream) VALUES (?, ?, ?, ?, ?, ?, 'recommended', ?, ?, ?, ?)",
+            [user, rec.uri, rec.name, rec.artist, rec.mood, rec.score, now, now, run_id, t_stream],
         )
 
     def claim(self, item_id: int) -> bool:
@@ -176,12 +187,17 @@ class Outbox:
         if not rows:
             return 0
         now = time.time()
+        run_id, t_stream = stream_stamp(self.db, now)  # the moment it was seen playing
         try:
             with self.db.conn:
                 cursor = self.db.conn.execute(
                     "UPDATE queue SET state = 'played', updated_at = ? WHERE state = 'sent'"
                     " AND id <= ?",
                     [now, rows[0]["id"]],
+                )
+                self.db.conn.execute(
+                    "UPDATE queue SET played_run_id = ?, played_t_stream = ? WHERE id = ?",
+                    [run_id, t_stream, rows[0]["id"]],
                 )
                 return cursor.rowcount
         except sqlite3.Error as exc:

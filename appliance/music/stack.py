@@ -84,7 +84,9 @@ class MusicStack:
     def samples(self, rows: list[dict]) -> None:
         """The affect samples just taken from the board, oldest first."""
         for row in rows:
-            self.director.update(row["t_stream"], row.get("valence"), row.get("arousal"))
+            self.director.update(
+                row["t_stream"], row.get("valence"), row.get("arousal"), run_id=row.get("run_id")
+            )
 
     def tick(self, view: Any) -> None:
         # a player that could not be built leaves the worker "local only" (LED off), yet

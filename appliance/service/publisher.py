@@ -38,7 +38,7 @@ from appliance.pipeline import FrameResult
 from appliance.service.status import write_status
 from appliance.store.database import StoreError, open_database
 from appliance.store.retention import Retention, prune_history
-from appliance.store.samples import sample_row, write_samples
+from appliance.store.samples import RunClock, sample_row, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ class Board:
     camera_error: str | None = None
     last_error: str | None = None
     sample_period_s: float = 1.0
+    # this run's id and stream clock: every stored event of the run carries both
+    run: RunClock = field(default_factory=RunClock)
     samples: deque = field(default_factory=lambda: deque(maxlen=MAX_BACKLOG))
     _next_sample_t: float = float("-inf")
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -108,13 +110,19 @@ class Board:
             self.frames_with_face += bool(result.faces)
             self.state = "running"
             self.camera_error = None
+            self.run.advance(result.t)
             if result.t >= self._next_sample_t or result.t < self._next_sample_t - 2 * (
                 self.sample_period_s
             ):
                 self._next_sample_t = result.t + self.sample_period_s
                 self.samples.append(
                     sample_row(
-                        result.smoothed, len(result.faces), self.info.get("source", ""), time.time()
+                        result.smoothed,
+                        len(result.faces),
+                        self.info.get("source", ""),
+                        time.time(),
+                        self.run.run_id,
+                        distance_m=result.faces[0].distance_m if result.faces else None,
                     )
                 )
 
@@ -422,6 +430,9 @@ class Publisher(Worker):
                 arousal=latest.smoothed.arousal,
                 faces=len(latest.faces),
                 stream_t=latest.t,
+                # from a depth camera, of the face followed; None without depth
+                distance_m=latest.faces[0].distance_m if latest.faces else None,
+                live=latest.faces[0].live if latest.faces else None,
             )
         for companion in self.companions:
             try:

@@ -119,6 +119,55 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX vlm_notes_t ON vlm_notes (t_wall);
         """,
     ),
+    (
+        5,
+        """
+        -- One clock for the whole history: every event of a daemon run carries that run's
+        -- id and its stream time (the samples' t_stream), so the report places songs,
+        -- moods and notes where the samples are. NULL: written before v5 (or outside a run).
+        ALTER TABLE affect_samples ADD COLUMN run_id TEXT;
+        -- partial: on a month of old history (millions of rows, all NULL) it is built in
+        -- one read of the table at the first start, not a write of every row
+        CREATE INDEX affect_samples_run ON affect_samples (run_id, t_stream)
+            WHERE run_id IS NOT NULL;
+        CREATE TABLE runs (                -- one row per daemon run, kept up by each flush
+            run_id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            started_at REAL NOT NULL,      -- unix time of its first sample
+            t_stream0 REAL NOT NULL,       -- stream time of its first sample
+            last_wall REAL NOT NULL,       -- of its newest stored sample
+            last_stream REAL NOT NULL,
+            samples INTEGER NOT NULL
+        );
+        CREATE TABLE mood_changes (        -- what the music director decided, when
+            id INTEGER PRIMARY KEY,
+            run_id TEXT,
+            t_stream REAL NOT NULL,
+            t_wall REAL NOT NULL,
+            mood TEXT NOT NULL,
+            previous TEXT,                 -- NULL: the run's first mood
+            valence REAL,
+            arousal REAL
+        );
+        CREATE INDEX mood_changes_run ON mood_changes (run_id, t_stream);
+        ALTER TABLE queue ADD COLUMN run_id TEXT;           -- queued in this run,
+        ALTER TABLE queue ADD COLUMN t_stream REAL;         -- at this stream time
+        ALTER TABLE queue ADD COLUMN played_run_id TEXT;    -- seen playing in this run,
+        ALTER TABLE queue ADD COLUMN played_t_stream REAL;  -- at this stream time
+        CREATE INDEX queue_run ON queue (run_id, t_stream);
+        ALTER TABLE feedback ADD COLUMN run_id TEXT;
+        ALTER TABLE feedback ADD COLUMN t_stream REAL;
+        ALTER TABLE vlm_notes ADD COLUMN run_id TEXT;
+        ALTER TABLE vlm_notes ADD COLUMN t_stream REAL;     -- of the frame it describes
+        """,
+    ),
+    (
+        6,
+        """
+        -- metres to the followed face, from a depth camera (a RealSense); NULL: no depth
+        ALTER TABLE affect_samples ADD COLUMN distance_m REAL;
+        """,
+    ),
 )
 
 

@@ -44,6 +44,8 @@ RETRY_BASE_S = 5.0
 class VlmJob:
     image: np.ndarray
     context: dict[str, Any]  # emotion, confidence, valence, arousal
+    # (run id, stream time) of the frame, stored with the note (never sent)
+    stamp: tuple[str | None, float | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,17 @@ class VlmWorker(Worker):
         changed = self.settings.on_change and emotion != self._last_emotion
         return now >= self._next_due or changed
 
-    def offer(self, image: np.ndarray, context: dict[str, Any], now: float) -> None:
-        """Hand over a copy of the image to send; the newest offer wins."""
-        job = VlmJob(np.ascontiguousarray(image).copy(), dict(context))
+    def offer(
+        self,
+        image: np.ndarray,
+        context: dict[str, Any],
+        now: float,
+        *,
+        stamp: tuple[str | None, float | None] = (None, None),
+    ) -> None:
+        """Hand over a copy of the image to send; the newest offer wins. `stamp`: the
+        run id and stream time of the frame, which the stored note carries."""
+        job = VlmJob(np.ascontiguousarray(image).copy(), dict(context), stamp)
         with self._lock:
             self._job = job
         self._last_emotion = context.get("emotion")
@@ -203,6 +213,8 @@ class VlmWorker(Worker):
                 db["vlm_notes"].insert(
                     {
                         "t_wall": time.time(),
+                        "run_id": job.stamp[0],
+                        "t_stream": job.stamp[1],
                         "emotion": job.context.get("emotion"),
                         "valence": job.context.get("valence"),
                         "arousal": job.context.get("arousal"),
