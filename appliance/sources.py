@@ -154,21 +154,65 @@ class PiCamera(SourceKind):
 # ------------------------------------------------------------------ Intel RealSense
 
 
+REALSENSE_RECORDINGS = (".bag", ".db3")  # librealsense 2.59 records .db3 (rosbag2)
+REALSENSE_SERIAL = re.compile(r"[0-9A-Za-z]+")
+
+
+def realsense_target(text: str) -> tuple[str, str]:
+    """("camera", SERIAL or "") or ("recording", PATH) for a spec of the realsense kind."""
+    _, _, rest = text.strip().partition(":")
+    rest = rest.strip()
+    if rest.lower().endswith(REALSENSE_RECORDINGS) or looks_like_path(rest):
+        return "recording", rest
+    return "camera", rest
+
+
 @register
 class RealSense(SourceKind):
     name = "realsense"
     keywords = ("realsense",)
-    forms = (("realsense", "Intel RealSense colour stream (needs pyrealsense2)"),)
+    forms = (
+        ("realsense", "Intel RealSense camera: colour, and depth aligned to it (pyrealsense2)"),
+        ("realsense:SERIAL", "the RealSense camera with this serial number"),
+        ("realsense:FILE", "a RealSense recording (.db3 or .bag), with its depth"),
+    )
     doc = (
-        "Intel RealSense D435 colour stream via pyrealsense2 (`pip install .[pi]` on x86_64;"
-        " PyPI has no ARM wheels, so on a Pi build librealsense with its Python bindings, or"
-        " use the D435's colour stream as a UVC camera with `v4l2:N`)"
+        "Intel RealSense D435 via pyrealsense2: BGR colour, and depth aligned to it (distance"
+        " per face, `detection.max_distance_m`, the flat-face check); `realsense:SERIAL` picks"
+        " one of several cameras, `realsense:PATH.db3` (or `.bag`) plays a recording"
+        " (`--realtime` at its own rate, else as fast as it goes). `pip install .[pi]` on"
+        " x86_64; PyPI has no ARM wheels: on a Pi build librealsense with its Python bindings"
+        " (below), or read the D435's colour stream as a UVC camera with `v4l2:N` (no depth)"
     )
 
-    def build(self, text: str, wanted: Wanted) -> FrameSource:
-        from appliance.capture.realsense import RealSenseSource
+    def claims(self, text: str) -> bool:
+        key = text.lower()
+        return key == "realsense" or key.startswith("realsense:")
 
-        return RealSenseSource(*_size_and_rate(wanted))
+    def check(self, text: str) -> str | None:
+        if text.lower() == "realsense":
+            return None
+        what, rest = realsense_target(text)
+        if what == "recording":
+            if not rest.lower().endswith(REALSENSE_RECORDINGS):
+                return f"{text!r}: a RealSense recording is a .db3 or .bag file"
+            return None
+        if not REALSENSE_SERIAL.fullmatch(rest):
+            return (
+                f"{text!r} is not realsense:SERIAL (letters and digits, e.g. realsense:"
+                "843112070123) nor realsense:PATH.db3 / .bag"
+            )
+        return None
+
+    def build(self, text: str, wanted: Wanted) -> FrameSource:
+        from appliance.capture import realsense
+
+        what, rest = realsense_target(text) if ":" in text else ("camera", "")
+        if what == "recording":
+            return realsense.RealSenseRecordingSource(
+                Path(rest).expanduser(), loop=wanted.loop, realtime=wanted.realtime
+            )
+        return realsense.RealSenseSource(*_size_and_rate(wanted), serial=rest or None)
 
 
 # ------------------------------------------------------------------ V4L2 (USB webcams)

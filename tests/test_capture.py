@@ -11,6 +11,7 @@ import time
 import types
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -23,7 +24,11 @@ from appliance.capture.base import ensure_bgr
 from appliance.capture.files import ImageFolderSource, VideoFileSource
 from appliance.capture.latest import LatestFrameGrabber
 from appliance.capture.picamera import PiCameraSource, find_pi_camera
-from appliance.capture.realsense import RealSenseSource, realsense_available
+from appliance.capture.realsense import (
+    RealSenseRecordingSource,
+    RealSenseSource,
+    realsense_available,
+)
 from appliance.capture.stream import StreamSource
 from appliance.capture.v4l2 import V4L2Source
 from appliance.common.redact import redact
@@ -563,58 +568,134 @@ def test_find_pi_camera_never_raises(fake_picamera2, monkeypatch) -> None:
     assert find_pi_camera() is None
 
 
-# ---------------------------------------------------------------- pyrealsense2
+# ---------------------------------------------------------------- pyrealsense2 (fake)
+# The live camera's own logic against a fake module; tests/test_realsense.py plays real
+# recordings through the real library.
 
 
-def _fake_rs(devices: list, image: np.ndarray | None = None) -> types.ModuleType:
+def _fake_rs(
+    devices: list, image: np.ndarray | None = None, *, depth: bool = False, depth_fails=False
+) -> types.ModuleType:
+    """A pyrealsense2 whose camera numbers its framesets: colour filled with n % 256 and
+    (with `depth`) a depth map of n mm, so a frame's depth can be matched to its image."""
     rs = types.ModuleType("pyrealsense2")
+
+    class _Device:
+        def __init__(self, serial: str) -> None:
+            self.serial = serial
+
+        def get_info(self, what: str) -> str:
+            return self.serial
 
     class _Context:
         def query_devices(self) -> list:
-            return devices
+            return [_Device(d) for d in devices]
+
+    class _Profile:
+        def format(self) -> str:
+            return "format.bgr8"
+
+        def as_video_stream_profile(self) -> _Profile:
+            return self
+
+        def get_intrinsics(self) -> types.SimpleNamespace:
+            return types.SimpleNamespace(fx=30.0, fy=30.0, ppx=16.0, ppy=12.0)
 
     class _Color:
-        def get_data(self) -> np.ndarray:
-            return image
+        def __init__(self, n: int) -> None:
+            self.n = n
 
-        def __bool__(self) -> bool:
-            return True
+        def get_data(self) -> np.ndarray:
+            return image if image is not None else np.full((24, 32, 3), self.n % 256, np.uint8)
+
+        def get_profile(self) -> _Profile:
+            return _Profile()
+
+    class _Depth:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def get_units(self) -> float:
+            return 0.001
+
+        def get_profile(self) -> _Profile:
+            return _Profile()
+
+        def get_data(self) -> np.ndarray:
+            return np.full((24, 32), self.n, np.uint16)
 
     class _Frames:
+        def __init__(self, n: int, with_depth: bool) -> None:
+            self.n, self.with_depth = n, with_depth
+
         def get_color_frame(self) -> _Color:
-            return _Color()
+            return _Color(self.n)
+
+        def get_depth_frame(self) -> _Depth | None:
+            return _Depth(self.n) if self.with_depth else None
+
+    class _Align:
+        def __init__(self, to: str) -> None:
+            assert to == "color"
+
+        def process(self, frames: _Frames) -> _Frames:
+            return frames  # the fake's depth is the colour's size already
 
     class _Pipeline:
         stopped = False
+        configs: ClassVar[list] = []
 
         def start(self, config) -> None:
-            self.config = config
+            _Pipeline.configs.append(config)
+            if depth_fails and any(args[0] == "depth" for args in config.streams):
+                raise RuntimeError("Couldn't resolve requests")
+            self.depth = any(args[0] == "depth" for args in config.streams)
+            self.n = 0
 
         def wait_for_frames(self, timeout_ms: int) -> _Frames:
             time.sleep(0.002)
-            return _Frames()
+            self.n += 1
+            return _Frames(self.n, depth and self.depth)
 
         def stop(self) -> None:
             _Pipeline.stopped = True
 
     class _Config:
+        def __init__(self) -> None:
+            self.streams: list[tuple] = []
+            self.device: str | None = None
+
         def enable_stream(self, *args) -> None:
-            self.args = args
+            self.streams.append(args)
+
+        def enable_device(self, serial: str) -> None:
+            self.device = serial
 
     rs.context = _Context  # type: ignore[attr-defined]
     rs.pipeline = _Pipeline  # type: ignore[attr-defined]
     rs.config = _Config  # type: ignore[attr-defined]
-    rs.stream = types.SimpleNamespace(color="color")  # type: ignore[attr-defined]
-    rs.format = types.SimpleNamespace(bgr8="bgr8")  # type: ignore[attr-defined]
+    rs.align = _Align  # type: ignore[attr-defined]
+    rs.stream = types.SimpleNamespace(color="color", depth="depth")  # type: ignore[attr-defined]
+    rs.format = types.SimpleNamespace(bgr8="bgr8", z16="z16")  # type: ignore[attr-defined]
+    rs.camera_info = types.SimpleNamespace(serial_number="serial")  # type: ignore[attr-defined]
     return rs
 
 
-def test_realsense_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def quick_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RealSenseSource, "settle_frames", 3)
+
+
+def test_realsense_missing_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "pyrealsense2", None)
     with pytest.raises(SourceConfigError, match="pyrealsense2") as info:  # not retried
         RealSenseSource().open()
     assert "pip install pyrealsense2" in str(info.value)
     assert realsense_available() is False
+    recording = tmp_path / "clip.db3"
+    recording.write_bytes(b"not read")
+    with pytest.raises(SourceConfigError, match="pyrealsense2"):  # exit 2, as for the camera
+        open_source(f"realsense:{recording}").open()
 
 
 def test_realsense_no_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -624,7 +705,7 @@ def test_realsense_no_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert realsense_available() is False
 
 
-def test_realsense_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_realsense_end_to_end(monkeypatch: pytest.MonkeyPatch, quick_settle) -> None:
     image = np.full((24, 32, 3), 7, np.uint8)
     rs = _fake_rs(["d435"], image)
     monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
@@ -632,10 +713,87 @@ def test_realsense_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     src = RealSenseSource(32, 24, 15)
     with src:
         frame = src.read(timeout=2.0)
-        assert src._pipeline.config.args == ("color", 32, 24, "bgr8", 15)
+        (config,) = rs.pipeline.configs
+        assert config.streams == [("color", 32, 24, "bgr8", 15), ("depth", "z16", 15)]
+        assert config.device is None
     assert frame is not None and frame.image.shape == (24, 32, 3)
     assert frame.image is not image  # copied out of the librealsense buffer
+    assert frame.depth is None  # a camera that sends no depth frames
     assert rs.pipeline.stopped
+
+
+def test_realsense_depth_rides_with_its_own_image_after_auto_exposure_settles(
+    monkeypatch: pytest.MonkeyPatch, quick_settle
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyrealsense2", _fake_rs(["d435"], depth=True))
+    with RealSenseSource(32, 24, 15) as src:
+        frames = [src.read(timeout=2.0) for _ in range(5)]
+    numbers = [int(f.image[0, 0, 0]) for f in frames]
+    assert numbers[0] > 3  # the first three framesets were dropped while exposure settled
+    assert numbers == sorted(set(numbers))  # newer each time (older ones may be skipped)
+    for frame, n in zip(frames, numbers, strict=True):
+        assert frame.depth is not None and frame.depth.dtype == np.float32
+        assert frame.depth.shape == (24, 32)
+        assert frame.depth[0, 0] == pytest.approx(n * 0.001)  # its own frameset's depth
+
+
+def test_realsense_picks_a_camera_by_serial(monkeypatch: pytest.MonkeyPatch, quick_settle):
+    rs = _fake_rs(["111", "222"])
+    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+    with pytest.raises(CaptureError, match=r"no RealSense camera with serial 333 \(found: 111"):
+        open_source("realsense:333").open()  # a runtime error: it may be plugged in later
+    src = open_source("realsense:222")
+    assert isinstance(src, RealSenseSource) and src.describe().endswith("222")
+    with src:
+        assert src.read(timeout=2.0) is not None
+    assert rs.pipeline.configs[-1].device == "222"
+
+
+def test_realsense_without_a_depth_mode_runs_on_colour(
+    monkeypatch: pytest.MonkeyPatch, quick_settle, caplog: pytest.LogCaptureFixture
+) -> None:
+    rs = _fake_rs(["d435"], depth=True, depth_fails=True)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+    with caplog.at_level(logging.WARNING), RealSenseSource(32, 24, 15) as src:
+        frame = src.read(timeout=2.0)
+        assert not src.has_depth
+    assert frame is not None and frame.depth is None
+    assert [len(c.streams) for c in rs.pipeline.configs] == [2, 1]
+    assert "depth stream unavailable" in caplog.text
+
+
+def test_realsense_specs_that_never_work_are_config_errors() -> None:
+    for spec in ("realsense:", "realsense:./clip.mp4", "realsense:12-34", "realsense:a b"):
+        with pytest.raises(SourceConfigError, match="accepted forms"):
+            open_source(spec)
+    assert "realsense:SERIAL" in capture.SOURCE_SPECS_HELP
+    assert "realsense:FILE" in capture.SOURCE_SPECS_HELP
+
+
+def test_depth_alignment_without_rs_align() -> None:
+    """The fallback for recordings rs.align cannot take, done as rs.align does it: each
+    depth pixel covers the colour pixels between its corners' projections (so, rounding
+    up, a near object grows by a pixel right and down: nearer wins where two land); a
+    camera 10 cm aside moves the picture by its disparity."""
+    from appliance.capture.realsense import align_depth, resize_nearest
+
+    intr = types.SimpleNamespace(fx=100.0, fy=100.0, ppx=31.5, ppy=23.5)
+    z = np.full((48, 64), 2.0, np.float32)
+    z[10:20, 30:40] = 1.0
+    same = align_depth(z, intr, intr, (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0), (48, 64))
+    assert np.all(same[10:20, 30:40] == 1.0) and 100 <= (same == 1.0).sum() <= 12 * 12
+    assert np.all(same[same != 1.0] == 2.0)  # every pixel covered
+    moved = align_depth(z, intr, intr, (1, 0, 0, 0, 1, 0, 0, 0, 1), (0.1, 0, 0), (48, 64))
+    assert np.all(moved[10:20, 40:50] == 1.0)  # 100 px * 0.1 m / 1 m = 10 px to the right
+    assert np.all(moved[30, 10:54][moved[30, 10:54] > 0] == 2.0)  # the wall: 5 px
+    assert resize_nearest(z, (24, 32)).shape == (24, 32)
+    assert resize_nearest(z, (24, 32))[5, 15] == 1.0
+
+
+def test_only_depth_sources_fill_frame_depth(video: Path) -> None:
+    with VideoFileSource(video) as src:
+        assert all(frame.depth is None for frame in src)
+    assert Frame(np.zeros((2, 2, 3), np.uint8), 0.0, 0).depth is None
 
 
 # ---------------------------------------------------------------- open_source
@@ -743,7 +901,12 @@ def test_help_check_and_opener_agree_on_every_kind(
     samples: dict[str, list[tuple[str, type]]] = {
         "auto": [("auto", PiCameraSource), (" AUTO ", PiCameraSource)],
         "picamera": [("picamera", PiCameraSource)],
-        "realsense": [("RealSense", RealSenseSource)],
+        "realsense": [
+            ("RealSense", RealSenseSource),
+            ("realsense:843112070123", RealSenseSource),
+            ("realsense:rec/desk.db3", RealSenseRecordingSource),
+            ("realsense:~/old.BAG", RealSenseRecordingSource),
+        ],
         "v4l2": [("v4l2:1", V4L2Source), ("/dev/video2", V4L2Source)],
         "stream": [
             ("rtsp://u:pw@cam/live", StreamSource),

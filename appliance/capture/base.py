@@ -27,11 +27,14 @@ class Frame:
 
     `t` is the capture time in seconds: media time for files (so replays smooth
     identically whatever the processing speed), `time.monotonic()` for live cameras.
+    `depth` is the depth map aligned to `image` (H x W float32 metres, 0 where the
+    camera measured nothing) when the source has one (a RealSense), else None.
     """
 
     image: np.ndarray  # H x W x 3, uint8, BGR
     t: float
     index: int
+    depth: np.ndarray | None = None
 
 
 class FrameSource(abc.ABC):

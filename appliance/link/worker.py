@@ -171,6 +171,8 @@ def build_state(
         "arousal": _number(smoothed.arousal) if smoothed else None,
         "face": bool(latest.faces) if latest is not None else False,
         "face_presence": _number(smoothed.face_presence) if smoothed else None,
+        # metres to the followed face, from a depth camera; None without depth or face
+        "distance_m": _number(latest.faces[0].distance_m) if latest and latest.faces else None,
         "mood": status.get("mood"),
         "music_on": music_on,
         "now_playing": (

@@ -133,6 +133,69 @@ def check_camera(config: Config) -> Check:
     return passed("camera", f"{source.describe()}: {width}x{height} frame read")
 
 
+REALSENSE_HINT = (
+    "x86_64: pip install pyrealsense2 (the pi extra); a Raspberry Pi: build librealsense with"
+    " its Python bindings (README: Sources), or read the D435's colour as v4l2:N (no depth)"
+)
+
+
+def pyrealsense2_origin(rs: object) -> str:
+    """Which pyrealsense2 this is: PyPI's wheel (a pip package) or librealsense's own
+    build of its Python bindings (no package metadata: `make install` on a Pi)."""
+    from importlib import metadata
+
+    where = Path(getattr(rs, "__file__", "") or "?").parent
+    version = getattr(rs, "__version__", "")
+    try:
+        return f"pyrealsense2 {metadata.version('pyrealsense2')} (pip package, {where})"
+    except metadata.PackageNotFoundError:
+        return f"pyrealsense2 {version or '?'} built from librealsense ({where})"
+
+
+def v4l2_device_name(spec: str) -> str | None:
+    """The kernel's name of a v4l2:N or /dev/videoN camera, if it says."""
+    from appliance.sources import V4L2_SPEC
+
+    m = V4L2_SPEC.fullmatch(spec.lower())
+    node = f"video{m.group(1)}" if m else Path(spec).name
+    try:
+        return (Path("/sys/class/video4linux") / node / "name").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def check_realsense(config: Config) -> Check:
+    """Which RealSense path is in use: pyrealsense2 (PyPI's x86_64 wheel, or librealsense
+    built with its Python bindings on a Pi), with depth; or a D435's colour stream read as
+    a UVC camera through V4L2, without depth. pyrealsense2 is imported only when
+    camera.source may be a RealSense."""
+    from appliance.sources import match_kind
+
+    spec = config.camera.source.strip()
+    kind, _ = match_kind(spec)
+    name = kind.name if kind is not None else ""
+    if name == "v4l2":
+        label = v4l2_device_name(spec)
+        if label and "realsense" in label.lower():
+            return passed(
+                "realsense",
+                f"{label} through V4L2: colour only, no depth (no distance, no flat-face"
+                " check); realsense needs pyrealsense2",
+            )
+        return skipped("realsense", "camera.source is not a RealSense")
+    if name not in ("realsense", "auto"):
+        return skipped("realsense", "camera.source is not a RealSense")
+    try:
+        import pyrealsense2 as rs
+    except ImportError as exc:
+        if name == "auto":
+            return skipped(
+                "realsense", f"pyrealsense2 not installed ({exc}): auto does not use a RealSense"
+            )
+        return failed("realsense", f"pyrealsense2 not importable: {exc}", REALSENSE_HINT)
+    return passed("realsense", f"{pyrealsense2_origin(rs)}: colour and depth")
+
+
 AS_SERVICE_USER = f"run doctor as the service user: sudo -u {SERVICE_USER} emotion-appliance doctor"
 
 
@@ -347,6 +410,7 @@ def run_checks(config: Config, config_label: str, *, camera: bool = True) -> lis
     steps: list[Callable[[], Check | list[Check]]] = [
         lambda: check_models(config),
         (lambda: check_camera(config)) if camera else (lambda: skipped("camera", "--no-camera")),
+        lambda: check_realsense(config),
         lambda: check_storage(config),
         lambda: check_spotify(config),
         lambda: check_vlm(config),
