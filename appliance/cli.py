@@ -163,27 +163,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--threads",
-        type=int,
-        help="TFLite threads for both pipelines (default: models.threads of the config)",
+        choices=["auto", *map(str, range(1, 9))],
+        metavar="N|auto",
+        help="cores for each pipeline, in every thread pool (TFLite, OpenCV, our stage "
+        "overlap): N or auto (default: models.threads of the config)",
     )
     bench.add_argument("--peer", action="store_true", help="also run the fer package's pipeline")
     bench.add_argument("--json", action="store_true")
 
     report = sub.add_parser("report", help="draw the emotion/VA timeline from the local log")
     _common(report, suppress=True)
+    report.add_argument(
+        "--run",
+        help="a run id (or its unique start), 'latest' or 'all' (default: the latest run; "
+        "with --since/--until: every run in that range)",
+    )
     report.add_argument("--since", help="start: ISO date/time (local) or unix seconds")
     report.add_argument("--until", help="end: ISO date/time (local) or unix seconds")
-    report.add_argument("--out", default="emotion-report.png", help="FILE.png or FILE.html")
+    report.add_argument(
+        "--out",
+        default="emotion-report.png",
+        help="FILE.png, FILE.svg, FILE.pdf or FILE.html (by its extension)",
+    )
+    report.add_argument("--runs", action="store_true", help="list the stored runs and exit")
 
-    analyze = sub.add_parser("analyze", help="offline analysis of a recorded video")
+    analyze = sub.add_parser(
+        "analyze", help="offline analysis of a recorded video or a study folder"
+    )
     _common(analyze, suppress=True)
-    analyze.add_argument("video", help="video file (or image folder)")
     analyze.add_argument(
-        "--fps", type=_positive_fps, default=5.0, help="frames analysed per second"
+        "video",
+        help="a video file (or image folder), or a study folder DIR/<user>/<condition>/*.mp4",
+    )
+    analyze.add_argument(
+        "--fps", type=_positive_fps, default=5.0, help="frames analysed per second (default 5)"
     )
     analyze.add_argument("--out", required=True, help="output folder")
-    analyze.add_argument("--user", default="anonymous", help="participant id")
-    analyze.add_argument("--condition", default="default", help="session condition")
+    analyze.add_argument("--user", default="anonymous", help="participant id (one video)")
+    analyze.add_argument("--condition", default="default", help="session condition (one video)")
+    analyze.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="a person's annotations (session,t,label): accuracy, macro-F1, confusion",
+    )
+    analyze.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
     fleet = sub.add_parser(
         "fleet", help="every appliance on an MQTT broker, one line each (read-only)"
@@ -499,25 +522,40 @@ def cmd_bench(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
-    from appliance.offline.report import ReportError, parse_time, render, timeline_from_db
+    from appliance.offline.report import (
+        ReportError,
+        format_runs,
+        list_runs,
+        load_report,
+        output_format,
+        parse_time,
+        render,
+    )
     from appliance.store.database import open_database
 
+    out = Path(args.out)
     try:
+        if not args.runs:
+            output_format(out)  # an unknown extension fails before any work
         since, until = parse_time(args.since), parse_time(args.until)
         db = open_database(config.storage.state_dir, readonly=True)
         try:
-            timeline = timeline_from_db(
-                db, since=since, until=until, mood_hold_s=config.music.mood_hold_s,
-                mood_k=config.music.moods,
-            )  # fmt: skip
+            if args.runs:
+                print(format_runs(list_runs(db)))
+                return 0
+            timelines, notes = load_report(db, run=args.run, since=since, until=until)
         finally:
             db.conn.close()
-        summary = render(timeline, Path(args.out))
+        summary = render(timelines, out, notes=notes)
     except ReportError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
+    for note in summary["notes"]:
+        log.warning("%s", note)
+    runs = summary["runs"]
+    what = f"run {runs[0]['run_id']}" if len(runs) == 1 else f"{len(runs)} runs"
     print(
-        f"{args.out}: {summary['samples']} samples, {len(summary['peaks'])} peaks, "
+        f"{out}: {what}, {summary['samples']} samples, {len(summary['peaks'])} peaks, "
         f"{len(summary['valleys'])} valleys, {len(summary['events'])} song events"
     )
     return 0
@@ -529,13 +567,29 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
 
     try:
         summary = analyze(
-            args.video, Path(args.out), config, fps=args.fps, user=args.user,
+            args.video,
+            Path(args.out),
+            config,
+            fps=args.fps,
+            user=args.user,
             condition=args.condition,
-        )  # fmt: skip
+            labels=Path(args.labels) if args.labels else None,
+            progress=not args.no_progress,
+        )
     except ReportError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
-    print(f"{summary['rows']} rows -> {summary['csv']}; report: {summary['report']}")
+    sessions = summary["sessions"]
+    frames = sum(s["rows"] for s in sessions)
+    print(f"{len(sessions)} sessions, {frames} frames -> {summary['study_csv']}")
+    for session in sessions:
+        print(f"  {session['id']}: {session['rows']} rows -> {session['csv']}")
+    if "evaluation" in summary:
+        ev = summary["evaluation"]
+        print(
+            f"against {ev['frames']} labelled frames: accuracy {ev['accuracy']:.1%}, "
+            f"macro-F1 {ev['macro_f1']:.3f} (smoothed label); confusion -> {ev['confusion_csv']}"
+        )
     return 0
 
 

@@ -89,7 +89,9 @@ def test_run_writes_events_status_and_samples(tmp_path, dirs, small_clip):
     first_face = next(e for e in events if e["faces"])
     assert set(first_face) == {"frame", "t", "faces", "smoothed", "latency_ms"}
     face = first_face["faces"][0]
-    assert set(face) == {"box", "score", "emotion", "probs", "valence", "arousal"}
+    assert set(face) == {"box", "score", "emotion", "probs", "valence", "arousal",
+                         "distance_m", "relief_m", "live"}  # fmt: skip
+    assert face["distance_m"] is None and face["live"] is None  # no depth in a video
     assert len(face["box"]) == 4 and 0 <= face["score"] <= 1
     assert -1 <= face["valence"] <= 1 and -1 <= face["arousal"] <= 1
     assert face["emotion"] == max(face["probs"], key=face["probs"].get)

@@ -57,7 +57,7 @@ def test_missing_default_file_means_builtin_defaults(tmp_path: Path) -> None:
     assert config == Config()
     assert config.camera.source == "auto"
     assert config.camera.fps == 15
-    assert config.models.threads == 1
+    assert config.models.threads == "auto"
     assert config.detection.haar_fallback is True
     assert config.smoothing.tau_s == 0.5
     assert config.logging.level == "INFO"
@@ -146,9 +146,9 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         # int: rejects strings, floats and booleans
-        ('[models]\nthreads = "two"', '[models] threads: expected an integer in 1..8, got "two"'),
-        ("[models]\nthreads = 2.0", "[models] threads: expected an integer in 1..8, got 2.0"),
-        ("[models]\nthreads = true", "[models] threads: expected an integer in 1..8, got true"),
+        ('[camera]\nfps = "two"', '[camera] fps: expected an integer in 1..120, got "two"'),
+        ("[camera]\nfps = 2.0", "[camera] fps: expected an integer in 1..120, got 2.0"),
+        ("[camera]\nfps = true", "[camera] fps: expected an integer in 1..120, got true"),
         # float: rejects strings and booleans
         (
             '[detection]\nmin_score = "high"',

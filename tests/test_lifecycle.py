@@ -376,11 +376,31 @@ def test_events_into_a_reader_that_goes_away_end_the_run_cleanly(tmp_path):
 CRASHING_MODEL = ROOT / "tests" / "fixtures" / "models" / "crashes_at_load.tflite"
 
 
-def test_a_model_that_crashes_the_runtime_is_a_model_error_not_a_crash_loop(tmp_path):
-    """A structurally broken .tflite whose card sha256 matches crashed the process with
+def runtime_installed(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        None,  # the default runtime: ai-edge-litert refuses this file cleanly
+        pytest.param(
+            "tflite_runtime",  # 2.14 (armv7l's) dies of it: SIGBUS
+            marks=pytest.mark.skipif(
+                not runtime_installed("tflite_runtime"), reason="tflite-runtime not installed"
+            ),
+        ),
+    ],
+)
+def test_a_model_that_crashes_the_runtime_is_a_model_error_not_a_crash_loop(tmp_path, runtime):
+    """A structurally broken .tflite whose card sha256 matches crashed tflite-runtime with
     SIGSEGV/SIGBUS at load: under systemd a restart every 15 s, forever. The first load
-    of an unknown model now happens in a child, and the start ends with exit 2."""
+    of an unknown model now happens in a child, and the start ends with exit 2 whatever
+    the runtime does with the file (dies, or refuses it)."""
     import hashlib
+    import os
     import shutil
 
     models = tmp_path / "models"
@@ -389,27 +409,43 @@ def test_a_model_that_crashes_the_runtime_is_a_model_error_not_a_crash_loop(tmp_
         shutil.copy(ROOT / "models" / f"{name}.tflite", models)
     shutil.copy(CRASHING_MODEL, models / "broken.tflite")
     card = json.loads((models / "emotion_cnn_int8.json").read_text())
-    card.update(
-        file="broken.tflite", sha256=hashlib.sha256(CRASHING_MODEL.read_bytes()).hexdigest()
-    )
+    digest = hashlib.sha256(CRASHING_MODEL.read_bytes()).hexdigest()
+    card.update(file="broken.tflite", sha256=digest)
     (models / "broken.json").write_text(json.dumps(card))
     (tmp_path / "none.toml").write_text("")
     (tmp_path / "state").mkdir()
     command = cli_command(tmp_path, "--source", str(FIXTURE_FACES / "happy"), "--quiet")
     settings_ = ["--set", f"models.dir={models}", "--set", "detection.haar_fallback=true"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    if runtime:
+        env["APPLIANCE_TFLITE_RUNTIME"] = runtime
     result = subprocess.run(
         [*command[:3], *settings_, *command[3:], "--set", "models.emotion=broken"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "crashed (SIG" in result.stderr and "broken.tflite" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "broken.tflite" in result.stderr and "Traceback" not in result.stderr
+    if runtime == "tflite_runtime":
+        assert "crashed (SIG" in result.stderr
     status = read_status(tmp_path / "run")
-    assert status["state"] == "failed" and "crashed" in status["last_error"]
-    # the good models it loaded are remembered: not probed in a child again
+    assert status["state"] == "failed" and "broken.tflite" in status["last_error"]
     from appliance.vision.model_guard import loaded_before
 
-    assert card["sha256"] not in loaded_before(tmp_path / "state")
+    assert digest not in loaded_before(tmp_path / "state")
+
+
+def test_a_probe_killed_by_a_signal_is_reported_as_a_crash(tmp_path, monkeypatch):
+    from appliance.vision import model_guard
+    from appliance.vision.model_card import load_card
+    from appliance.vision.runtime import ModelError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    killed = subprocess.CompletedProcess([], -signal.SIGSEGV, "", "")
+    monkeypatch.setattr(model_guard.subprocess, "run", lambda *a, **k: killed)
+    card = load_card(ROOT / "models" / "emotion_cnn_int8.json")
+    with pytest.raises(ModelError, match=r"crashed \(SIGSEGV\)"):
+        model_guard.check_loads(card, tmp_path)
+    assert card.sha256 not in model_guard.loaded_before(tmp_path)
 
 
 def test_a_model_that_loaded_once_is_not_probed_again(tmp_path, monkeypatch):

@@ -359,7 +359,7 @@ def test_camera_unplugged_is_a_warning_and_recovery_takes_under_5_s(tmp_path, ca
         wait_status(args, lambda c, s: c == 0 and s.get("frames", 0) > 10, 30)
         camera.stop()  # unplug
         _, snap, _ = wait_status(args, lambda c, s: c == 1, 15)
-        assert "stream" in snap["camera_error"] and snap["state"] == "running"
+        assert "stream" in snap["camera_error"] and snap["state"] == "waiting for camera"
         frames_before = snap["frames"]
         camera.start()  # plug back in
         _, snap, took = wait_status(

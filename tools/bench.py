@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark the real pipeline on every frame of a video (see appliance/offline/bench.py).
 
-Run pinned to one core for the figures in BENCHMARKS.md:
-    taskset -c 0 python tools/bench.py --source appliance/data/demo_faces.mp4 --peer --json
+The figures in BENCHMARKS.md (its "Cores" section has the full block):
+    taskset -c 0 python tools/bench.py --source appliance/data/demo_faces.mp4 --threads 1 --peer
+    taskset -c 0,1 python tools/bench.py --source appliance/data/demo_faces.mp4 --threads 2 --peer
     taskset -c 0 python tools/bench.py --model models/emotion_cnn_int8.json   # one model
+    python tools/bench.py --model models/va_mobilenetv3_int8.json --threads 2  # its threads
+    python tools/bench.py --va-beside          # the VA model beside the emotion CNN
+
+`--threads N` is N cores in every pool of both pipelines (TFLite, OpenCV, the overlap of
+our stages); `auto` is what the daemon's default does: the CPUs of the affinity mask.
+`--overlap`, `--detector-threads` and `--classifier-threads` replace one choice of our
+core plan, to measure the alternatives to what the daemon does (the per-model rule and
+the cards' "threads" still cap the TFLite threads: `--model` measures a model uncapped).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,52 +29,167 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.offline.bench import format_report, run_bench
+from appliance.common.cores import CpuMeter, set_opencv_threads
+from appliance.offline.bench import format_report, run_bench, stats
+from appliance.vision import runtime
+
+RUNTIMES = ("ai_edge_litert", "tflite_runtime")
+
+
+def use_runtime(name: str) -> None:
+    """Run the models on this TFLite package (both are installed in the dev venv): the
+    profile of tflite-runtime 2.14 is how the VA model's 7x with two threads was found."""
+    module = __import__(f"{name}.interpreter", fromlist=["Interpreter"])
+    runtime.interpreter_class = lambda: module.Interpreter
+    runtime.delegation.cache_clear()
+
+
+def threads_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    value = int(text)
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError("expected auto or 1..8")
+    return value
 
 
 def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
-    """Per-face latency of one emotion model: prepared input -> probabilities."""
+    """Per-face latency of one model on exactly `threads` TFLite threads (the card's
+    choice and the code's rule are what is being measured, so neither applies here):
+    prepared input -> output, with how much of its graph XNNPACK runs."""
+    from appliance.vision.blazeface import BlazeFaceDetector
     from appliance.vision.emotion import EmotionClassifier
     from appliance.vision.model_card import load_card
     from appliance.vision.preprocess import prepare_face
     from appliance.vision.va_regressor import VARegressor
 
+    set_opencv_threads(1)
     card = load_card(card_path)
-    if card.task == "va":
-        infer = VARegressor(card, threads=threads).predict_input
-    else:
-        infer = EmotionClassifier(card, threads=threads).classify_input
     face = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
-    x = prepare_face(face, card)
+    if card.task == "va":
+        model = VARegressor(card, threads=threads)
+        infer, x, tflite = model.predict_input, prepare_face(face, card), model.model
+    elif card.task == "face_detection":
+        detector = BlazeFaceDetector(card, threads=threads)
+        frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        infer, x, tflite = detector.detect, frame, detector.model
+    else:
+        classifier = EmotionClassifier(card, threads=threads)
+        infer, x, tflite = classifier.classify_input, prepare_face(face, card), classifier.model
     for _ in range(50):
         infer(x)
     times = []
-    for _ in range(runs):
+    with CpuMeter() as meter:
         start = time.perf_counter()
-        infer(x)
-        times.append((time.perf_counter() - start) * 1e3)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            infer(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+        wall = time.perf_counter() - start
     prep = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        prepare_face(face, card)
-        prep.append((time.perf_counter() - start) * 1e3)
+    if card.task != "face_detection":
+        for _ in range(min(runs, 500)):
+            t0 = time.perf_counter()
+            prepare_face(face, card)
+            prep.append((time.perf_counter() - t0) * 1e3)
+    graph = runtime.delegation_of(tflite._interp)
     return {
         "model": card.name,
+        "runtime": runtime.runtime_name(),
         "threads": threads,
-        "inference_ms": {
-            "median": round(float(np.median(times)), 3),
-            "p95": round(float(np.percentile(times, 95)), 3),
+        "batch": tflite.batch,
+        "inference_ms": stats(times),
+        "preprocess_ms": stats(prep)["median"] if prep else None,
+        "cpu": meter.report(wall),
+        "xnnpack": {
+            "partitions": graph.partitions,
+            "ops_outside": graph.outside,
+            "ops": graph.nodes,
         },
-        "preprocess_ms": {"median": round(float(np.median(prep)), 3)},
+        "card_threads": card.extra.get("threads"),
         "file_size_bytes": card.model_path.stat().st_size,
         "macs": card.extra.get("macs"),
     }
 
 
+def bench_va_beside(emotion_card: str, va_card: str, runs: int = 2000) -> dict:
+    """Per face: the emotion CNN then the VA model on one thread, against the VA model on
+    a second thread beside the emotion CNN (the third way to use a second core)."""
+    from appliance.vision.emotion import EmotionClassifier
+    from appliance.vision.model_card import load_card
+    from appliance.vision.preprocess import prepare_face
+    from appliance.vision.va_regressor import VARegressor
+
+    emotion = EmotionClassifier(load_card(emotion_card))
+    va = VARegressor(load_card(va_card))
+    face = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    x = prepare_face(face, emotion.card)
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    stop = False
+
+    def beside() -> None:
+        while True:
+            go.acquire()
+            if stop:
+                return
+            va.predict_input(x)
+            done.release()
+
+    helper = threading.Thread(target=beside, daemon=True)
+    helper.start()
+
+    def in_order() -> None:
+        emotion.classify_input(x)
+        va.predict_input(x)
+
+    def side_by_side() -> None:
+        go.release()
+        emotion.classify_input(x)
+        done.acquire()
+
+    out = {}
+    for name, run in (("in_order", in_order), ("va_beside", side_by_side)):
+        for _ in range(50):
+            run()
+        times = []
+        with CpuMeter() as meter:
+            start = time.perf_counter()
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run()
+                times.append((time.perf_counter() - t0) * 1e3)
+            wall = time.perf_counter() - start
+        out[name] = {"per_face_ms": stats(times), "cpu": meter.report(wall)}
+    stop = True
+    go.release()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="demo", help="video file, image folder or 'demo'")
-    parser.add_argument("--threads", type=int, default=1, help="TFLite threads")
+    parser.add_argument(
+        "--threads",
+        type=threads_arg,
+        default=1,
+        help="cores for each pipeline, in every pool (TFLite, OpenCV, stage overlap); "
+        "auto: the CPUs this process may run on (default 1)",
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=("on", "off"),
+        help="ours: overlap the stages across frames or not (default: the daemon's plan)",
+    )
+    parser.add_argument(
+        "--detector-threads",
+        type=int,
+        help="ours: TFLite threads for the face detector (default: the daemon's plan)",
+    )
+    parser.add_argument(
+        "--classifier-threads",
+        type=int,
+        help="ours: TFLite threads for the emotion CNN and VA model (default: the plan's)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -73,14 +198,46 @@ def main(argv: list[str] | None = None) -> int:
         help="config override section.key=value",
     )
     parser.add_argument("--peer", action="store_true", help="also run the fer package's pipeline")
-    parser.add_argument("--model", help="time only this model card (emotion or VA), per face")
+    parser.add_argument("--model", help="time only this model card (emotion, VA or detector)")
+    parser.add_argument("--runs", type=int, default=2000, help="--model: invokes to time")
+    parser.add_argument("--runtime", choices=RUNTIMES, help="--model: this TFLite package")
+    parser.add_argument(
+        "--va-beside",
+        action="store_true",
+        help="time the VA model beside the emotion CNN (two threads) against in order",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.model:
-        print(json.dumps(bench_model(args.model, args.threads), indent=None if args.json else 1))
+    if args.runtime:
+        use_runtime(args.runtime)
+    if args.model or args.va_beside:
+        threads = 1 if args.threads == "auto" else args.threads
+        if args.model:
+            result = bench_model(args.model, threads, args.runs)
+        else:
+            models = Path(__file__).resolve().parent.parent / "models"
+            result = bench_va_beside(
+                str(models / "emotion_cnn_int8.json"),
+                str(models / "va_mobilenetv3_int8.json"),
+                args.runs,
+            )
+        print(json.dumps(result, indent=None if args.json else 1))
         return 0
-    report = run_bench(args.source, threads=args.threads, peer=args.peer, overrides=args.overrides)
+    plan: dict = {}
+    if args.overlap:
+        plan["overlap"] = args.overlap == "on"
+    if args.detector_threads:
+        plan["detector_threads"] = args.detector_threads
+    if args.classifier_threads:
+        plan["classifier_threads"] = args.classifier_threads
+    report = run_bench(
+        args.source,
+        threads=args.threads,
+        peer=args.peer,
+        overrides=args.overrides,
+        plan=plan,
+    )
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 

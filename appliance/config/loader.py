@@ -262,6 +262,10 @@ def _check(spec: KeySpec, value: Any) -> Any:
             value = tuple(value)
             ok = not s.choices or all(v in s.choices for v in value)
     elif spec.kind is str:
+        # `threads = 2` for a key that also takes a word ("auto"): its text, if valid
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if number and s.pattern is not None and re.fullmatch(s.pattern, str(value)):
+            value = str(value)
         ok = isinstance(value, str) and (not s.choices or value in s.choices)
         ok = ok and (s.pattern is None or re.fullmatch(s.pattern, value) is not None)
     if ok and spec.kind in (int, float):

@@ -179,7 +179,19 @@ class ModelsConfig:
         '"" = no VA model: valence and arousal then come from the emotion probabilities '
         "through the coordinates in appliance/affect/va.py (status says which).",
     )
-    threads: int = setting(1, "CPU threads for TFLite inference.", min=1, max=8)
+    threads: str = setting(
+        "auto",
+        "CPU cores for the vision pipeline. 1: all of it on one thread (one TFLite thread "
+        "per model, OpenCV sequential). N >= 2: the frame loop takes N cores (N - 1 above "
+        "2, leaving one to the publisher, sync, VLM and MQTT threads): it finds the faces "
+        "of the next frame while a worker classifies the current one; cores beyond those two "
+        "go, as TFLite threads, to the stage that is slower on this machine (timed at "
+        "start), one thread for a model whose threads do not pay (BENCHMARKS.md, Cores). "
+        '"auto" = the CPUs this process may run on (its affinity mask: systemd\'s '
+        "CPUAffinity and taskset are honoured).",
+        pattern="auto|[1-8]",
+        pattern_doc='"auto" or an integer 1..8',
+    )
 
 
 @dataclass(frozen=True)
@@ -232,6 +244,28 @@ class DetectionConfig:
     )
     min_face_px: int = setting(
         40, "Faces smaller than this many pixels across are ignored.", min=8, max=1000
+    )
+    max_distance_m: float = setting(
+        0.0,
+        "With depth (a RealSense): faces farther than this many metres are not classified,"
+        " so the person at the desk is followed, not people walking past; 0 = off. With"
+        " depth, the nearest face (not the largest) is the one the smoothed state follows.",
+        min=0.0,
+        max=20.0,
+    )
+    min_relief_m: float = setting(
+        0.004,
+        "With depth: a face whose depth varies less than this across its box, once the"
+        " tilt is taken out, is flat (a printed photo, a phone screen) and marked"
+        " live: false. Measured on recordings: flat photo cards 0-0.34 cm within 1.2 m,"
+        " face-shaped reliefs 0.6-3.4 cm (README, Sources).",
+        min=0.0,
+        max=0.1,
+    )
+    reject_flat: bool = setting(
+        False,
+        "With depth: flat faces (live: false) are left out, not classified (false:"
+        " they are classified and only marked).",
     )
 
 

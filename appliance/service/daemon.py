@@ -31,8 +31,10 @@ from appliance.config.secrets import read_secret
 from appliance.pipeline import FrameResult, Pipeline
 from appliance.service.notify import Notifier, ServiceHeartbeat
 from appliance.service.publisher import Board, Publisher
+from appliance.service.stages import FrameStages
 from appliance.service.status import stale_after, write_status
 from appliance.store.retention import Retention
+from appliance.store.samples import RunClock, set_live_run
 from appliance.vision.preprocess import crop_face
 
 if TYPE_CHECKING:
@@ -105,6 +107,7 @@ class Daemon:
         self._stop_asked_at: float | None = None
         self._board: Board | None = None
         self._publisher: Publisher | None = None
+        self._stages: FrameStages | None = None  # how frames go through the pipeline
 
     def stop(self, *_: object) -> None:
         """Ask the loop to end after the current frame. Safe from signal handlers: it
@@ -154,6 +157,7 @@ class Daemon:
         board = self._board = Board(
             info={**pipeline.describe(), "source": source.describe()},
             sample_period_s=1.0 / self.config.storage.sample_hz,
+            run=RunClock(),  # one id per run, on every event it stores
         )
         self.heartbeat = time.monotonic()
         systemd = ServiceHeartbeat(self.notifier, lambda: self.heartbeat)
@@ -177,12 +181,17 @@ class Daemon:
             workers.append(vlm)
         if link:
             workers.append(link)  # started last, stopped first: "offline" while all runs
+        plan = getattr(pipeline, "plan", None)  # a test's fake pipeline has none: in order
+        self._stages = FrameStages(pipeline, self._deliver, overlap=bool(plan and plan.overlap))
+        if self._stages.worker is not None:
+            workers.append(self._stages.worker)  # stopped first: it posts to the board
         previous = self._install_signals()
         code, final = 0, "stopped"
         try:
+            set_live_run(board.run)  # likes, skips and played songs of this process
             crew.start(workers)  # publisher first: status is written from the start
             self._vlm_worker = vlm
-            log.info("running on %s with %s", source.describe(), board.info)
+            log.info("run %s on %s with %s", board.run.run_id, source.describe(), board.info)
             loop_start = time.perf_counter()
             try:
                 ended = self._capture_loop(source, pipeline, board)
@@ -204,6 +213,7 @@ class Daemon:
         finally:
             board.set(final_state=final)
             code = max(code, self._stop_crew(crew, publisher))
+            set_live_run(None)
             if music:
                 music.close()
             self._restore_signals(previous)
@@ -313,7 +323,8 @@ class Daemon:
             "valence": state.valence if state.valence is not None else 0.0,
             "arousal": state.arousal if state.arousal is not None else 0.0,
         }
-        vlm.offer(image, context, now)
+        run_id = self._board.run.run_id if self._board is not None else None
+        vlm.offer(image, context, now, stamp=(run_id, result.t))  # the frame's moment
 
     def _capture_loop(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
         """True when the source ended by itself (end of file or max_frames).
@@ -362,32 +373,56 @@ class Daemon:
         return False
 
     def _consume(self, source: FrameSource, pipeline: Pipeline, board: Board) -> bool:
-        while not self._stop.is_set():
-            frame = source.read(timeout=READ_TIMEOUT_S)
-            self.heartbeat = time.monotonic()
-            if frame is None:
-                return True
-            result = pipeline.process(frame)
-            board.post(result)
-            self._offer_to_vlm(frame, result)
-            self.frames += 1
-            try:
-                if self.events is not None:
-                    self.events.write(json.dumps(result.to_event()) + "\n")
-                    self.events.flush()
-                if self.on_result is not None:
-                    self.on_result(result)
-            except (BrokenPipeError, ValueError) as exc:
-                # `run --events - | head -n 1`: the reader went away. Like any Unix
-                # filter the run ends there, but cleanly (final samples and status).
-                # ValueError: the file was closed under us.
-                log.info("output closed (%s): stopping", exc)
-                self.output_closed = True
-                self.stop()
-                return False
-            if self.max_frames is not None and self.frames >= self.max_frames:
-                return True
-        return False
+        stages = self._stages or FrameStages(pipeline, self._deliver, overlap=False)
+        try:
+            while not self._stop.is_set():
+                frame = source.read(timeout=READ_TIMEOUT_S)
+                self.heartbeat = time.monotonic()
+                if frame is None:
+                    return True
+                self.frames += 1
+                # one core: process and deliver here; more: detect here while the
+                # finishing worker delivers the frame before (stages.py)
+                stages.submit(frame)
+                if self.output_closed:
+                    return False
+                if self.max_frames is not None and self.frames >= self.max_frames:
+                    return True
+            return False
+        finally:
+            self._settle(stages)
+
+    def _settle(self, stages: FrameStages) -> None:
+        """The frame in flight delivered before the loop ends or reconnects: within the
+        stop budget once a stop was asked for (a worker stuck past it is left to the
+        crew's stop, which reports it)."""
+        asked = self._stop_asked_at
+        left = None if asked is None else max(0.0, asked + self.stop_budget_s - time.monotonic())
+        if not stages.settle(left):
+            log.error("the frame in flight was not finished within the stop budget")
+
+    def _deliver(self, frame: Frame, result: FrameResult) -> None:
+        """A processed frame, in frame order: to the board, the VLM and the outputs. On
+        the frame loop, or on the finishing worker when the stages overlap: one thread
+        either way."""
+        assert self._board is not None
+        self._board.post(result)
+        self._offer_to_vlm(frame, result)
+        if self.output_closed:
+            return
+        try:
+            if self.events is not None:
+                self.events.write(json.dumps(result.to_event()) + "\n")
+                self.events.flush()
+            if self.on_result is not None:
+                self.on_result(result)
+        except (BrokenPipeError, ValueError) as exc:
+            # `run --events - | head -n 1`: the reader went away. Like any Unix
+            # filter the run ends there, but cleanly (final samples and status).
+            # ValueError: the file was closed under us.
+            log.info("output closed (%s): stopping", exc)
+            self.output_closed = True
+            self.stop()
 
     def _install_signals(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
