@@ -434,14 +434,7 @@ def draw_study(path: Path, summaries: list[dict]) -> str:
         "study overview: " + ", ".join(f"{c} ({n} sessions)" for c, n in counts.items()),
         fontsize=11,
     )
-    fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------- annotations
@@ -590,14 +583,7 @@ def _draw_confusion(path: Path, rows, columns, matrix: np.ndarray) -> str:
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_xlabel("reported (smoothed)")
     ax.set_ylabel("annotated")
-    fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------ files
@@ -634,3 +620,18 @@ def prepare_output(out: Path) -> Path:
     if not os.access(out, os.W_OK | os.X_OK):
         raise ReportError(f"--out: {out} is not writable by this user")
     return out
+
+
+def _save(fig, path: Path) -> str:
+    """Lay out, write and close a figure; a place that cannot be written is a
+    ReportError naming it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
+    return str(path)
