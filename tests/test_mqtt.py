@@ -310,7 +310,9 @@ class Running:
 def feedback_rows(state_dir: Path) -> list[tuple]:
     db = sqlite3.connect(state_dir / "appliance.db")
     try:
-        return db.execute("SELECT action, uri FROM feedback ORDER BY id").fetchall()
+        rows = db.execute("SELECT action, uri, source FROM feedback ORDER BY id").fetchall()
+        assert all(source == "mqtt" for _, _, source in rows)  # stored as the MQTT's press
+        return [(action, uri) for action, uri, _ in rows]
     finally:
         db.close()
 
@@ -861,7 +863,8 @@ class FakeMusic:
         self.enabled = True
         self.pressed: list[str] = []
 
-    def press(self, action: str) -> dict:
+    def press(self, action: str, source: str = "gpio") -> dict:
+        assert source == "mqtt"
         self.pressed.append(action)
         return {"uri": "spotify:track:x", "action": action}
 

@@ -114,7 +114,7 @@ class Commands:
             self.duplicates += 1
             log.info("MQTT %s for the same song again: counted once", text)
             return "duplicate"
-        row = self.music.press(text)  # None: no song known, or not stored (logged)
+        row = self.music.press(text, "mqtt")  # None: no song known, or not stored (logged)
         if row is not None:
             self.gate.accepted(text, song if song is not None else row.get("uri"))
         self.handled += 1

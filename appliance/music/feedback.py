@@ -49,9 +49,10 @@ class FeedbackRecorder:
         self.source = source
         self._lock = threading.Lock()  # presses come from GPIO callback threads
 
-    def press(self, action: str) -> dict | None:
+    def press(self, action: str, source: str | None = None) -> dict | None:
         """Record a like or skip of the current song; returns the stored row (None: no
-        song known yet). Raises StoreError when the press could not be stored."""
+        song known yet). `source` says where it came from (gpio, cli, mqtt; default the
+        recorder's own). Raises StoreError when the press could not be stored."""
         if action not in ACTIONS:
             raise ValueError(f"unknown feedback {action!r}; expected like or skip")
         with self._lock:
@@ -71,7 +72,7 @@ class FeedbackRecorder:
                     "artist": track.get("main_artist") or track.get("artist"),
                     "action": action,
                     "t": now,
-                    "source": self.source,
+                    "source": source or self.source,
                     "run_id": run_id,
                     "t_stream": t_stream,
                 }

@@ -56,12 +56,13 @@ class MusicStack:
         )
         self.enabled = True  # "music off" stops new recommendations; the rest goes on
 
-    def press(self, action: str) -> dict | None:
+    def press(self, action: str, source: str = "gpio") -> dict | None:
         """A like or skip, from a button or any other remote control (the one path for
-        all of them): stored first, then acted on; the stored row, or None when no song
-        is known or it could not be stored (logged)."""
+        all of them; `source` names it in the feedback row): stored first, then acted
+        on; the stored row, or None when no song is known or it could not be stored
+        (logged)."""
         try:
-            return self.recorder.press(action)
+            return self.recorder.press(action, source)
         except StoreError as exc:
             log.error("%s not stored: %s", action, exc)
             return None
