@@ -183,7 +183,7 @@ def test_format_status_first_line_is_the_nagios_line(code, name):
     text = format_status(snapshot(), code, "some reason")
     first, *rest = text.splitlines()
     assert first == f"EMOTION-APPLIANCE {name} - some reason"
-    assert len(rest) == 8  # music off and VLM off: one line each
+    assert len(rest) == 9  # music, VLM and MQTT off: one line each
 
 
 def test_format_status_details():
@@ -567,3 +567,16 @@ def test_text_from_peers_is_printed_harmless():
     assert "\\x1b]0;OWNED\\x07" in text  # shown, not dropped
     _, as_json = render(snap, 10, as_json=True)
     assert "\x1b" not in as_json and json.loads(as_json)["status"]["last_error"].endswith(evil)
+
+
+def test_the_mqtt_link_and_songs_maybe_twice_show_in_plain_status():
+    snap = {
+        **snapshot(),
+        "mqtt": {"state": "connected", "broker": "mqtt://hub:1883", "client_id": "pi-1",
+                 "states": 12, "events": 0, "commands": 2, "error": None},
+        "music": "ready", "spotify": "online", "songs_sent": 5, "songs_maybe_twice": 1,
+    }  # fmt: skip
+    text = format_status(snap, *assess(snap, STALE_S))
+    assert "mqtt        connected mqtt://hub:1883 as pi-1, 12 states" in text
+    assert "5 sent (1 may have played twice)" in text
+    assert "mqtt        off" in format_status(snapshot(), 0, "running")

@@ -295,6 +295,7 @@ def format_status(snapshot: dict[str, Any] | None, code: int, reason: str) -> st
         f"on {snapshot.get('runtime')}",
         *_music_lines(snapshot),
         _vlm_line(snapshot),
+        _mqtt_line(snapshot),
         *_pi_line(snapshot),
         f"last error  {snapshot.get('last_error') or '-'}",
     ]
@@ -314,9 +315,25 @@ def _music_lines(snapshot: dict[str, Any]) -> list[str]:
     detail = f" ({snapshot['spotify_error']})" if snapshot.get("spotify_error") else ""
     playing = snapshot.get("now_playing") or {}
     now = f"; playing {playing.get('artist')} - {playing.get('name')}" if playing else ""
-    lines.append(f"spotify     {spotify}{detail}, {snapshot.get('songs_sent', 0)} sent{now}")
+    twice = snapshot.get("songs_maybe_twice") or 0
+    again = f" ({twice} may have played twice)" if twice else ""
+    lines.append(
+        f"spotify     {spotify}{detail}, {snapshot.get('songs_sent', 0)} sent{again}{now}"
+    )
     lines.append(f"buttons     {snapshot.get('buttons', '-')}")
     return lines
+
+
+def _mqtt_line(snapshot: dict[str, Any]) -> str:
+    link = snapshot.get("mqtt")
+    if not isinstance(link, dict):
+        return "mqtt        off (nothing leaves the device)"
+    error = f"; error: {link['error']}" if link.get("error") else ""
+    return (
+        f"mqtt        {link.get('state')} {link.get('broker')} as {link.get('client_id')}, "
+        f"{link.get('states', 0)} states, {link.get('events', 0)} events, "
+        f"{link.get('commands', 0)} commands{error}"
+    )
 
 
 def _vlm_line(snapshot: dict[str, Any]) -> str:
