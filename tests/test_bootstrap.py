@@ -195,7 +195,7 @@ def suite_checkout(tmp_path: Path, train_bootstrap_rc: int = 0) -> Path:
     .venv-train when told to), ruff passes, and each venv's `python -m pytest` logs its
     arguments and exits with $FAKE_MAIN_RC (`-m training`: $FAKE_TRAINING_RC), and the
     main stage's writes $FAKE_LEFT_OUT where tests/conftest.py counts the training tests
-    it left out."""
+    it left out; the target check logs its arguments (target.log) and exits with $FAKE_TARGET_RC."""
     root = tmp_path / "checkout"
     (root / "tools").mkdir(parents=True)
     shutil.copy(ROOT / "tools" / "test.sh", root / "tools")
@@ -220,11 +220,15 @@ def suite_checkout(tmp_path: Path, train_bootstrap_rc: int = 0) -> Path:
     ruff = root / ".venv" / "bin" / "ruff"
     ruff.write_text("#!/bin/sh\nexit 0\n")
     ruff.chmod(0o755)
+    (root / "tools" / "target_check.sh").write_text(
+        f'echo "target $*" >> "{root}/target.log"\nexit "${{FAKE_TARGET_RC:-0}}"\n'
+    )
     return root
 
 
 def run_suite(root: Path, *args: str, **rcs: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, **{f"FAKE_{k.upper()}": str(v) for k, v in rcs.items()}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_CHECK")}
+    env.update({f"FAKE_{k.upper()}": str(v) for k, v in rcs.items()})
     return subprocess.run(
         ["bash", str(root / "tools" / "test.sh"), *args],
         env=env, capture_output=True, text=True, timeout=60, cwd=root,
@@ -240,7 +244,41 @@ def test_the_suite_runs_in_two_stages_and_tensorflow_only_in_the_second(tmp_path
         ".venv -m pytest -m not training -q --durations=5",
         ".venv-train -m pytest -m training -q --durations=5",
     ]
+    assert (root / "target.log").read_text().splitlines() == ["target --budget-min 90"]
     assert result.stdout.index("main stage") < result.stdout.index("training stage")
+    assert result.stdout.index("training stage") < result.stdout.index("target stage")
+
+
+@pytest.mark.parametrize(
+    ("setting", "target_rc", "logged", "code"),
+    [
+        ("0", 1, None, 0),  # TARGET_CHECK=0: never run
+        ("1", 0, "target", 0),  # TARGET_CHECK=1: run whatever the time
+        ("auto", 1, "target --budget-min 90", 1),  # a FAIL fails the run
+    ],
+)
+def test_the_target_check_runs_last_when_asked_or_when_time_allows(
+    tmp_path, setting, target_rc, logged, code
+):
+    root = suite_checkout(tmp_path)
+    result = subprocess.run(
+        ["env", *([f"TARGET_CHECK={setting}"] if setting != "auto" else []),
+         "bash", str(root / "tools" / "test.sh")],
+        env={k: v for k, v in os.environ.items() if not k.startswith("TARGET_CHECK")}
+        | {"FAKE_TARGET_RC": str(target_rc), "FAKE_LEFT_OUT": "9"},
+        capture_output=True, text=True, timeout=60, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == code, result.stderr
+    log = root / "target.log"
+    lines = [line.strip() for line in log.read_text().splitlines()] if log.exists() else []
+    assert lines == ([logged] if logged else [])
+
+
+def test_a_failing_test_stage_skips_the_target_check(tmp_path):
+    root = suite_checkout(tmp_path)
+    result = run_suite(root, main_rc=1, left_out=9)
+    assert result.returncode == 1
+    assert not (root / "target.log").exists()
 
 
 def test_without_a_venv_for_tensorflow_the_training_tests_skip_in_dot_venv(tmp_path):

@@ -65,3 +65,22 @@ for rc in "$main" "$training"; do
         exit "$rc"
     fi
 done
+
+# --- Optional stage: the target check ------------------------------------------------
+# tools/target_check.sh boots the SD image's stage in an emulated arm64 Raspberry Pi
+# OS-like system and checks it from outside (README "Flash and boot"). It needs root,
+# binfmt_misc with qemu-aarch64 and the network for its first build; its times, cached
+# in .cache/target/ and cold, are in BENCHMARKS.md ("Target check under emulation").
+# TARGET_CHECK=1 runs it whatever the time, TARGET_CHECK=0 never; otherwise it runs when
+# the machine allows it and what is left of TARGET_CHECK_BUDGET_MIN (default 90, CI's
+# limit) since this script started covers it. A machine that cannot run it (not root, no
+# binfmt_misc, no network, too little time) prints "target check: SKIPPED: why" and
+# leaves the result alone; a check that fails fails the run.
+if [ "${TARGET_CHECK:-auto}" != 0 ]; then
+    echo "tools/test.sh: target stage (tools/target_check.sh)"
+    budget=()
+    if [ "${TARGET_CHECK:-auto}" != 1 ]; then
+        budget=(--budget-min "$(( ${TARGET_CHECK_BUDGET_MIN:-90} - SECONDS / 60 ))")
+    fi
+    bash tools/target_check.sh "${budget[@]}"
+fi

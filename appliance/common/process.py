@@ -14,10 +14,14 @@ PROC = Path("/proc")
 
 
 def start_ticks(pid: int, proc: Path = PROC) -> int | None:
-    """The process's start time since boot in clock ticks (field 22 of /proc/PID/stat);
-    None when there is no such process or /proc cannot say."""
+    """The process's start time since boot in clock ticks (field 22 of the stat of its
+    main thread, /proc/PID/task/PID/stat: the same value as /proc/PID/stat, which
+    qemu-user answers itself for an emulated program reading its own, with a start time
+    of its own; tools/target_check.sh); None when there is no such process or /proc
+    cannot say."""
     try:
-        stat = (proc / str(int(pid)) / "stat").read_text(encoding="ascii", errors="replace")
+        task = proc / str(int(pid)) / "task" / str(int(pid)) / "stat"
+        stat = task.read_text(encoding="ascii", errors="replace")
     except (OSError, ValueError):
         return None
     # the command name (field 2) is in parentheses and may hold spaces or ")"

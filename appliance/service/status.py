@@ -317,9 +317,7 @@ def _music_lines(snapshot: dict[str, Any]) -> list[str]:
     now = f"; playing {playing.get('artist')} - {playing.get('name')}" if playing else ""
     twice = snapshot.get("songs_maybe_twice") or 0
     again = f" ({twice} may have played twice)" if twice else ""
-    lines.append(
-        f"spotify     {spotify}{detail}, {snapshot.get('songs_sent', 0)} sent{again}{now}"
-    )
+    lines.append(f"spotify     {spotify}{detail}, {snapshot.get('songs_sent', 0)} sent{again}{now}")
     lines.append(f"buttons     {snapshot.get('buttons', '-')}")
     return lines
 

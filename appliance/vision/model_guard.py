@@ -84,9 +84,10 @@ def check_loads(card: ModelCard, state_dir: str | Path | None, threads: int = 1)
         name = signal.Signals(-result.returncode).name
         raise ModelError(
             f"{path}: the TFLite runtime crashed ({name}) loading it, although it matches "
-            f"the sha256 in {card.path.name}: the file is broken. Replace the model and its "
-            "card (tools/fetch_models.py for fetched models, the release's models/ folder "
-            "for ours)"
+            f"the sha256 in {card.path.name}: the file is broken (replace the model and its "
+            "card: tools/fetch_models.py for fetched models, the release's models/ folder "
+            "for ours), or, when every model crashes it, the runtime cannot run on this "
+            "machine"
         )
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no detail"])[-1]

@@ -10,7 +10,9 @@ PREFIX="${PREFIX:-}"
 APP="$PREFIX/opt/emotion-appliance"
 VENV="$APP/venv"
 SERVICE_USER="emotion-appliance"
-PIP_ARGS="${PIP_ARGS:---extra-index-url https://www.piwheels.org/simple}"
+# Extra pip options: piwheels by default (prebuilt ARM wheels); PIP_ARGS="" (set, empty)
+# installs from plain PyPI, where piwheels cannot be reached (tools/target_check.sh).
+PIP_ARGS="${PIP_ARGS---extra-index-url https://www.piwheels.org/simple}"
 
 log() { echo "install-appliance: $*"; }
 
