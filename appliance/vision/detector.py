@@ -73,15 +73,26 @@ class FaceFinder:
         self._tracked = self._keep(faces)
         return list(self._tracked)
 
-    def _verify(self, frame: np.ndarray, face: Face) -> Face | None:
-        """Re-run the detector on a region around `face`; the best real face there, if any."""
+    def _verify(self, frame: np.ndarray, face: Face, *, same_face: bool) -> Face | None:
+        """Re-run the detector on a region around `face`: the real face there that overlaps
+        it most (then the most confident). The region is twice the face's size, so a
+        neighbour's face may be in it too, and may score higher: following a track picks
+        only a face that overlaps it (`same_face`), else the track is lost and a full
+        search runs; a coarse candidate takes the best overlapping one, or the best."""
         height, width = frame.shape[:2]
         roi = square_with_margin(face.box, (self.settings.roi_scale - 1) / 2, width, height)
         found = [f for f in self.detector.detect(frame, roi) if f.score >= self.settings.min_score]
+        overlapping = [f for f in found if _iou(f.box, face.box) > 0]
+        if overlapping:
+            return max(overlapping, key=lambda f: (_iou(f.box, face.box), f.score))
+        if same_face:
+            return None
         return max(found, key=lambda f: f.score, default=None)
 
     def _follow(self, frame: np.ndarray) -> list[Face]:
-        return [f for track in self._tracked if (f := self._verify(frame, track))]
+        return [
+            f for track in self._tracked if (f := self._verify(frame, track, same_face=True))
+        ]
 
     def _search(self, frame: np.ndarray) -> list[Face]:
         candidates = [
@@ -95,7 +106,7 @@ class FaceFinder:
         for cand in candidates[: self.settings.max_candidates]:
             if any(_overlap_of_smaller(cand.box, v.box) > 0.5 for v in verified):
                 continue  # the same face seen from another tile
-            if face := self._verify(frame, cand):
+            if face := self._verify(frame, cand, same_face=False):
                 verified.append(face)
         return verified
 
@@ -130,6 +141,14 @@ def square_tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
     if width >= height:
         return [(round(i * step), 0, side, side) for i in range(count)]
     return [(0, round(i * step), side, side) for i in range(count)]
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two boxes (0.0 when they do not touch)."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - ix * iy
+    return ix * iy / union if union else 0.0
 
 
 def _overlap_of_smaller(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
