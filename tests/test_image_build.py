@@ -23,6 +23,7 @@ SCRIPTS = [
     FILES / "install-appliance.sh",
     FILES / "emotion-appliance-firstboot",
     *sorted((ROOT / "tools").glob("*.sh")),
+    *sorted((ROOT / "tools" / "target").glob("*.sh")),
     ROOT / ".ci" / "run",
 ]
 

@@ -303,11 +303,34 @@ def test_prune_removes_old_history_and_keeps_recent(tmp_path):
         db["vlm_notes"].insert_all(
             {"t_wall": NOW - a * DAY, "reply": "r", "latency_ms": 1.0} for a in ages
         )
+        db["mood_changes"].insert_all(
+            {"run_id": f"run{i}", "t_stream": 0.0, "t_wall": NOW - a * DAY, "mood": "calm"}
+            for i, a in enumerate(ages)
+        )
+        db["runs"].insert_all(
+            {
+                "run_id": f"run{i}",
+                "source": "demo",
+                "started_at": NOW - a * DAY - 60,
+                "t_stream0": 0.0,
+                "last_wall": NOW - a * DAY,
+                "last_stream": 60.0,
+                "samples": 60,
+            }
+            for i, a in enumerate(ages)
+        )
         pruned = prune_history(db, Retention(30.0, 30.0), NOW)
-        assert (pruned.samples, pruned.notes, pruned.done) == (2, 2, True)
+        assert (pruned.samples, pruned.notes, pruned.moods, pruned.runs) == (2, 2, 2, 2)
+        assert pruned.done
         kept = [round((NOW - t) / DAY) for (t,) in db.execute("SELECT t_wall FROM affect_samples")]
         assert kept == [29, 1, 0]
         assert db["vlm_notes"].count == 3
+        assert [r for (r,) in db.execute("SELECT run_id FROM runs ORDER BY run_id")] == [
+            "run2",
+            "run3",
+            "run4",
+        ]
+        assert db["mood_changes"].count == 3
         assert prune_history(db, Retention(30.0, 30.0), NOW).total == 0  # nothing left to do
     finally:
         db.conn.close()

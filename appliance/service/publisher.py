@@ -345,17 +345,19 @@ class Publisher(Worker):
         self._prune_warned = None
         if not self._pending:
             self._storage_ok()
-        for key in ("samples", "notes", "songs"):
+        for key in ("samples", "notes", "moods", "runs", "songs"):
             self._pruned[key] = self._pruned.get(key, 0) + getattr(pruned, key)
         if not pruned.done:
             self._next_prune = self.clock() + PRUNE_BACKLOG_S
             return
         r, n = self.retention, self._pruned
         log.info(
-            "pruned history: %d affect samples and %d VLM replies older than %g days, "
-            "%d finished songs older than %g days",
+            "pruned history: %d affect samples, %d VLM replies, %d mood changes and %d runs "
+            "older than %g days, %d finished songs older than %g days",
             n["samples"],
             n["notes"],
+            n["moods"],
+            n["runs"],
             r.history_days,
             n["songs"],
             r.song_days,

@@ -3,8 +3,9 @@
 At the default 1 Hz the affect samples grow by about 86,000 rows (20 MB) a day; on a
 full disk every write fails, the Spotify token included. What is pruned and why:
 
-- affect_samples and vlm_notes: a history for reports, read back by nobody else, so
-  rows older than `storage.history_days` go.
+- affect_samples, vlm_notes and mood_changes: a history for reports, read back by
+  nobody else, so rows older than `storage.history_days` go; so does a run (its row in
+  `runs`) whose newest sample is older, as nothing of it is left to place on a timeline.
 - queue rows in a finished state (played, skipped, failed), older than the same horizon
   but never younger than `music.no_repeat_hours` (the recommender reads queue rows of
   that window to avoid repeats, and report.py only shows songs within the samples that
@@ -48,6 +49,14 @@ _DELETE_NOTES = (
     "DELETE FROM vlm_notes WHERE id IN"
     " (SELECT id FROM vlm_notes WHERE t_wall < ? ORDER BY t_wall LIMIT ?)"
 )
+_DELETE_MOODS = (
+    "DELETE FROM mood_changes WHERE id IN"
+    " (SELECT id FROM mood_changes WHERE t_wall < ? ORDER BY t_wall LIMIT ?)"
+)
+_DELETE_RUNS = (
+    "DELETE FROM runs WHERE run_id IN"
+    " (SELECT run_id FROM runs WHERE last_wall < ? ORDER BY last_wall LIMIT ?)"
+)
 _DELETE_SONGS = (
     "DELETE FROM queue WHERE id IN (SELECT id FROM queue"
     f" WHERE state IN ({', '.join(repr(s) for s in FINISHED_SONGS)}) AND updated_at < ?"
@@ -83,11 +92,13 @@ class Pruned:
     samples: int = 0
     notes: int = 0
     songs: int = 0
+    moods: int = 0
+    runs: int = 0
     done: bool = True
 
     @property
     def total(self) -> int:
-        return self.samples + self.notes + self.songs
+        return self.samples + self.notes + self.songs + self.moods + self.runs
 
 
 def prune_history(
@@ -95,13 +106,15 @@ def prune_history(
 ) -> Pruned:
     """Delete history older than the retention, at most `batch` rows per table, in one
     transaction (all tables or none); StoreError when the disk says no."""
-    counts = {"samples": 0, "notes": 0, "songs": 0}
+    counts = {"samples": 0, "notes": 0, "songs": 0, "moods": 0, "runs": 0}
     try:
         with write_transaction(db):
             if retention.history_days > 0:
                 cutoff = now - retention.history_days * DAY_S
                 counts["samples"] = db.execute(_DELETE_SAMPLES, [cutoff, batch]).rowcount
                 counts["notes"] = db.execute(_DELETE_NOTES, [cutoff, batch]).rowcount
+                counts["moods"] = db.execute(_DELETE_MOODS, [cutoff, batch]).rowcount
+                counts["runs"] = db.execute(_DELETE_RUNS, [cutoff, batch]).rowcount
             if retention.song_days > 0:
                 cutoff = now - retention.song_days * DAY_S
                 counts["songs"] = db.execute(_DELETE_SONGS, [cutoff, batch]).rowcount
