@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             "float_macro_f1": metrics_float["macro_f1"],
             "robustness": robust,
             "measured_with": "tools/train_emotion.py evaluate() in a process without "
-            "TensorFlow: appliance preprocessing + tflite-runtime, test-time flip on as "
+            "TensorFlow: the appliance's preprocessing and TFLite runtime, test-time flip on as "
             "the card says (single_view_accuracy: without it)",
         }
     }
