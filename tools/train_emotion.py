@@ -24,6 +24,10 @@ Tried and not adopted (same seed, 150 epochs): `--l2 2.5e-4 --ema 0.998` scored 
 `--teacher models/emotion_cnn_int8.json` (distilling the shipped model) 67.3%,
 `--cutmix 0.5` 66.4% and `--head gdconv` 67.7%, against the default's 67.9%
 (models/README.md lists the runs).
+
+The defaults are the shipped v2's recipe (16/48/96/192, 160 epochs, the robust
+augmentation, per-crop normalisation): ~3.9 CPU-hours on 2 cores, so a run stops at
+--time-budget-min and goes on with `--resume --work DIR` (models/README.md, issue 19).
 """
 
 from __future__ import annotations
@@ -486,13 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=ROOT / ".cache/train_emotion", help="checkpoints and history"
     )
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 48, 128, 192])
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 48, 96, 192])
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 1, 2, 2])
     parser.add_argument(
         "--head", choices=sorted(HEADS), default="gap", help="pooling before the logits"
     )
     parser.add_argument("--dropout", type=float, default=0.4)
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=160)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -529,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--norm",
         choices=("fixed", "per-crop"),
-        default="fixed",
+        default="per-crop",
         help="input normalisation: fixed (x - 127.5) / 127.5, or per-crop mean/std",
     )
     parser.add_argument(

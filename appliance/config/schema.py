@@ -315,8 +315,9 @@ class StorageConfig:
     history_days: int = setting(
         30,
         "Days of history kept: older affect samples, VLM replies, mood changes, runs and "
-        "finished songs are deleted at start and once a day (songs are kept at least music.no_repeat_hours; "
-        "likes and skips are kept). 0 = keep everything (about 20 MB a day at 1 Hz).",
+        "finished songs are deleted at start and once a day (songs are kept at least "
+        "music.no_repeat_hours; likes and skips are kept). 0 = keep everything (about 20 MB "
+        "a day at 1 Hz).",
         min=0,
         max=3650,
     )
