@@ -90,9 +90,7 @@ class FaceFinder:
         return max(found, key=lambda f: f.score, default=None)
 
     def _follow(self, frame: np.ndarray) -> list[Face]:
-        return [
-            f for track in self._tracked if (f := self._verify(frame, track, same_face=True))
-        ]
+        return [f for track in self._tracked if (f := self._verify(frame, track, same_face=True))]
 
     def _search(self, frame: np.ndarray) -> list[Face]:
         candidates = [
