@@ -26,7 +26,7 @@ Tried and not adopted (same seed, 150 epochs): `--l2 2.5e-4 --ema 0.998` scored 
 (models/README.md lists the runs).
 
 The defaults are the shipped v2's recipe (16/48/96/192, 160 epochs, the robust
-augmentation, per-crop normalisation): ~3.9 CPU-hours on 2 cores, so a run stops at
+augmentation, per-crop normalisation): ~3.9 h on a 2-core CPU, so a run stops at
 --time-budget-min and goes on with `--resume --work DIR` (models/README.md, issue 19).
 """
 
