@@ -243,7 +243,7 @@ build_base() {
     unmount_under "$tmp"
     # a build cut short after debootstrap (the network, a signal) goes on from there
     if [[ "$(cat "$tmp/.target-check-base" 2> /dev/null)" != "$SUITE debootstrapped" ]]; then
-        rm -rf "$tmp"
+        rm -rf --one-file-system "$tmp"
         if emulated; then
             log "$LEG base: debootstrap $SUITE $DEB_ARCH (first stage, native)"
             "${NICE[@]}" debootstrap --arch="$DEB_ARCH" --foreign --variant=minbase \
@@ -285,7 +285,7 @@ CHROOT
     rm -f "$tmp/.target-check-base"
     unmount_under "$tmp"
     unmount_under "$BASE_DIR"
-    rm -rf "$BASE_DIR"
+    rm -rf --one-file-system "$BASE_DIR"
     mv "$tmp" "$BASE_DIR"
     base_key > "$BASE_DIR.key"
 }
@@ -393,7 +393,7 @@ install_stage() {
     local tmp="$INSTALLED_DIR.tmp" stage="$CACHE/work/pi-gen/stage-emotion-appliance"
     local bundle
     unmount_under "$tmp"
-    rm -rf "$tmp"
+    rm -rf --one-file-system "$tmp"
     mount_overlay "$tmp/root" "$tmp/upper" "$tmp/work" "$BASE_DIR"
     export ROOTFS_DIR="$tmp/root"
     bundle="$(host_ca_bundle)"
@@ -416,7 +416,7 @@ install_stage() {
     rm -f "$ROOTFS_DIR$HOST_CA"
     unset TARGET_PIP_CERT
     unmount_under "$tmp"
-    rm -rf "$tmp/work" "$INSTALLED_DIR"
+    rm -rf --one-file-system "$tmp/work" "$INSTALLED_DIR"
     mv "$tmp" "$INSTALLED_DIR"
     install_key > "$INSTALLED_DIR.key"
 }
@@ -782,7 +782,7 @@ harness_additions() {
 # The booted system: an overlay on the leg's installed stage, fresh for every run.
 mount_target() {
     unmount_under "$RUN"
-    rm -rf "$RUN"
+    rm -rf --one-file-system "$RUN"
     mkdir -p "$RUN"
     mount_overlay "$TARGET" "$RUN/upper" "$RUN/work" "$INSTALLED_DIR/upper:$BASE_DIR"
 }
@@ -949,7 +949,7 @@ main() {
     trap 'exit 143' TERM
     unmount_under "$CACHE"
     if (( rebuild )); then
-        rm -rf "$CACHE"/base* "$CACHE"/installed* "$CACHE"/native-* "$CACHE/payload.key"
+        rm -rf --one-file-system "$CACHE"/base* "$CACHE"/installed* "$CACHE"/native-* "$CACHE/payload.key"
     fi
     rm -f "$CACHE/not-exercised-packages"
     # piwheels is not reachable from CI: plain PyPI unless the caller says otherwise
@@ -979,7 +979,7 @@ main() {
     local list
     for list in $(stage_lists); do debian_packages "$list" > /dev/null; done
 
-    rm -rf "$EVIDENCE"
+    rm -rf --one-file-system "$EVIDENCE"
     mount_target
     mkdir -p "$EVIDENCE"
     install -m 644 "$HELPERS/emotion-appliance.txt" \
@@ -1022,7 +1022,7 @@ main() {
         unmount_under "$RUN"
     fi
     printf '%s\n' "${TIMES[@]}" > "$EVIDENCE/times.txt"
-    rm -rf "$CACHE/last"
+    rm -rf --one-file-system "$CACHE/last"
     cp -a "$EVIDENCE" "$CACHE/last"
     cp -a "$LOGS" "$CACHE/last/logs"
     local rc=0
