@@ -403,3 +403,30 @@ def test_firstboot_keeps_an_api_key_off_an_endpoint_with_a_password(tmp_path):
                     "VLM_MODEL=qwen2-vl\n")  # fmt: skip
     run_script(FIRSTBOOT, env, tmp_path)
     assert vlm_settings(root)["api_key_file"] == "/etc/emotion-appliance/vlm_api_key"
+
+
+@pytest.mark.parametrize(
+    ("step", "tail", "network"),
+    [
+        ("base", "E: Failed to fetch http://deb.debian.org/debian/pool/main/x.deb  "
+         "Temporary failure resolving 'deb.debian.org'", True),
+        ("install", "WARNING: Retrying ... ReadTimeoutError(\"HTTPSConnectionPool(host='pypi"
+         ".org', port=443): Read timed out.\")\nERROR: No matching distribution", True),
+        ("native-install", "ERROR: Could not install packages due to an OSError: "
+         "Max retries exceeded with url", True),
+        # a real defect of the stage is a FAIL, whatever the network did before it
+        ("install", "install-appliance: models missing\n" + "ok\n" * 50, False),
+        ("payload", "Temporary failure resolving 'x'", False),  # no download there
+    ],
+)  # fmt: skip
+def test_a_build_step_the_network_broke_skips_and_any_other_failure_fails(
+    tmp_path, step, tail, network
+):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / f"{step}.log").write_text("earlier lines\n" + tail + "\n")
+    result = subprocess.run(
+        ["bash", "-c", f'source "{SCRIPT}"; LOGS="{logs}"; network_failure "{step}"'],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert (result.returncode == 0) == network

@@ -889,10 +889,30 @@ step() {
     STEP=""
 }
 
+# What a download that failed mid-way leaves at the end of a build step's log (apt,
+# debootstrap, pip): the network failed there, not the appliance.
+NETWORK_ERRORS='Temporary failure (in name resolution|resolving)|Could not resolve|Failed to'
+NETWORK_ERRORS+=' fetch|Connection (timed out|refused|reset)|Network is unreachable|Read timed'
+NETWORK_ERRORS+=' out|ReadTimeoutError|NewConnectionError|Max retries exceeded|Hash Sum mismatch'
+
+# Whether build step $1 (base, install, or the native leg's) failed for the network's
+# sake: such an error among the last lines of its log.
+network_failure() {
+    [[ "$1" =~ ^(native-)?(base|install)$ ]] || return 1
+    tail -n 40 "$LOGS/$1.log" 2> /dev/null | grep -Eq "$NETWORK_ERRORS"
+}
+
 on_exit() {
     local rc=$?
     stop_container
     unmount_under "$CACHE"
+    if (( rc != 0 )) && [[ -n "$STEP" ]] && network_failure "$STEP"; then
+        # as a machine without the network: nothing about the appliance was learnt
+        echo "target check: SKIPPED: the network failed during the $STEP step; the end of" \
+            "$LOGS/$STEP.log:"
+        tail -n 5 "$LOGS/$STEP.log" 2> /dev/null || true
+        exit 0
+    fi
     if (( rc != 0 )) && [[ -n "$STEP" ]]; then
         echo "target check: FAIL: the $STEP step failed (exit $rc); the end of" \
             "$LOGS/$STEP.log:" >&2

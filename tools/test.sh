@@ -74,8 +74,9 @@ done
 # TARGET_CHECK=1 runs it whatever the time, TARGET_CHECK=0 never; otherwise it runs when
 # the machine allows it and what is left of TARGET_CHECK_BUDGET_MIN (default 90, CI's
 # limit) since this script started covers it. A machine that cannot run it (not root, no
-# binfmt_misc, no network, too little time) prints "target check: SKIPPED: why" and
-# leaves the result alone; a check that fails fails the run.
+# binfmt_misc, no network or a download that broke off, too little time) prints
+# "target check: SKIPPED: why" and leaves the result alone; a check that fails fails
+# the run.
 if [ "${TARGET_CHECK:-auto}" != 0 ]; then
     echo "tools/test.sh: target stage (tools/target_check.sh)"
     budget=()
