@@ -94,7 +94,7 @@ class VideoFileSource(FrameSource):
         self._offset = 0.0  # media time of the start of the current pass
 
     def describe(self) -> str:
-        return f"video {self.path}" + _modes(self.loop, self.pacer)
+        return f"video {self.path}" + playback_modes(self.loop, self.pacer)
 
     def _open_capture(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path))
@@ -196,7 +196,7 @@ class ImageFolderSource(FrameSource):
         self._pass_ok = 0  # images decoded (or skipped in real time) this pass
 
     def describe(self) -> str:
-        return f"images {self.path} @ {self.fps:g} fps" + _modes(self.loop, self.pacer)
+        return f"images {self.path} @ {self.fps:g} fps" + playback_modes(self.loop, self.pacer)
 
     def open(self) -> None:
         if not self.path.is_dir():
@@ -250,6 +250,7 @@ class ImageFolderSource(FrameSource):
         self._files = None
 
 
-def _modes(loop: bool, pacer: Pacer | None) -> str:
+def playback_modes(loop: bool, pacer: Pacer | None) -> str:
+    """' (looping, real time)' for a recorded source's description, or ''."""
     modes = [name for name, on in (("looping", loop), ("real time", pacer is not None)) if on]
     return f" ({', '.join(modes)})" if modes else ""

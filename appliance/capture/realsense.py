@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .base import CaptureError, Frame, FrameSource, SourceConfigError, ensure_bgr
-from .files import Pacer
+from .files import Pacer, playback_modes
 from .latest import LiveSource
 
 log = logging.getLogger(__name__)
@@ -393,8 +393,7 @@ class RealSenseRecordingSource(FrameSource):
         self._last_t = -math.inf
 
     def describe(self) -> str:
-        modes = [name for name, on in (("looping", self.loop), ("real time", self.pacer)) if on]
-        return f"RealSense recording {self.path}" + (f" ({', '.join(modes)})" if modes else "")
+        return f"RealSense recording {self.path}" + playback_modes(self.loop, self.pacer)
 
     def open(self) -> None:
         if self._pipeline is not None:
