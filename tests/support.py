@@ -65,6 +65,19 @@ def face_found(box, truth) -> bool:
     return tx <= cx <= tx + side and ty <= cy <= ty + side and 0.4 <= ratio <= 2.5
 
 
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m appliance ARGS` from the repository root, output captured, never raising
+    on its exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
 def cli_settings(tmp_path: Path, *pairs: str) -> list[str]:
     """Arguments that keep a CLI run inside tmp_path: an empty config (never the
     machine's /etc one), state and runtime dirs, and extra `section.key=value` pairs."""

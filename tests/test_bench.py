@@ -5,11 +5,10 @@ CPU each thread used rather than by how fast anything ran."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
-from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models
+from support import FIXTURE_FACES, cli_settings, load_tool, requires_models, run_cli
 
 from appliance.capture.base import Frame
 from appliance.config import load_config
@@ -19,15 +18,7 @@ from appliance.pipeline import models_dir
 make_face_clip = load_tool("make_face_clip")
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+cli = partial(run_cli, timeout=300)  # a bench run decodes and times whole clips
 
 
 @pytest.fixture(scope="module")

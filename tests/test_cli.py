@@ -11,22 +11,14 @@ import sys
 import time
 
 import pytest
-from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models
+from support import FIXTURE_FACES, ROOT, cli_settings, load_tool, requires_models, run_cli
 
 from appliance import __version__
 
 make_face_clip = load_tool("make_face_clip")
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+cli = run_cli
 
 
 @pytest.fixture
