@@ -409,11 +409,12 @@ def test_prune_finds_old_rows_through_an_index(tmp_path):
     """No table scan of a year of samples once a day: the t_wall indexes answer."""
     db = open_database(tmp_path)
     try:
-        for sql in (retention._DELETE_SAMPLES, retention._DELETE_NOTES, retention._DELETE_SONGS):
+        history = retention._DELETE_HISTORY
+        for sql in (history["samples"], history["notes"], retention._DELETE_SONGS):
             plan = [row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", [NOW, 10])]
             assert not any(step.startswith("SCAN") and "INDEX" not in step for step in plan), plan
         plan = " ".join(
-            r[-1] for r in db.execute(f"EXPLAIN QUERY PLAN {retention._DELETE_SAMPLES}", [NOW, 10])
+            r[-1] for r in db.execute(f"EXPLAIN QUERY PLAN {history['samples']}", [NOW, 10])
         )
         assert "INDEX affect_samples_t" in plan
     finally:

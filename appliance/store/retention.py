@@ -41,22 +41,22 @@ DAY_S = 86400.0
 PRUNE_BATCH = 20_000
 FINISHED_SONGS = ("played", "skipped", "failed")
 
-_DELETE_SAMPLES = (
-    "DELETE FROM affect_samples WHERE id IN"
-    " (SELECT id FROM affect_samples WHERE t_wall < ? ORDER BY t_wall LIMIT ?)"
-)
-_DELETE_NOTES = (
-    "DELETE FROM vlm_notes WHERE id IN"
-    " (SELECT id FROM vlm_notes WHERE t_wall < ? ORDER BY t_wall LIMIT ?)"
-)
-_DELETE_MOODS = (
-    "DELETE FROM mood_changes WHERE id IN"
-    " (SELECT id FROM mood_changes WHERE t_wall < ? ORDER BY t_wall LIMIT ?)"
-)
-_DELETE_RUNS = (
-    "DELETE FROM runs WHERE run_id IN"
-    " (SELECT run_id FROM runs WHERE last_wall < ? ORDER BY last_wall LIMIT ?)"
-)
+
+def _delete_oldest(table: str, key: str, time_column: str) -> str:
+    """At most LIMIT rows of `table` older than the cutoff, oldest first."""
+    return (
+        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+        f" WHERE {time_column} < ? ORDER BY {time_column} LIMIT ?)"
+    )
+
+
+# Pruned's field -> its statement: the history kept for `storage.history_days`.
+_DELETE_HISTORY = {
+    "samples": _delete_oldest("affect_samples", "id", "t_wall"),
+    "notes": _delete_oldest("vlm_notes", "id", "t_wall"),
+    "moods": _delete_oldest("mood_changes", "id", "t_wall"),
+    "runs": _delete_oldest("runs", "run_id", "last_wall"),  # its newest sample's time
+}
 _DELETE_SONGS = (
     "DELETE FROM queue WHERE id IN (SELECT id FROM queue"
     f" WHERE state IN ({', '.join(repr(s) for s in FINISHED_SONGS)}) AND updated_at < ?"
@@ -111,10 +111,8 @@ def prune_history(
         with write_transaction(db):
             if retention.history_days > 0:
                 cutoff = now - retention.history_days * DAY_S
-                counts["samples"] = db.execute(_DELETE_SAMPLES, [cutoff, batch]).rowcount
-                counts["notes"] = db.execute(_DELETE_NOTES, [cutoff, batch]).rowcount
-                counts["moods"] = db.execute(_DELETE_MOODS, [cutoff, batch]).rowcount
-                counts["runs"] = db.execute(_DELETE_RUNS, [cutoff, batch]).rowcount
+                for field, statement in _DELETE_HISTORY.items():
+                    counts[field] = db.execute(statement, [cutoff, batch]).rowcount
             if retention.song_days > 0:
                 cutoff = now - retention.song_days * DAY_S
                 counts["songs"] = db.execute(_DELETE_SONGS, [cutoff, batch]).rowcount
