@@ -620,19 +620,30 @@ check_firstboot_and_service() {
         'import struct; d = open("/proc/self/auxv", "rb").read()
 print(next("%x" % v for k, v in struct.iter_unpack("QQ", d) if k == 16))' \
         > "$EVIDENCE/hwcap.txt" 2>&1 || true
-    # do seccomp filters bite here? (under qemu-user the kernel sees the emulator's
-    # x86-64 system calls, which filters built for arm64 let through)
+    seccomp_probe "$EVIDENCE"
+    status_as_pi "$EVIDENCE"
+}
+
+# Whether a service's seccomp filter bites in the booted system (under qemu-user the
+# kernel sees the emulator's x86-64 calls, which a filter built for arm64 lets through):
+# one line in $1/seccomp-probe.txt.
+seccomp_probe() {
     if in_target systemd-run --quiet --wait --pipe -p SystemCallFilter=~openat \
         -p SystemCallErrorNumber=EPERM /bin/cat /etc/hostname > /dev/null 2>&1; then
-        echo "not effective: a service denied openat read a file" > "$EVIDENCE/seccomp-probe.txt"
+        echo "not effective: a service denied openat read a file" > "$1/seccomp-probe.txt"
     else
         echo "effective: a service denied openat could not read a file" \
-            > "$EVIDENCE/seccomp-probe.txt"
+            > "$1/seccomp-probe.txt"
     fi
+}
+
+# `emotion-appliance status` as the pi user: its output in $1/status-pi.txt, its exit
+# code in $1/status-pi.rc.
+status_as_pi() {
     local rc=0
     in_target runuser -u pi -- /usr/local/bin/emotion-appliance status \
-        > "$EVIDENCE/status-pi.txt" 2>&1 || rc=$?
-    echo "$rc" > "$EVIDENCE/status-pi.rc"
+        > "$1/status-pi.txt" 2>&1 || rc=$?
+    echo "$rc" > "$1/status-pi.rc"
 }
 
 check_watchdog() {
@@ -824,7 +835,7 @@ seccomp_records() {
 # allowed and logged by the kernel: what the filter would have denied), through a start,
 # a minute of waiting for the camera and a stop.
 native_leg() {
-    local ev="$EVIDENCE/native" uid lines rc=0 pid
+    local ev="$EVIDENCE/native" uid lines pid
     mkdir -p "$ev"
     mount_target
     harness_additions "$ev/harness.txt"
@@ -834,16 +845,8 @@ native_leg() {
     in_target systemctl show --all "$UNIT" > "$ev/service.show" 2>&1 || true
     pid="$(prop "$UNIT" MainPID)"
     [[ "$pid" =~ ^[0-9]+$ ]] && in_target cat "/proc/$pid/status" > "$ev/proc-status.txt"
-    if in_target systemd-run --quiet --wait --pipe -p SystemCallFilter=~openat \
-        -p SystemCallErrorNumber=EPERM /bin/cat /etc/hostname > /dev/null 2>&1; then
-        echo "not effective: a service denied openat read a file" > "$ev/seccomp-probe.txt"
-    else
-        echo "effective: a service denied openat could not read a file" \
-            > "$ev/seccomp-probe.txt"
-    fi
-    in_target runuser -u pi -- /usr/local/bin/emotion-appliance status \
-        > "$ev/status-pi.txt" 2>&1 || rc=$?
-    echo "$rc" > "$ev/status-pi.rc"
+    seccomp_probe "$ev"
+    status_as_pi "$ev"
     # does the kernel log seccomp's LOG action here? (a call outside the set, umount2)
     lines="$(dmesg 2> /dev/null | wc -l)"
     in_target systemd-run --quiet --wait --pipe -p User=pi \
