@@ -348,6 +348,34 @@ def test_each_check_fails_on_what_it_guards(tmp_path, number, path, change, why)
     assert why in line, line
 
 
+def test_a_restart_before_the_exit_2_is_reported_and_one_after_it_fails(tmp_path):
+    """Under emulation a start once timed out before the daemon ran (systemd restarted
+    it, as it should): check 4 judges what follows the exit 2, and says what came before."""
+    ev = write_evidence(tmp_path)
+    journal_path = ev / "badconfig.journal"
+    earlier = (
+        jline(T0 + 210, "systemd[1]", "x.service: start operation timed out. Terminating.")
+        + "\n"
+        + jline(
+            T0 + 225, "systemd[1]", "x.service: Scheduled restart job, restart counter is at 1."
+        )
+        + "\n"
+    )
+    journal_path.write_text(earlier + journal_path.read_text())
+    code, out = judge(ev)
+    assert code == 0 and "PASS 4 " in out, out
+    assert "1 restart(s) before the exit 2 (a start that timed out" in out
+    journal_path.write_text(
+        journal_path.read_text()
+        + jline(
+            T0 + 260, "systemd[1]", "x.service: Scheduled restart job, restart counter is at 2."
+        )
+        + "\n"
+    )
+    code, out = judge(ev)
+    assert code == 1 and "scheduled a restart after the exit 2" in out
+
+
 def test_journal_lines_and_time_spans_parse_as_systemd_writes_them():
     text = "\n".join([
         jline(T0, "systemd[1]", "a.service: Main process exited, code=dumped, status=6/ABRT"),
