@@ -32,10 +32,17 @@ from appliance.config import Config
 from appliance.vision.blazeface import BlazeFaceDetector
 from appliance.vision.depth import NO_DEPTH, FaceDepth, measure_face
 from appliance.vision.detector import FaceFinder, FinderSettings
-from appliance.vision.emotion import EmotionClassifier
+from appliance.vision.emotion import EmotionClassifier, InputKey, input_key
 from appliance.vision.faces import Face
 from appliance.vision.haar import HaarDetector
-from appliance.vision.model_card import ModelCard, default_models_dir, load_card, resolve_card
+from appliance.vision.model_card import (
+    ModelCard,
+    default_models_dir,
+    load_card,
+    load_model_card,
+    members_of,
+    resolve_card,
+)
 from appliance.vision.model_guard import check_loads
 from appliance.vision.preprocess import crop_face, prepare_face
 from appliance.vision.runtime import ModelError, runtime_name, threads_that_pay
@@ -163,7 +170,7 @@ def build_finder(config: Config, threads: int | None = None) -> FaceFinder:
         min_score=det.min_score, max_faces=det.max_faces, min_face_px=det.min_face_px
     )
     try:
-        card = load_card(resolve_card(config.models.detector, models_dir(config)))
+        card = load_model_card(resolve_card(config.models.detector, models_dir(config)))
         if not card.model_path.is_file() and det.haar_fallback:
             log.warning(
                 "%s missing; using OpenCV's Haar cascade (slower, fewer faces found). "
@@ -199,9 +206,12 @@ def build_classifier(config: Config, threads: int | None = None) -> EmotionClass
     if threads is None:
         threads = plan_cores(config.models.threads).classifier_threads
     card = load_card(resolve_card(config.models.emotion, models_dir(config)))
-    card.check_file()  # missing or not matching its card: before any load
-    threads = model_threads(card, threads)
-    check_loads(card, config.storage.state_dir, threads)
+    members = members_of(card)  # one model, or an ensemble's
+    for member in members:
+        member.check_file()  # missing or not matching its card: before any load
+    threads = min(model_threads(member, threads) for member in members)
+    for member in members:
+        check_loads(member, config.storage.state_dir, threads)
     return EmotionClassifier(card, threads=threads, classes=config.emotion.classes)
 
 
@@ -222,7 +232,7 @@ def build_va(config: Config, threads: int | None = None) -> VAChoice:
     if threads is None:
         threads = plan_cores(config.models.threads).classifier_threads
     try:
-        card = load_card(resolve_card(config.models.va, models_dir(config)))
+        card = load_model_card(resolve_card(config.models.va, models_dir(config)))
         card.check_file()
         threads = model_threads(card, threads)
         check_loads(card, config.storage.state_dir, threads)
@@ -260,20 +270,9 @@ class Pipeline:
             self._va_from_probs = ProbabilityVA(classifier.labels)
         except ValueError as exc:
             raise ModelError(f"{classifier.card.path}: {exc}") from exc
-        # Both models read the same prepared tensor when their cards agree on the input.
-        va_model = self.va.model
-        self._va_shares_input = va_model is not None and (
-            va_model.card.input_size,
-            va_model.card.channels,
-            va_model.card.mean,
-            va_model.card.std,
-            va_model.card.per_crop_min_std,
-        ) == (
-            classifier.card.input_size,
-            classifier.card.channels,
-            classifier.card.mean,
-            classifier.card.std,
-            classifier.card.per_crop_min_std,
+        # The VA model reads the classifier's prepared tensor when their cards agree on it.
+        self._va_input: InputKey | None = (
+            None if self.va.model is None else input_key(self.va.model.card)
         )
 
     @classmethod
@@ -315,8 +314,7 @@ class Pipeline:
         crop = frame[: frame.shape[0] // 2, : frame.shape[0] // 2]
 
         def finish() -> None:
-            x = prepare_face(crop, classifier.card)
-            probs = classifier.classify_input(x)
+            probs = classifier.classify(crop)
             if va.model is not None:
                 va.model.predict_input(prepare_face(crop, va.model.card))
             ProbabilityVA(classifier.labels)(probs)
@@ -349,7 +347,7 @@ class Pipeline:
         detector = self.finder.detector
         tflite = {
             "detector": detector.model.threads if isinstance(detector, BlazeFaceDetector) else 0,
-            "emotion": self.classifier.model.threads,
+            "emotion": self.classifier.threads,
             "va": self.va.model.model.threads if self.va.model else 0,
         }
         plan = self.plan
@@ -388,10 +386,10 @@ class Pipeline:
         va_s = 0.0
         for face, depth, live in chosen:
             crop = crop_face(frame.image, face.box, self.margin, self.crop_shift)
-            x = prepare_face(crop, self.classifier.card)  # one preprocessing pass
-            probs = self.classifier.classify_input(x)
+            inputs = self.classifier.prepare(crop)  # one pass per distinct preprocessing
+            probs = self.classifier.classify_prepared(inputs)
             va_start = time.perf_counter()
-            valence, arousal = self._valence_arousal(crop, x, probs)
+            valence, arousal = self._valence_arousal(crop, inputs, probs)
             va_s += time.perf_counter() - va_start
             named = dict(zip(self.classifier.labels, probs.tolist(), strict=True))
             results.append(
@@ -454,9 +452,10 @@ class Pipeline:
         return chosen[: self.max_faces]
 
     def _valence_arousal(
-        self, crop: np.ndarray, x: np.ndarray, probs: np.ndarray
+        self, crop: np.ndarray, inputs: dict[InputKey, np.ndarray], probs: np.ndarray
     ) -> tuple[float, float]:
         model = self.va.model
         if model is None:
             return self._va_from_probs(probs)
-        return model.predict_input(x if self._va_shares_input else prepare_face(crop, model.card))
+        x = inputs.get(self._va_input)
+        return model.predict_input(x if x is not None else prepare_face(crop, model.card))

@@ -93,7 +93,7 @@ def test_flip_runs_both_views_in_one_invoke_with_the_same_result(tmp_path):
     inference, and bit-for-bit what two invokes give."""
     plain = shipped_copy(tmp_path, test_time_flip=False)
     flip = shipped_copy(tmp_path, test_time_flip=True)
-    assert flip.model.batch == 2 and plain.model.batch == 1
+    assert flip.models[0].batch == 2 and plain.models[0].batch == 1
     for path in sorted(FIXTURE_FACES.glob("*/*.jpg"))[:10]:
         face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         expected = (plain.classify(face) + plain.classify(face[:, ::-1])) / 2

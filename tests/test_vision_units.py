@@ -18,7 +18,13 @@ from appliance.vision.detector import square_tiles
 from appliance.vision.emotion import EmotionClassifier
 from appliance.vision.faces import Face, clip_box, iou, square_with_margin
 from appliance.vision.haar import HaarDetector
-from appliance.vision.model_card import ModelCard, load_card, resolve_card
+from appliance.vision.model_card import (
+    EnsembleCard,
+    ModelCard,
+    load_card,
+    members_of,
+    resolve_card,
+)
 from appliance.vision.runtime import ModelError, TFLiteModel, runtime_name
 
 SHIPPED_CARDS = sorted(MODELS.glob("*.json"))
@@ -292,8 +298,9 @@ def test_shipped_cards_load():
     for path in SHIPPED_CARDS:
         card = load_card(path)
         assert card.name == path.stem
-        assert len(card.sha256) == 64
-        assert isinstance(card.extra.get("file_size_bytes"), int)
+        for model in members_of(card):  # an ensemble's members are shipped cards too
+            assert len(model.sha256) == 64
+            assert isinstance(model.extra.get("file_size_bytes"), int)
 
 
 @requires_models
@@ -301,6 +308,9 @@ def test_shipped_models_match_their_cards():
     checked = 0
     for path in SHIPPED_CARDS:
         card = load_card(path)
+        if isinstance(card, EnsembleCard):
+            assert card.verify_sha256(), f"a member of {path} does not match its card"
+            continue
         if not card.model_path.is_file():
             continue
         assert card.verify_sha256(), f"{card.model_path} does not match {path}"
@@ -311,7 +321,7 @@ def test_shipped_models_match_their_cards():
 
 def test_fetch_pins_agree_with_cards():
     fetch_models = load_tool("fetch_models")
-    cards = {card.file: card for card in map(load_card, SHIPPED_CARDS)}
+    cards = {card.file: card for path in SHIPPED_CARDS for card in members_of(load_card(path))}
     pins = {pin.dest: pin for pin in fetch_models.PINNED}
     assert set(pins) <= set(cards), "a pinned model without a card"
     for dest, pin in pins.items():

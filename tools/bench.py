@@ -23,6 +23,8 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,7 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
     prepared input -> output, with how much of its graph XNNPACK runs."""
     from appliance.vision.blazeface import BlazeFaceDetector
     from appliance.vision.emotion import EmotionClassifier
-    from appliance.vision.model_card import load_card
+    from appliance.vision.model_card import load_card, members_of
     from appliance.vision.preprocess import prepare_face
     from appliance.vision.va_regressor import VARegressor
 
@@ -68,14 +70,20 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
     face = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     if card.task == "va":
         model = VARegressor(card, threads=threads)
-        infer, x, tflite = model.predict_input, prepare_face(face, card), model.model
+        infer, x, tflites = model.predict_input, prepare_face(face, card), (model.model,)
+        prepare = partial(prepare_face, face, card)
     elif card.task == "face_detection":
         detector = BlazeFaceDetector(card, threads=threads)
         frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-        infer, x, tflite = detector.detect, frame, detector.model
-    else:
+        infer, x, tflites, prepare = detector.detect, frame, (detector.model,), None
+    else:  # an emotion model or ensemble: all its members, every view the card asks for
         classifier = EmotionClassifier(card, threads=threads)
-        infer, x, tflite = classifier.classify_input, prepare_face(face, card), classifier.model
+        infer, x, tflites = (
+            classifier.classify_prepared,
+            classifier.prepare(face),
+            classifier.models,
+        )
+        prepare = partial(classifier.prepare, face)
     for _ in range(50):
         infer(x)
     times = []
@@ -87,27 +95,28 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
             times.append((time.perf_counter() - t0) * 1e3)
         wall = time.perf_counter() - start
     prep = []
-    if card.task != "face_detection":
+    if prepare is not None:
         for _ in range(min(runs, 500)):
             t0 = time.perf_counter()
-            prepare_face(face, card)
+            prepare()
             prep.append((time.perf_counter() - t0) * 1e3)
-    graph = runtime.delegation_of(tflite._interp)
+    graphs = [runtime.delegation_of(tflite._interp) for tflite in tflites]
     return {
         "model": card.name,
         "runtime": runtime.runtime_name(),
         "threads": threads,
-        "batch": tflite.batch,
+        "batch": tflites[0].batch,
+        "models": len(tflites),  # an ensemble's members, each invoked once per face
         "inference_ms": stats(times),
         "preprocess_ms": stats(prep)["median"] if prep else None,
         "cpu": meter.report(wall),
         "xnnpack": {
-            "partitions": graph.partitions,
-            "ops_outside": graph.outside,
-            "ops": graph.nodes,
+            "partitions": sum(graph.partitions for graph in graphs),
+            "ops_outside": dict(sum((Counter(graph.outside) for graph in graphs), Counter())),
+            "ops": sum(graph.nodes for graph in graphs),
         },
         "card_threads": card.extra.get("threads"),
-        "file_size_bytes": card.model_path.stat().st_size,
+        "file_size_bytes": sum(m.model_path.stat().st_size for m in members_of(card)),
         "macs": card.extra.get("macs"),
     }
 
@@ -116,14 +125,15 @@ def bench_va_beside(emotion_card: str, va_card: str, runs: int = 2000) -> dict:
     """Per face: the emotion CNN then the VA model on one thread, against the VA model on
     a second thread beside the emotion CNN (the third way to use a second core)."""
     from appliance.vision.emotion import EmotionClassifier
-    from appliance.vision.model_card import load_card
+    from appliance.vision.model_card import load_card, load_model_card
     from appliance.vision.preprocess import prepare_face
     from appliance.vision.va_regressor import VARegressor
 
     emotion = EmotionClassifier(load_card(emotion_card))
-    va = VARegressor(load_card(va_card))
+    va = VARegressor(load_model_card(va_card))
     face = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
-    x = prepare_face(face, emotion.card)
+    inputs = emotion.prepare(face)
+    x = prepare_face(face, va.card)
     go, done = threading.Semaphore(0), threading.Semaphore(0)
     stop = False
 
@@ -139,12 +149,12 @@ def bench_va_beside(emotion_card: str, va_card: str, runs: int = 2000) -> dict:
     helper.start()
 
     def in_order() -> None:
-        emotion.classify_input(x)
+        emotion.classify_prepared(inputs)
         va.predict_input(x)
 
     def side_by_side() -> None:
         go.release()
-        emotion.classify_input(x)
+        emotion.classify_prepared(inputs)
         done.acquire()
 
     out = {}
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             models = Path(__file__).resolve().parent.parent / "models"
             result = bench_va_beside(
-                str(models / "emotion_cnn_int8.json"),
+                str(models / "emotion_ensemble_int8.json"),
                 str(models / "va_mobilenetv3_int8.json"),
                 args.runs,
             )

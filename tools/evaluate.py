@@ -187,15 +187,13 @@ def calibration(logits: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict:
 
 
 def view_logits(classifier: EmotionClassifier, images: list[np.ndarray]) -> np.ndarray:
-    """N x V x C raw outputs of a logits model, each face through the daemon's own
-    preprocessing and runtime (V = 2 with the card's test-time flip)."""
-    from appliance.vision.preprocess import prepare_face
-
-    if not classifier.outputs_logits:
-        raise SystemExit(f"{classifier.card.path}: calibration needs a logits model")
-    return np.stack(
-        [classifier.raw_outputs(prepare_face(image, classifier.card)) for image in images]
-    )
+    """N x V x C: what the card's temperature divides (EmotionClassifier.logits), each face
+    through the daemon's own preprocessing and runtime (V = 2 with a single model's
+    test-time flip; 1 for an ensemble, whose members' average is what gets calibrated)."""
+    try:
+        return np.stack([classifier.logits(image) for image in images])
+    except ModelError as exc:
+        raise SystemExit(f"calibration needs logits: {exc}") from exc
 
 
 def scores(confusion: np.ndarray, labels: tuple[str, ...]) -> dict:

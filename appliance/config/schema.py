@@ -169,9 +169,11 @@ class ModelsConfig:
         "Face detector: a model card name in dir, or a path to a model card .json.",
     )
     emotion: str = setting(
-        "emotion_cnn_int8",
+        "emotion_ensemble_int8",
         "Emotion classifier: a model card name in dir, or a path to a model card .json "
-        "(emotion_cnn_int8: this project's int8 CNN; fer_baseline: the fer package's model).",
+        "(emotion_ensemble_int8: this project's two int8 CNNs averaged, the clean-face v1 "
+        "and the robust v2; emotion_cnn_int8: v2 alone, about half the time per face; "
+        "fer_baseline: the fer package's model).",
     )
     va: str = setting(
         "va_mobilenetv3_int8",

@@ -1,7 +1,9 @@
 """Model cards: the JSON beside each .tflite that says how to feed it and what it claims.
 
 The pipeline reads input size, channels, normalisation and labels from the card, so a
-new emotion model ships as a file + card with no code change.
+new emotion model ships as a file + card with no code change. An ensemble card names
+member cards instead of a file: two models that err differently (one trained on clean
+faces, one on what real cameras do to them) averaged beat either alone.
 """
 
 from __future__ import annotations
@@ -65,9 +67,39 @@ class ModelCard:
         return hashlib.sha256(data).hexdigest() == self.sha256
 
 
-def load_card(path: str | Path) -> ModelCard:
-    """Parse and validate a card; every defect is a ModelError naming the file and field."""
-    path = Path(path)
+@dataclass(frozen=True)
+class EnsembleCard:
+    """Several single-model cards whose probabilities are averaged with `weights`
+    (normalised to sum 1). Same labels, same task; `extra` as in ModelCard (e.g.
+    `test_time_flip` and `temperature`, which then apply to the ensemble)."""
+
+    path: Path
+    name: str
+    task: str
+    labels: tuple[str, ...]
+    members: tuple[ModelCard, ...]
+    weights: tuple[float, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_file(self) -> Path:
+        """Every member's file checked (see ModelCard.check_file); the card's path."""
+        for member in self.members:
+            member.check_file()
+        return self.path
+
+    def verify_sha256(self) -> bool:
+        return all(member.verify_sha256() for member in self.members)
+
+
+Card = ModelCard | EnsembleCard
+
+
+def members_of(card: Card) -> tuple[ModelCard, ...]:
+    """The single-model cards behind a card: itself, or an ensemble's members."""
+    return card.members if isinstance(card, EnsembleCard) else (card,)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -76,7 +108,82 @@ def load_card(path: str | Path) -> ModelCard:
         raise ModelError(f"{path}: unreadable model card ({exc})") from exc
     if not isinstance(raw, dict):
         raise ModelError(f"{path}: a model card must be a JSON object")
+    return raw
 
+
+def load_card(path: str | Path) -> Card:
+    """Parse and validate a card (a single model, or an ensemble of member cards); every
+    defect is a ModelError naming the file and field."""
+    path = Path(path)
+    raw = _read_json(path)
+    if "members" in raw:
+        return _load_ensemble(path, raw)
+    return _load_model_card(path, raw)
+
+
+def load_model_card(path: str | Path) -> ModelCard:
+    """A single-model card (detector, VA, an ensemble's member): an ensemble is refused."""
+    card = load_card(path)
+    if isinstance(card, EnsembleCard):
+        raise ModelError(f"{card.path}: an ensemble card, but one model file is needed here")
+    return card
+
+
+def _load_ensemble(path: Path, raw: dict[str, Any]) -> EnsembleCard:
+    entries = raw["members"]
+    if not isinstance(entries, list) or not entries:
+        raise ModelError(f"{path}: 'members' must be a non-empty list of {{card, weight}}")
+    members, weights = [], []
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}: members[{number}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("card"), str):
+            raise ModelError(f"{where} needs a 'card' (a card file beside this one)")
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            raise ModelError(f"{where}: 'weight' must be a number > 0")
+        member_path = path.parent / entry["card"]
+        if member_path.resolve() == path.resolve():
+            raise ModelError(f"{where} is this card itself")
+        try:
+            member_raw = _read_json(member_path)
+            member = None if "members" in member_raw else _load_model_card(member_path, member_raw)
+        except ModelError as exc:  # the member's own defect, said as this card's member
+            raise ModelError(f"{where}: {exc}") from None
+        if member is None:
+            raise ModelError(f"{where}: {member_path.name} is an ensemble; members are models")
+        members.append(member)
+        weights.append(float(weight))
+    for key in ("name", "task"):
+        if not isinstance(raw.get(key), str):
+            raise ModelError(f"{path}: model card lacks '{key}' (or it is not text)")
+    if raw["task"] != "emotion":  # averaging probabilities is what an ensemble does
+        raise ModelError(f"{path}: only emotion models can be ensembled, not {raw['task']!r}")
+    labels = raw.get("labels", list(members[0].labels))
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise ModelError(f"{path}: labels must be a list of non-empty strings")
+    for member in members:
+        if member.task != raw["task"]:
+            raise ModelError(f"{path}: member {member.path.name} is a {member.task!r} model, "
+                             f"this card a {raw['task']!r} one")  # fmt: skip
+        if member.labels != tuple(labels):
+            raise ModelError(
+                f"{path}: member {member.path.name} has labels {list(member.labels)}, the "
+                f"ensemble {labels}: members must share the labels and their order"
+            )
+    total = sum(weights)
+    known = {"name", "task", "members", "labels"}
+    return EnsembleCard(
+        path=path,
+        name=raw["name"],
+        task=raw["task"],
+        labels=tuple(labels),
+        members=tuple(members),
+        weights=tuple(w / total for w in weights),
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def _load_model_card(path: Path, raw: dict[str, Any]) -> ModelCard:
     def need(key: str, kind: type | tuple[type, ...], where: dict[str, Any] = raw) -> Any:
         if key not in where:
             raise ModelError(f"{path}: model card lacks '{key}'")

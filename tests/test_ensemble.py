@@ -1,0 +1,140 @@
+"""Ensemble cards: several emotion models averaged, each with its own preprocessing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from support import FIXTURE_FACES, MODELS
+
+from appliance.config import load_config
+from appliance.pipeline import build_classifier, build_va
+from appliance.vision.emotion import EmotionClassifier
+from appliance.vision.model_card import EnsembleCard, load_card, load_model_card, members_of
+from appliance.vision.runtime import ModelError
+
+ENSEMBLE = MODELS / "emotion_ensemble_int8.json"
+LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def faces(count: int = 12) -> list[np.ndarray]:
+    paths = sorted(FIXTURE_FACES.glob("*/*.jpg"))[:count]
+    return [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths]
+
+
+def models_copy(tmp_path):
+    """The shipped models folder (BlazeFace aside), to change a card or file in."""
+    folder = tmp_path / "models"
+    shutil.copytree(MODELS, folder, ignore=shutil.ignore_patterns("blazeface*", "fer_*"))
+    return folder
+
+
+def write_ensemble(folder, **changes):
+    raw = json.loads(ENSEMBLE.read_text())
+    raw.update(changes)
+    raw = {k: v for k, v in raw.items() if v is not ...}
+    path = folder / "mine.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_the_shipped_ensemble_is_the_weighted_average_of_its_members_sharpened():
+    card = load_card(ENSEMBLE)
+    assert isinstance(card, EnsembleCard) and len(card.members) == 2
+    assert sum(card.weights) == pytest.approx(1.0)
+    ensemble = EmotionClassifier(card)
+    assert ensemble.test_time_flip and all(model.batch == 2 for model in ensemble.models)
+    members = []
+    for member in card.members:  # each with the ensemble's flip, as the ensemble runs it
+        flipped = {**member.extra, "test_time_flip": True}
+        members.append(EmotionClassifier(type(member)(**{**vars(member), "extra": flipped})))
+    temperature = card.extra["temperature"]
+    for face in faces():
+        average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
+        expected = average ** (1 / temperature)
+        assert np.allclose(ensemble.classify(face), expected / expected.sum(), atol=1e-9)
+        # the calibration input: softmax(logits / T) is what classify gives
+        logits = ensemble.logits(face)
+        assert logits.shape == (1, len(LABELS))
+        soft = np.exp(logits[0] / temperature)
+        assert np.allclose(soft / soft.sum(), ensemble.classify(face), atol=1e-9)
+
+
+def test_members_with_different_preprocessing_each_get_their_own_input():
+    ensemble = EmotionClassifier(load_card(ENSEMBLE))
+    assert len(ensemble.input_keys) == 2  # v1: fixed normalisation, v2: per-crop
+    face = faces(1)[0]
+    inputs = ensemble.prepare(face)
+    assert set(inputs) == set(ensemble.input_keys)
+    first, second = inputs.values()
+    assert not np.allclose(first, second)
+    assert np.array_equal(ensemble.classify_prepared(inputs), ensemble.classify(face))
+
+
+def test_a_subset_of_classes_is_renormalised_over_the_ensemble(tmp_path):
+    full = EmotionClassifier(load_card(ENSEMBLE))
+    five = ("angry", "happy", "sad", "surprise", "neutral")
+    subset = EmotionClassifier(load_card(ENSEMBLE), classes=five)
+    assert subset.labels == five
+    for face in faces(5):
+        p, q = full.classify(face), subset.classify(face)
+        picked = p[[LABELS.index(name) for name in five]]
+        assert np.allclose(q, picked / picked.sum(), atol=1e-9)
+
+
+def test_the_default_config_runs_the_ensemble_and_the_va_model_beside_it(tmp_path):
+    config = load_config(None, [f"storage.state_dir={tmp_path}"])
+    assert config.models.emotion == "emotion_ensemble_int8"
+    classifier = build_classifier(config, threads=1)
+    assert classifier.card.name == "emotion_ensemble_int8" and classifier.labels == tuple(LABELS)
+    assert build_va(config, threads=1).model is not None
+
+
+def test_a_va_setting_that_names_an_ensemble_is_a_clear_reason_not_a_crash(tmp_path):
+    config = load_config(None, ["models.va=emotion_ensemble_int8", f"storage.state_dir={tmp_path}"])
+    choice = build_va(config, threads=1)
+    assert choice.model is None and choice.failed
+    assert "emotion_ensemble_int8.json" in choice.reason and "ensemble" in choice.reason
+    with pytest.raises(ModelError, match="ensemble"):
+        load_model_card(ENSEMBLE)
+
+
+def test_a_damaged_member_file_is_refused_naming_it(tmp_path):
+    folder = models_copy(tmp_path)
+    member = members_of(load_card(folder / "emotion_ensemble_int8.json"))[0]
+    data = bytearray(member.model_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    member.model_path.write_bytes(bytes(data))
+    config = load_config(None, [f"models.dir={folder}", f"storage.state_dir={tmp_path}"])
+    with pytest.raises(ModelError, match=member.model_path.name):
+        build_classifier(config, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"members": []}, "non-empty list"),
+        ({"members": "emotion_cnn_int8.json"}, "non-empty list"),
+        ({"members": [{"weight": 1}]}, r"members\[1\] needs a 'card'"),
+        ({"members": [{"card": "absent.json"}]}, "absent.json"),
+        ({"members": [{"card": "emotion_cnn_int8.json", "weight": 0}]}, "'weight'"),
+        ({"members": [{"card": "emotion_cnn_int8.json", "weight": True}]}, "'weight'"),
+        ({"members": [{"card": "emotion_cnn_int8.json", "weight": "1"}]}, "'weight'"),
+        ({"members": [{"card": "va_mobilenetv3_int8.json"}]}, "'va' model"),
+        ({"members": [{"card": "emotion_ensemble_int8.json"}]}, "is an ensemble"),
+        ({"members": [{"card": "mine.json"}]}, "this card itself"),
+        ({"labels": ["happy", "sad"]}, "share the labels"),
+        ({"task": "va"}, "only emotion models"),
+        ({"name": ...}, "'name'"),
+        ({"temperature": 0}, "temperature"),
+    ],
+)
+def test_ensemble_card_errors_name_the_file_and_what_is_wrong(tmp_path, changes, message):
+    folder = models_copy(tmp_path)
+    path = write_ensemble(folder, **changes)
+    with pytest.raises(ModelError, match=message) as info:
+        EmotionClassifier(load_card(path))
+    assert str(path) in str(info.value)
