@@ -139,7 +139,7 @@ def test_evaluate_va_cli_json_contract_on_fixture_faces():
 
 
 def test_evaluate_va_scores_the_emotion_fallback_too():
-    report = evaluate.evaluate_va(MODELS / "emotion_cnn_int8.json", FIXTURE_FACES, seed=0)
+    report = evaluate.evaluate_va(MODELS / "emotion_ensemble_int8.json", FIXTURE_FACES, seed=0)
     assert report["n"] == 35 and report["valence_sign_accuracy"] > 0.6
 
 
