@@ -138,3 +138,16 @@ def test_ensemble_card_errors_name_the_file_and_what_is_wrong(tmp_path, changes,
     with pytest.raises(ModelError, match=message) as info:
         EmotionClassifier(load_card(path))
     assert str(path) in str(info.value)
+
+
+def test_an_ensemble_can_be_a_distillation_teacher():
+    """tools/train_emotion.py --teacher reads any emotion card: an ensemble's averaged,
+    flip-on probabilities become the soft targets, in the training labels' order."""
+    from support import load_tool
+
+    train = load_tool("train_emotion")
+    images = np.stack([cv2.resize(face, (48, 48)) for face in faces(6)])
+    soft = train.teacher_targets(load_card(ENSEMBLE), images, temperature=1.0)
+    expected = np.stack([EmotionClassifier(load_card(ENSEMBLE)).classify(f) for f in images])
+    order = [LABELS.index(label) for label in train.LABELS]
+    np.testing.assert_allclose(soft, expected[:, order], atol=1e-5)

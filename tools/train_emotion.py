@@ -78,7 +78,7 @@ from training import (  # noqa: E402  (the code both trainers share)
 )
 
 from appliance.vision.emotion import EmotionClassifier  # noqa: E402
-from appliance.vision.model_card import ModelCard, ModelError, load_card  # noqa: E402
+from appliance.vision.model_card import Card, ModelError, load_card, members_of  # noqa: E402
 
 log = logging.getLogger("train_emotion")
 
@@ -157,7 +157,7 @@ def cutmixer(seed: int, probability: float):
     return mix
 
 
-def teacher_targets(card: ModelCard, images: np.ndarray, temperature: float) -> np.ndarray:
+def teacher_targets(card: Card, images: np.ndarray, temperature: float) -> np.ndarray:
     """Soft targets (N x 7, LABELS order) from a shipped model, for distillation.
 
     The teacher reads each face through the daemon's own classifier with test-time flip
@@ -574,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         # noted now: with --out models/ the export overwrites a shipped teacher's files
         try:
             card = load_card(args.teacher)
-            teacher = f"{args.teacher.name}, sha256 {card.sha256[:16]}"
+            hashes = " + ".join(model.sha256[:16] for model in members_of(card))  # ensembles too
+            teacher = f"{args.teacher.name}, sha256 {hashes}"
             # before TensorFlow is imported: the teacher runs on the daemon's runtime alone
             soft = teacher_targets(card, data["train"].images, args.temperature)
         except ModelError as exc:
