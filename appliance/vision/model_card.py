@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from appliance.vision.runtime import ModelError
 
 CARD_SUFFIX = ".json"
+MAX_MEMBERS = 8  # of an ensemble card
 
 
 @dataclass(frozen=True)
@@ -133,13 +135,17 @@ def _load_ensemble(path: Path, raw: dict[str, Any]) -> EnsembleCard:
     entries = raw["members"]
     if not isinstance(entries, list) or not entries:
         raise ModelError(f"{path}: 'members' must be a non-empty list of {{card, weight}}")
+    if len(entries) > MAX_MEMBERS:  # each member is a model in memory and an invoke per face
+        raise ModelError(f"{path}: {len(entries)} members; at most {MAX_MEMBERS}")
     members, weights = [], []
     for number, entry in enumerate(entries, 1):
         where = f"{path}: members[{number}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("card"), str):
             raise ModelError(f"{where} needs a 'card' (a card file beside this one)")
         weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ModelError(f"{where}: 'weight' must be a number > 0")
+        if not (weight > 0 and math.isfinite(weight)):  # NaN and Infinity parse as JSON here
             raise ModelError(f"{where}: 'weight' must be a number > 0")
         member_path = path.parent / entry["card"]
         if member_path.resolve() == path.resolve():
