@@ -8,7 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from support import FIXTURE_FACES, MODELS
+from support import FIXTURE_FACES, MODELS, load_tool
 
 from appliance.config import load_config
 from appliance.pipeline import build_classifier, build_va
@@ -147,11 +147,20 @@ def test_ensemble_card_errors_name_the_file_and_what_is_wrong(tmp_path, changes,
 def test_an_ensemble_can_be_a_distillation_teacher():
     """tools/train_emotion.py --teacher reads any emotion card: an ensemble's averaged,
     flip-on probabilities become the soft targets, in the training labels' order."""
-    from support import load_tool
-
     train = load_tool("train_emotion")
     images = np.stack([cv2.resize(face, (48, 48)) for face in faces(6)])
     soft = train.teacher_targets(load_card(ENSEMBLE), images, temperature=1.0)
     expected = np.stack([EmotionClassifier(load_card(ENSEMBLE)).classify(f) for f in images])
     order = [LABELS.index(label) for label in train.LABELS]
     np.testing.assert_allclose(soft, expected[:, order], atol=1e-5)
+
+
+def test_the_per_model_benchmark_times_every_member_and_view():
+    bench = load_tool("bench")
+    result = bench.bench_model(str(ENSEMBLE), threads=1, runs=20)
+    card = load_card(ENSEMBLE)
+    assert result["model"] == "emotion_ensemble_int8" and result["models"] == 2
+    assert result["batch"] == 2  # test-time flip: both views in each member's invoke
+    assert result["xnnpack"]["partitions"] == 2 and not result["xnnpack"]["ops_outside"]
+    assert result["file_size_bytes"] == sum(m.model_path.stat().st_size for m in card.members)
+    assert result["macs"] == card.extra["macs"] and result["inference_ms"]["median"] > 0
