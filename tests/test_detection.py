@@ -53,11 +53,12 @@ def detection_rate(clip, pipeline: Pipeline) -> tuple[float, float, float]:
 @requires_models
 @requires_fer_val
 def test_detection_rate_on_fer_val_clip(tmp_path):
-    """The issue's bar: >= 95% of frames of a clip of 300 random val faces."""
+    """The issue's bar: >= 95% of frames of a clip of 300 random val faces (4 frames each:
+    a quarter of the frames are a face's first, where it must be found, not tracked)."""
     faces = make_face_clip.list_faces(FER_VAL)
     sample = [faces[i] for i in np.random.default_rng(42).choice(len(faces), 300, replace=False)]
     clip = tmp_path / "val.mp4"
-    shots = make_face_clip.compose(sample, clip, frames_per_face=6, seed=42)
+    shots = make_face_clip.compose(sample, clip, frames_per_face=4, seed=42)
     clip.with_suffix(".json").write_text(
         json.dumps({"fps": 15, "shots": [{"box": s.box, "frames": s.frames} for s in shots]})
     )
