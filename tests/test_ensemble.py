@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -50,7 +51,7 @@ def test_the_shipped_ensemble_is_the_weighted_average_of_its_members_sharpened()
     members = []
     for member in card.members:  # each with the ensemble's flip, as the ensemble runs it
         flipped = {**member.extra, "test_time_flip": True}
-        members.append(EmotionClassifier(type(member)(**{**vars(member), "extra": flipped})))
+        members.append(EmotionClassifier(replace(member, extra=flipped)))
     temperature = card.extra["temperature"]
     for face in faces():
         average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
