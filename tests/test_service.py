@@ -137,6 +137,13 @@ def drain(sock: socket.socket, seconds: float, until=None) -> list[str]:
     return messages
 
 
+def watchdogs_and(count: int, prefix: str):
+    """A `drain` condition: `count` watchdog pings and a message starting with `prefix`."""
+    return lambda got: (
+        sum(m == "WATCHDOG=1" for m in got) >= count and any(m.startswith(prefix) for m in got)
+    )
+
+
 def test_notifier_speaks_the_protocol_on_a_real_socket(notify_socket):
     sock, path = notify_socket
     notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "4000000"},
@@ -196,14 +203,7 @@ def test_ready_status_watchdog_and_stopping_from_a_real_daemon(tmp_path, notify_
     sock, path = notify_socket
     proc = start(["--source", "demo", "--loop", *dirs(tmp_path)], daemon_env(path))
     try:
-        messages = drain(
-            sock,
-            60.0,
-            until=lambda got: (
-                sum(m == "WATCHDOG=1" for m in got) >= 5
-                and any(m.startswith("STATUS=running") for m in got)
-            ),
-        )
+        messages = drain(sock, 60.0, until=watchdogs_and(5, "STATUS=running"))
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         proc.wait(timeout=15)  # the unit's TimeoutStopSec
@@ -229,14 +229,7 @@ def test_a_camera_missing_at_boot_is_a_started_service_not_a_failed_start(tmp_pa
     proc = start(["--source", "http://127.0.0.1:9/absent.mjpg", *dirs(tmp_path)],
                  daemon_env(path))  # fmt: skip
     try:
-        messages = drain(
-            sock,
-            60.0,
-            until=lambda got: (
-                sum(m == "WATCHDOG=1" for m in got) >= 3
-                and any(m.startswith("READY=1") for m in got)
-            ),
-        )
+        messages = drain(sock, 60.0, until=watchdogs_and(3, "READY=1"))
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
