@@ -135,3 +135,37 @@ def test_per_crop_normalisation_ignores_exposure(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="min_std"):
         load_card(tmp_path / "bad.json")
+
+
+def test_exposure_brings_a_dim_or_bright_face_to_the_cards_mean(tmp_path):
+    """The v1 and VA cards ask for test-time exposure: a face from a dim room or against
+    a window reaches the model at the brightness it was trained at."""
+    from appliance.vision.preprocess import MAX_EXPOSURE_GAIN, prepare_face
+
+    card = load_card(MODELS / "emotion_cnn_v1_int8.json")
+    target = card.exposure_mean
+    assert target is not None and card.per_crop_min_std is None
+    face = cv2.imread(str(next(FIXTURE_FACES.glob("happy/*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    for factor in (0.4, 0.7):
+        x = prepare_face((face * factor).astype(np.float32), card)
+        assert float(x.mean()) * card.std + card.mean == pytest.approx(target, abs=0.5)
+        assert np.allclose(x, prepare_face(face, card), atol=0.02)  # the same face again
+    bright = np.clip(face.astype(np.float32) * 1.5, 0, 255)  # against a window
+    assert float(prepare_face(bright, card).mean()) * card.std + card.mean == pytest.approx(
+        target, abs=0.5
+    )
+    black = prepare_face(np.zeros((48, 48), np.uint8), card)
+    assert np.isfinite(black).all() and np.all(black == (0 - card.mean) / card.std)
+    dark = prepare_face(np.full((48, 48), 2, np.uint8), card)  # gain capped: no blow-up
+    assert float(dark.max()) * card.std + card.mean == pytest.approx(2 * MAX_EXPOSURE_GAIN)
+
+
+@pytest.mark.parametrize("value", [0, 255, -3, "131", True, float("nan")])
+def test_a_bad_exposure_mean_is_a_model_error_naming_the_card(tmp_path, value):
+    raw = json.loads((MODELS / "emotion_cnn_v1_int8.json").read_text())
+    raw["input"]["normalization"]["exposure_mean"] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="exposure_mean") as info:
+        load_card(path)
+    assert str(path) in str(info.value)

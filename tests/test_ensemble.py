@@ -42,26 +42,68 @@ def write_ensemble(folder, **changes):
     return path
 
 
-def test_the_shipped_ensemble_is_the_weighted_average_of_its_members_sharpened():
+def flipped_members(card: EnsembleCard) -> list[EmotionClassifier]:
+    """Each member alone, with the ensemble's flip, as the ensemble runs it."""
+    return [
+        EmotionClassifier(replace(member, extra={**member.extra, "test_time_flip": True}))
+        for member in card.members
+    ]
+
+
+def test_the_shipped_ensemble_is_a_cascade_of_its_members_sharpened():
+    """v2 first; v1 too only where v2's top probability is below stop_confidence."""
     card = load_card(ENSEMBLE)
     assert isinstance(card, EnsembleCard) and len(card.members) == 2
     assert sum(card.weights) == pytest.approx(1.0)
     ensemble = EmotionClassifier(card)
     assert ensemble.test_time_flip and all(model.batch == 2 for model in ensemble.models)
-    members = []
-    for member in card.members:  # each with the ensemble's flip, as the ensemble runs it
-        flipped = {**member.extra, "test_time_flip": True}
-        members.append(EmotionClassifier(replace(member, extra=flipped)))
-    temperature = card.extra["temperature"]
-    for face in faces():
-        average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
+    members = flipped_members(card)
+    temperature, stop = card.extra["temperature"], card.extra["stop_confidence"]
+    ran = []
+    for face in faces(24):
+        first = members[0].classify(face)
+        if first.max() >= stop:
+            average, expected_run = first, 1
+        else:
+            average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
+            expected_run = 2
         expected = average ** (1 / temperature)
         assert np.allclose(ensemble.classify(face), expected / expected.sum(), atol=1e-9)
+        assert ensemble.members_run == expected_run
+        ran.append(expected_run)
         # the calibration input: softmax(logits / T) is what classify gives
         logits = ensemble.logits(face)
         assert logits.shape == (1, len(LABELS))
         soft = np.exp(logits[0] / temperature)
         assert np.allclose(soft / soft.sum(), ensemble.classify(face), atol=1e-9)
+    assert set(ran) == {1, 2}  # the fixture has easy faces and doubtful ones
+
+
+def test_without_stop_confidence_every_member_runs_every_time(tmp_path):
+    card = load_card(write_ensemble(models_copy(tmp_path), stop_confidence=...))
+    ensemble, members = EmotionClassifier(card), flipped_members(card)
+    for face in faces(8):
+        average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
+        expected = average ** (1 / card.extra["temperature"])
+        assert np.allclose(ensemble.classify(face), expected / expected.sum(), atol=1e-9)
+        assert ensemble.members_run == 2
+
+
+def test_a_stop_confidence_of_one_stops_only_at_certainty(tmp_path):
+    every = EmotionClassifier(load_card(write_ensemble(models_copy(tmp_path), stop_confidence=1)))
+    for face in faces(8):
+        every.classify(face)
+        assert every.members_run == 2
+
+
+def test_stop_confidence_on_a_single_model_card_is_refused(tmp_path):
+    folder = models_copy(tmp_path)
+    raw = json.loads((folder / "emotion_cnn_int8.json").read_text())
+    path = folder / "single.json"
+    path.write_text(json.dumps({**raw, "stop_confidence": 0.7}))
+    with pytest.raises(ModelError, match="stop_confidence is for an ensemble") as info:
+        EmotionClassifier(load_card(path))
+    assert str(path) in str(info.value)
 
 
 def test_members_with_different_preprocessing_each_get_their_own_input():
@@ -135,6 +177,11 @@ def test_a_damaged_member_file_is_refused_naming_it(tmp_path):
         ({"task": "va"}, "only emotion models"),
         ({"name": ...}, "'name'"),
         ({"temperature": 0}, "temperature"),
+        ({"stop_confidence": 0}, r"stop_confidence must be a number in \(0, 1\]"),
+        ({"stop_confidence": 1.5}, "stop_confidence must be"),
+        ({"stop_confidence": "high"}, "stop_confidence must be"),
+        ({"stop_confidence": True}, "stop_confidence must be"),
+        ({"stop_confidence": float("nan")}, "stop_confidence must be"),
     ],
 )
 def test_ensemble_card_errors_name_the_file_and_what_is_wrong(tmp_path, changes, message):
@@ -165,3 +212,14 @@ def test_the_per_model_benchmark_times_every_member_and_view():
     assert result["xnnpack"]["partitions"] == 2 and not result["xnnpack"]["ops_outside"]
     assert result["file_size_bytes"] == sum(m.model_path.stat().st_size for m in card.members)
     assert result["macs"] == card.extra["macs"] and result["inference_ms"]["median"] > 0
+
+
+def test_the_per_model_benchmark_times_a_cascade_on_real_faces():
+    """A cascade's cost depends on the face: --faces cycles through real ones and says how
+    many members ran on average (a random image would time one arbitrary path)."""
+    bench = load_tool("bench")
+    images = bench.face_images(str(FIXTURE_FACES), count=16)
+    assert len(images) == 16
+    result = bench.bench_model(str(ENSEMBLE), threads=1, runs=32, faces=images)
+    assert result["faces"] == 16 and 1 < result["members_run_mean"] < 2
+    assert result["inference_mean_ms"] > 0

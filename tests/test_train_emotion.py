@@ -341,6 +341,8 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
             "0.5",
             "--head",  # and the global depthwise conv head
             "gdconv",
+            "--exposure-mean",  # and a test-time exposure, written into the card
+            "131.2",
         ]
     )
     assert code == 0
@@ -353,6 +355,8 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     assert card["macs"] == 48 * 48 * 8 * 9 + 24 * 24 * 16 * 9 * 8 + 24 * 24 * 16 + 16 * 7
     model = out / card["file"]
     assert card["labels"] == list(train.LABELS)
+    assert card["input"]["normalization"]["exposure_mean"] == 131.2
+    assert "--exposure-mean 131.2" in card["training"]["command"]
     assert card["file_size_bytes"] == model.stat().st_size
     assert card["quantization"]["input"]["dtype"] == "int8"
     assert card["metrics"]["fer2013_val"]["n"] == 35

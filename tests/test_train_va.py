@@ -295,9 +295,10 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     out, work = tmp_path / "models", tmp_path / "work"
     small = ["--epochs", "1", "--warmup", "0", "--batch-size", "16", "--alpha", "0.35"]
     paths = ["--data", str(tmp_path / "fer"), "--out", str(out), "--work", str(work)]
-    code = train.main([*paths, *small, "--upsample", "64"])
+    code = train.main([*paths, *small, "--upsample", "64", "--exposure-mean", "131.2"])
     assert code == 0
     card = json.loads((out / "va_mobilenetv3_int8.json").read_text())
+    assert card["input"]["normalization"] == {"mean": 127.5, "std": 127.5, "exposure_mean": 131.2}
     model = out / card["file"]
     assert card["task"] == "va" and card["outputs"] == ["valence", "arousal"]
     assert card["file_size_bytes"] == model.stat().st_size

@@ -55,10 +55,28 @@ def threads_arg(text: str) -> int | str:
     return value
 
 
-def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
+def face_images(folder: str, count: int = 500) -> list[np.ndarray]:
+    """Up to `count` images of a folder (searched recursively, evenly spaced in name
+    order): a cascade's time depends on the faces it sees, so it is timed on real ones."""
+    import cv2
+
+    paths = sorted(
+        p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
+    if not paths:
+        raise SystemExit(f"{folder}: no .jpg or .png images")
+    picks = paths[:: max(1, len(paths) // count)][:count]
+    images = [cv2.imread(str(p)) for p in picks]
+    return [image for image in images if image is not None]
+
+
+def bench_model(
+    card_path: str, threads: int, runs: int = 2000, faces: list[np.ndarray] | None = None
+) -> dict:
     """Per-face latency of one model on exactly `threads` TFLite threads (the card's
     choice and the code's rule are what is being measured, so neither applies here):
-    prepared input -> output, with how much of its graph XNNPACK runs."""
+    prepared input -> output, with how much of its graph XNNPACK runs. Without `faces`,
+    one random image is the input every time."""
     from appliance.vision.blazeface import BlazeFaceDetector
     from appliance.vision.emotion import EmotionClassifier
     from appliance.vision.model_card import load_card, members_of
@@ -68,6 +86,9 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
     set_opencv_threads(1)
     card = load_card(card_path)
     face = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    faces = faces or [face]
+    face = faces[0]
+    members_run: list[int] = []
     if card.task == "va":
         model = VARegressor(card, threads=threads)
         infer, x, tflites = model.predict_input, prepare_face(face, card), (model.model,)
@@ -78,20 +99,30 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
         infer, x, tflites, prepare = detector.detect, frame, (detector.model,), None
     else:  # an emotion model or ensemble: all its members, every view the card asks for
         classifier = EmotionClassifier(card, threads=threads)
-        infer, x, tflites = (
-            classifier.classify_prepared,
-            classifier.prepare(face),
-            classifier.models,
-        )
+        inputs = [classifier.prepare(image) for image in faces]
+
+        def infer(x: dict) -> None:
+            classifier.classify_prepared(x)
+            members_run.append(classifier.members_run)
+
+        x, tflites = inputs[0], classifier.models
         prepare = partial(classifier.prepare, face)
-    for _ in range(50):
-        infer(x)
+    if card.task == "emotion":
+        samples = [inputs[i % len(inputs)] for i in range(runs)]
+    elif card.task == "va":
+        samples = [prepare_face(image, card) for image in faces]
+        samples = [samples[i % len(samples)] for i in range(runs)]
+    else:
+        samples = [x] * runs
+    for sample in samples[:50]:
+        infer(sample)
+    members_run.clear()
     times = []
     with CpuMeter() as meter:
         start = time.perf_counter()
-        for _ in range(runs):
+        for sample in samples:
             t0 = time.perf_counter()
-            infer(x)
+            infer(sample)
             times.append((time.perf_counter() - t0) * 1e3)
         wall = time.perf_counter() - start
     prep = []
@@ -107,7 +138,11 @@ def bench_model(card_path: str, threads: int, runs: int = 2000) -> dict:
         "threads": threads,
         "batch": tflites[0].batch,
         "models": len(tflites),  # an ensemble's members, each invoked once per face
+        "faces": len(faces),  # distinct inputs, cycled
+        # a cascade's members run per face, on average (an ensemble without one: all)
+        "members_run_mean": round(float(np.mean(members_run)), 3) if members_run else None,
         "inference_ms": stats(times),
+        "inference_mean_ms": round(float(np.mean(times)), 4),
         "preprocess_ms": stats(prep)["median"] if prep else None,
         "cpu": meter.report(wall),
         "xnnpack": {
@@ -212,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2000, help="--model: invokes to time")
     parser.add_argument("--runtime", choices=RUNTIMES, help="--model: this TFLite package")
     parser.add_argument(
+        "--faces",
+        help="--model: time on these face images (a folder, e.g. ../shared/data/fer2013/val), "
+        "cycled, instead of one random image: a cascade's cost depends on the face",
+    )
+    parser.add_argument(
         "--va-beside",
         action="store_true",
         help="time the VA model beside the emotion CNN (two threads) against in order",
@@ -224,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model or args.va_beside:
         threads = 1 if args.threads == "auto" else args.threads
         if args.model:
-            result = bench_model(args.model, threads, args.runs)
+            faces = face_images(args.faces) if args.faces else None
+            result = bench_model(args.model, threads, args.runs, faces)
         else:
             models = Path(__file__).resolve().parent.parent / "models"
             result = bench_va_beside(

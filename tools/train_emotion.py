@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tools"))  # evaluate.py, also when imported as a 
 
 from training import (  # noqa: E402  (the code both trainers share)
     BASIC_AUGMENTATION,
+    EXPOSURE_HELP,
     LABELS,
     PER_CROP_MIN_STD,
     ROBUST_AUGMENTATION,
@@ -401,13 +402,23 @@ def measure_without_tensorflow(
     return run_in_fresh_process(_measure, float_card, int8_card, val)
 
 
-def write_card(path: Path, model_file: Path, extra: dict, norm: str = "fixed") -> None:
+def write_card(
+    path: Path,
+    model_file: Path,
+    extra: dict,
+    norm: str = "fixed",
+    exposure_mean: float | None = None,
+) -> None:
     card = {
         "name": path.stem,
         "task": "emotion",
         "file": model_file.name,
         "sha256": sha256(model_file),
-        "input": {"size": [SIZE, SIZE], "channels": 1, "normalization": card_normalization(norm)},
+        "input": {
+            "size": [SIZE, SIZE],
+            "channels": 1,
+            "normalization": card_normalization(norm, exposure_mean),
+        },
         "labels": list(LABELS),
         "output": "logits",
         "file_size_bytes": model_file.stat().st_size,
@@ -536,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         default="per-crop",
         help="input normalisation: fixed (x - 127.5) / 127.5, or per-crop mean/std",
     )
+    parser.add_argument("--exposure-mean", type=float, default=None, help=EXPOSURE_HELP)
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -651,12 +663,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     float_card = args.work / f"{args.name}_float.json"
     int8_card = args.work / f"{args.name}_int8.json"  # installed into --out when final
-    write_card(float_card, float_path, {**common, "quantization": {"input": None}}, args.norm)
+    write_card(
+        float_card,
+        float_path,
+        {**common, "quantization": {"input": None}},
+        args.norm,
+        args.exposure_mean,
+    )
     write_card(
         int8_card,
         int8_path,
         {**common, "quantization": tensor_quantization(int8_path)},
         args.norm,
+        args.exposure_mean,
     )
     # the temperature is fitted to the int8 model as the daemon runs it (flip on), then
     # written into its card before the card is scored

@@ -500,13 +500,19 @@ def measure_without_tensorflow(cards: list[Path], val: VASet) -> list[dict]:
     return training.run_in_fresh_process(_measure, cards, val.images, val.targets, val.classes)
 
 
-def write_card(path: Path, model_file: Path, extra: dict) -> None:
+def write_card(
+    path: Path, model_file: Path, extra: dict, exposure_mean: float | None = None
+) -> None:
     card = {
         "name": path.stem,
         "task": "va",
         "file": model_file.name,
         "sha256": training.sha256(model_file),
-        "input": {"size": [SIZE, SIZE], "channels": 1, "normalization": {"mean": MEAN, "std": STD}},
+        "input": {
+            "size": [SIZE, SIZE],
+            "channels": 1,
+            "normalization": training.card_normalization("fixed", exposure_mean),
+        },
         "outputs": ["valence", "arousal"],
         "output": "tanh, [-1, 1]",
         "file_size_bytes": model_file.stat().st_size,
@@ -594,6 +600,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2013)
+    parser.add_argument("--exposure-mean", type=float, default=None, help=training.EXPOSURE_HELP)
     parser.add_argument(
         "--init",
         type=Path,
@@ -752,9 +759,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     float_card = args.work / f"{args.name}_float.json"
     int8_card = args.work / f"{args.name}_int8.json"  # installed into --out when final
-    write_card(float_card, float_path, {**common, "quantization": {"input": None}})
+    write_card(
+        float_card, float_path, {**common, "quantization": {"input": None}}, args.exposure_mean
+    )
     quantization = {**training.tensor_quantization(int8_path), **calibration}
-    write_card(int8_card, int8_path, {**common, "quantization": quantization})
+    write_card(int8_card, int8_path, {**common, "quantization": quantization}, args.exposure_mean)
     cards = [float_card, int8_card]
     if not args.labels and args.teacher.is_file():
         cards.append(args.teacher)  # the fallback (emotion probabilities), for comparison

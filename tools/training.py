@@ -513,10 +513,21 @@ def normaliser(kind: str):
     return per_crop
 
 
-def card_normalization(kind: str) -> dict:
+def card_normalization(kind: str, exposure_mean: float | None = None) -> dict:
+    """The card's input.normalization; `exposure_mean` (test time only, like the flip:
+    the training crops are not rescaled) has the daemon bring each crop to that mean."""
     if kind == "per-crop":
-        return {"mean": 0.0, "std": 1.0, "per_crop": True, "min_std": PER_CROP_MIN_STD}
-    return {"mean": MEAN, "std": STD}
+        norm = {"mean": 0.0, "std": 1.0, "per_crop": True, "min_std": PER_CROP_MIN_STD}
+    else:
+        norm = {"mean": MEAN, "std": STD}
+    return norm if exposure_mean is None else {**norm, "exposure_mean": exposure_mean}
+
+
+EXPOSURE_HELP = (
+    "test-time exposure: the card has the daemon scale each face crop's grey levels to "
+    "this mean before normalising (FER2013 training crops average 131); applied at "
+    "inference and in this script's evaluation, not to the training crops"
+)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

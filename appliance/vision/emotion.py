@@ -12,6 +12,10 @@ An ensemble card (model_card.EnsembleCard) runs each member with its own preproc
 and temperature and averages their probabilities with the card's weights; the
 ensemble's `test_time_flip` applies to every member, and its `temperature` re-sharpens
 the average (an average of calibrated models is less confident than it is right).
+
+An ensemble's `stop_confidence` makes it a cascade: members run in card order, and once
+the weighted average of those run so far gives some label at least that probability, the
+rest are skipped. Most faces are easy; only the doubtful ones pay for every member.
 """
 
 from __future__ import annotations
@@ -30,7 +34,25 @@ InputKey = tuple
 
 
 def input_key(card: ModelCard) -> InputKey:
-    return (card.input_size, card.channels, card.mean, card.std, card.per_crop_min_std)
+    return (
+        card.input_size,
+        card.channels,
+        card.mean,
+        card.std,
+        card.per_crop_min_std,
+        card.exposure_mean,
+    )
+
+
+def _stop_confidence(card: Card) -> float | None:
+    stop = card.extra.get("stop_confidence")
+    if stop is None:
+        return None
+    if not isinstance(card, EnsembleCard):
+        raise ModelError(f"{card.path}: stop_confidence is for an ensemble card (members)")
+    if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 < stop <= 1:
+        raise ModelError(f"{card.path}: stop_confidence must be a number in (0, 1]")
+    return float(stop)
 
 
 def _temperature(card: Card) -> float:
@@ -70,6 +92,8 @@ class EmotionClassifier:
         ensemble = isinstance(card, EnsembleCard)
         # an ensemble's temperature applies to the average of its members' probabilities
         self._ensemble_temperature = _temperature(card) if ensemble else 1.0
+        self._stop_confidence = _stop_confidence(card)
+        self._members_run = 0
         weights = card.weights if ensemble else (1.0,)
         self._members = tuple(
             self._load(member, weight, threads)
@@ -105,6 +129,12 @@ class EmotionClassifier:
     def models(self) -> tuple[TFLiteModel, ...]:
         """The loaded models, one per member (benchmarks read their graphs)."""
         return tuple(member.model for member in self._members)
+
+    @property
+    def members_run(self) -> int:
+        """How many members the last classification ran (fewer than all: a cascade's
+        early stop)."""
+        return self._members_run
 
     @property
     def input_keys(self) -> tuple[InputKey, ...]:
@@ -154,12 +184,19 @@ class EmotionClassifier:
         return self._run(member, inputs[input_key(member.card)])
 
     def _average(self, inputs: dict[InputKey, np.ndarray]) -> np.ndarray:
-        """The members' probabilities (over views), weighted, before any subset."""
+        """The members' probabilities (over views), weighted, before any subset; a
+        cascade's over the members it ran (their weights renormalised)."""
         probs = np.zeros(len(self.card.labels))
+        weight = 0.0
+        self._members_run = 0
         for member in self._members:
             views = self._run(member, inputs[input_key(member.card)])
             probs += member.weight * np.mean([self._probabilities(member, v) for v in views], 0)
-        return probs
+            weight += member.weight
+            self._members_run += 1
+            if self._stop_confidence is not None and probs.max() >= self._stop_confidence * weight:
+                break
+        return probs / weight
 
     def _run(self, member: _Member, x: np.ndarray) -> np.ndarray:
         """The model's outputs (logits or probabilities, dequantised) for each view of a

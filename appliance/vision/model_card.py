@@ -39,6 +39,9 @@ class ModelCard:
     # per-crop standardisation before (x - mean) / std: each face minus its own mean, over
     # its own standard deviation floored at this many grey levels; None: fixed only
     per_crop_min_std: float | None = None
+    # per-crop exposure before the rest: the crop's grey levels scaled so their mean is
+    # this (see preprocess.prepare_face); None: as captured
+    exposure_mean: float | None = None
 
     @property
     def model_path(self) -> Path:
@@ -218,6 +221,11 @@ def _load_model_card(path: Path, raw: dict[str, Any]) -> ModelCard:
         min_std = float(need("min_std", (int, float), norm))
         if not min_std > 0:
             raise ModelError(f"{path}: input.normalization.min_std must be > 0")
+    exposure_mean = None
+    if "exposure_mean" in norm:
+        exposure_mean = float(need("exposure_mean", (int, float), norm))
+        if not 0 < exposure_mean < 255:
+            raise ModelError(f"{path}: input.normalization.exposure_mean must be in 0..255")
     labels = tuple(need("labels", list)) if "labels" in raw else ()
     if not all(isinstance(label, str) and label for label in labels):
         raise ModelError(f"{path}: labels must be a list of non-empty strings")
@@ -235,6 +243,7 @@ def _load_model_card(path: Path, raw: dict[str, Any]) -> ModelCard:
         labels=labels,
         extra={k: v for k, v in raw.items() if k not in known},
         per_crop_min_std=min_std,
+        exposure_mean=exposure_mean,
     )
 
 

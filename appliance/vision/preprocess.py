@@ -12,6 +12,10 @@ import numpy as np
 from appliance.vision.faces import square_around
 from appliance.vision.model_card import ModelCard
 
+# A crop darker than its card's exposure_mean / this is mostly sensor noise: brightening
+# it further only amplifies that.
+MAX_EXPOSURE_GAIN = 8.0
+
 
 def prepare_face(face: np.ndarray, card: ModelCard) -> np.ndarray:
     """A face image (gray or BGR, any size) -> float32 H x W x C model input per the card."""
@@ -29,6 +33,11 @@ def prepare_face(face: np.ndarray, card: ModelCard) -> np.ndarray:
             face, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         )
     x = face.astype(np.float32)
+    if card.exposure_mean is not None:
+        # a face in a dim room or against a window, brought to the exposure the model was
+        # trained at (what a camera's auto-exposure would do for the face alone)
+        gain = min(card.exposure_mean / max(float(x.mean()), 1e-3), MAX_EXPOSURE_GAIN)
+        x = np.clip(x * gain, 0.0, 255.0)
     if card.per_crop_min_std is not None:
         x = (x - x.mean()) / max(float(x.std()), card.per_crop_min_std)
     x = (x - card.mean) / card.std
