@@ -171,9 +171,9 @@ class ModelsConfig:
     emotion: str = setting(
         "emotion_ensemble_int8",
         "Emotion classifier: a model card name in dir, or a path to a model card .json "
-        "(emotion_ensemble_int8: this project's two int8 CNNs averaged, the clean-face v1 "
-        "and the robust v2; emotion_cnn_int8: v2 alone, about half the time per face; "
-        "fer_baseline: the fer package's model).",
+        "(emotion_ensemble_int8: this project's two int8 CNNs, the robust v2 and, where v2 "
+        "is doubtful, the clean-face v1 averaged with it; emotion_cnn_int8: v2 alone, "
+        "about 60% of the time per face; fer_baseline: the fer package's model).",
     )
     va: str = setting(
         "va_mobilenetv3_int8",
