@@ -66,8 +66,10 @@ def face_images(folder: str, count: int = 500) -> list[np.ndarray]:
     if not paths:
         raise SystemExit(f"{folder}: no .jpg or .png images")
     picks = paths[:: max(1, len(paths) // count)][:count]
-    images = [cv2.imread(str(p)) for p in picks]
-    return [image for image in images if image is not None]
+    images = [image for image in (cv2.imread(str(p)) for p in picks) if image is not None]
+    if not images:
+        raise SystemExit(f"{folder}: none of its images could be read")
+    return images
 
 
 def bench_model(
@@ -89,31 +91,30 @@ def bench_model(
     faces = faces or [face]
     face = faces[0]
     members_run: list[int] = []
+
+    def cycled(inputs: list) -> list:
+        return [inputs[i % len(inputs)] for i in range(runs)]
+
     if card.task == "va":
         model = VARegressor(card, threads=threads)
-        infer, x, tflites = model.predict_input, prepare_face(face, card), (model.model,)
+        infer, tflites = model.predict_input, (model.model,)
+        samples = cycled([prepare_face(image, card) for image in faces])
         prepare = partial(prepare_face, face, card)
     elif card.task == "face_detection":
         detector = BlazeFaceDetector(card, threads=threads)
         frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-        infer, x, tflites, prepare = detector.detect, frame, (detector.model,), None
-    else:  # an emotion model or ensemble: all its members, every view the card asks for
+        infer, tflites, prepare, samples = detector.detect, (detector.model,), None, [frame] * runs
+    else:  # an emotion model or ensemble: its members (a cascade's, as far as it goes),
+        # every view the card asks for
         classifier = EmotionClassifier(card, threads=threads)
-        inputs = [classifier.prepare(image) for image in faces]
 
         def infer(x: dict) -> None:
             classifier.classify_prepared(x)
             members_run.append(classifier.members_run)
 
-        x, tflites = inputs[0], classifier.models
+        tflites = classifier.models
+        samples = cycled([classifier.prepare(image) for image in faces])
         prepare = partial(classifier.prepare, face)
-    if card.task == "emotion":
-        samples = [inputs[i % len(inputs)] for i in range(runs)]
-    elif card.task == "va":
-        samples = [prepare_face(image, card) for image in faces]
-        samples = [samples[i % len(samples)] for i in range(runs)]
-    else:
-        samples = [x] * runs
     for sample in samples[:50]:
         infer(sample)
     members_run.clear()
