@@ -65,14 +65,34 @@ class Pacer:
             self.sleep(delay)
 
 
-class VideoFileSource(FrameSource):
+class RecordedSource(FrameSource):
+    """What plays a recording (a file or a folder) shares: its path, looping, and either
+    every frame as fast as the pipeline takes them or, with `realtime`, the recording's
+    own pace (a `Pacer`)."""
+
+    live = False
+
+    def __init__(
+        self, name: str, path: str | Path, loop: bool, realtime: bool, pacer: Pacer | None
+    ) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.loop = loop
+        self.pacer = (pacer or Pacer()) if realtime else None
+        self.fps = DEFAULT_FPS
+
+    def playback_modes(self) -> str:
+        """' (looping, real time)' for the source's description, or ''."""
+        modes = [n for n, on in (("looping", self.loop), ("real time", self.pacer)) if on]
+        return f" ({', '.join(modes)})" if modes else ""
+
+
+class VideoFileSource(RecordedSource):
     """Every frame of a video file, in order; optionally looped forever.
 
     `Frame.t` is frame_index / fps (the container's fps, or 30 if it reports none);
     when looping, timestamps and indexes keep increasing across restarts.
     """
-
-    live = False
 
     def __init__(
         self,
@@ -82,11 +102,7 @@ class VideoFileSource(FrameSource):
         *,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(str(path))
-        self.path = Path(path)
-        self.loop = loop
-        self.pacer = (pacer or Pacer()) if realtime else None
-        self.fps = DEFAULT_FPS
+        super().__init__(str(path), path, loop, realtime, pacer)
         self._cap: cv2.VideoCapture | None = None
         self._pending: np.ndarray | None = None  # first frame, decoded by open() to validate
         self._index = 0  # frames returned so far, across loops
@@ -94,7 +110,7 @@ class VideoFileSource(FrameSource):
         self._offset = 0.0  # media time of the start of the current pass
 
     def describe(self) -> str:
-        return f"video {self.path}" + playback_modes(self.loop, self.pacer)
+        return f"video {self.path}" + self.playback_modes()
 
     def _open_capture(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path))
@@ -166,14 +182,12 @@ class VideoFileSource(FrameSource):
         self._pending = None
 
 
-class ImageFolderSource(FrameSource):
+class ImageFolderSource(RecordedSource):
     """Each image in a folder (sorted by file name) as one frame at a fixed frame rate.
 
     Frame i of the listing gets index i and t = i / fps, so a skipped (unreadable)
     image leaves a gap instead of shifting the timing of the rest.
     """
-
-    live = False
 
     def __init__(
         self,
@@ -184,19 +198,16 @@ class ImageFolderSource(FrameSource):
         *,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(str(path))
         if fps <= 0:
             raise CaptureError(f"image folder fps must be positive, got {fps}")
-        self.path = Path(path)
+        super().__init__(str(path), path, loop, realtime, pacer)
         self.fps = float(fps)
-        self.loop = loop
-        self.pacer = (pacer or Pacer()) if realtime else None
         self._files: list[Path] | None = None
         self._pos = 0  # position in the endless (if looping) sequence of listing entries
         self._pass_ok = 0  # images decoded (or skipped in real time) this pass
 
     def describe(self) -> str:
-        return f"images {self.path} @ {self.fps:g} fps" + playback_modes(self.loop, self.pacer)
+        return f"images {self.path} @ {self.fps:g} fps" + self.playback_modes()
 
     def open(self) -> None:
         if not self.path.is_dir():
@@ -248,9 +259,3 @@ class ImageFolderSource(FrameSource):
 
     def close(self) -> None:
         self._files = None
-
-
-def playback_modes(loop: bool, pacer: Pacer | None) -> str:
-    """' (looping, real time)' for a recorded source's description, or ''."""
-    modes = [name for name, on in (("looping", loop), ("real time", pacer is not None)) if on]
-    return f" ({', '.join(modes)})" if modes else ""

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import CaptureError, Frame, FrameSource, SourceConfigError, ensure_bgr
-from .files import Pacer, playback_modes
+from .base import CaptureError, Frame, SourceConfigError, ensure_bgr
+from .files import Pacer, RecordedSource
 from .latest import LiveSource
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class RealSenseSource(LiveSource):
 # ------------------------------------------------------------------ a recording
 
 
-class RealSenseRecordingSource(FrameSource):
+class RealSenseRecordingSource(RecordedSource):
     """Every colour frame of a RealSense recording (.bag or .db3), in order, with depth.
 
     `Frame.t` is the colour frame's time since the recording's first frame (from its
@@ -365,8 +365,6 @@ class RealSenseRecordingSource(FrameSource):
     times and indexes keep increasing across passes. Playback runs without librealsense's
     real-time mode, so no frame is dropped however slow the pipeline; `realtime` paces it
     at the recording's own rate instead (a frame whose successor is due is dropped)."""
-
-    live = False
 
     def __init__(
         self,
@@ -376,11 +374,7 @@ class RealSenseRecordingSource(FrameSource):
         *,
         pacer: Pacer | None = None,
     ) -> None:
-        super().__init__(f"realsense:{path}")
-        self.path = Path(path)
-        self.loop = loop
-        self.pacer = (pacer or Pacer()) if realtime else None
-        self.fps = DEFAULT_FPS
+        super().__init__(f"realsense:{path}", path, loop, realtime, pacer)
         self.has_depth = False
         self._rs: Any = None
         self._pipeline: Any = None
@@ -393,7 +387,7 @@ class RealSenseRecordingSource(FrameSource):
         self._last_t = -math.inf
 
     def describe(self) -> str:
-        return f"RealSense recording {self.path}" + playback_modes(self.loop, self.pacer)
+        return f"RealSense recording {self.path}" + self.playback_modes()
 
     def open(self) -> None:
         if self._pipeline is not None:
