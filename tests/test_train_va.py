@@ -23,6 +23,22 @@ train_emotion = load_tool("train_emotion")
 train = load_tool("train_va")
 
 
+@pytest.fixture(autouse=True)
+def eager_train_steps(request):
+    """Keras traces MobileNetV3's train step into a graph at the start of every fit: ~25 s
+    of a two-step smoke run, against ~4 s for the steps run eagerly. These tests check
+    what a run reads and writes, not graph execution (the emotion trainer's tests, and
+    every real run, use graphs); the TFLite export traces its own graph either way."""
+    if request.node.get_closest_marker("training") is None:
+        yield
+        return
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
 def fixture_data(root):
     for split in ("train", "val"):
         for label in train_emotion.LABELS:
