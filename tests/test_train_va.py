@@ -323,3 +323,13 @@ def test_a_short_real_training_run_writes_a_consistent_card(tmp_path):
     assert metrics["n"] == 35 and metrics["valence_sign_n"] == 30
     assert "fallback_from_emotion_probabilities" in metrics
     assert {"params", "macs", "training", "architecture", "coordinates_source"} <= set(card)
+
+
+@pytest.mark.parametrize("value", ["0", "255", "-5", "bright"])
+def test_a_bad_exposure_mean_stops_the_trainers_before_any_training(value, capsys):
+    """Caught at the command line, not by the card's check after hours of training."""
+    for trainer in (train_emotion.main, train.parse_args):
+        with pytest.raises(SystemExit) as info:
+            trainer(["--exposure-mean", value])
+        assert info.value.code == 2
+        assert "--exposure-mean" in capsys.readouterr().err

@@ -65,6 +65,7 @@ from training import (  # noqa: E402  (the code both trainers share)
     check_weights_finite,
     class_weights,
     count_macs,
+    exposure_mean_arg,
     install,
     load_data,
     normaliser,
@@ -547,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         default="per-crop",
         help="input normalisation: fixed (x - 127.5) / 127.5, or per-crop mean/std",
     )
-    parser.add_argument("--exposure-mean", type=float, default=None, help=EXPOSURE_HELP)
+    parser.add_argument("--exposure-mean", type=exposure_mean_arg, default=None, help=EXPOSURE_HELP)
     parser.add_argument(
         "--resume",
         action="store_true",

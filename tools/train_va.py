@@ -600,7 +600,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2013)
-    parser.add_argument("--exposure-mean", type=float, default=None, help=training.EXPOSURE_HELP)
+    parser.add_argument(
+        "--exposure-mean",
+        type=training.exposure_mean_arg,
+        default=None,
+        help=training.EXPOSURE_HELP,
+    )
     parser.add_argument(
         "--init",
         type=Path,

@@ -9,6 +9,7 @@ run work without it, and the daemon never imports this module.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -521,6 +522,14 @@ def card_normalization(kind: str, exposure_mean: float | None = None) -> dict:
     else:
         norm = {"mean": MEAN, "std": STD}
     return norm if exposure_mean is None else {**norm, "exposure_mean": exposure_mean}
+
+
+def exposure_mean_arg(text: str) -> float:
+    """--exposure-mean, checked before hours of training rather than by the card after."""
+    value = float(text)
+    if not 0 < value < 255:
+        raise argparse.ArgumentTypeError(f"{text}: a mean grey level above 0 and below 255")
+    return value
 
 
 EXPOSURE_HELP = (

@@ -225,7 +225,9 @@ def _load_model_card(path: Path, raw: dict[str, Any]) -> ModelCard:
     if "exposure_mean" in norm:
         exposure_mean = float(need("exposure_mean", (int, float), norm))
         if not 0 < exposure_mean < 255:
-            raise ModelError(f"{path}: input.normalization.exposure_mean must be in 0..255")
+            raise ModelError(
+                f"{path}: input.normalization.exposure_mean must be above 0 and below 255"
+            )
     labels = tuple(need("labels", list)) if "labels" in raw else ()
     if not all(isinstance(label, str) and label for label in labels):
         raise ModelError(f"{path}: labels must be a list of non-empty strings")
