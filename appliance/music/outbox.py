@@ -40,13 +40,16 @@ class Outbox:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
-    def _write(self, sql: str, params: list[Any]) -> int:
+    def _execute(self, sql: str, params: list[Any]) -> sqlite3.Cursor:
+        """One statement in its own transaction; a database error is a StoreError."""
         try:
             with self.db.conn:
-                cursor = self.db.conn.execute(sql, params)
-                return int(cursor.lastrowid or 0)
+                return self.db.conn.execute(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot update the song queue: {exc}") from exc
+
+    def _write(self, sql: str, params: list[Any]) -> int:
+        return int(self._execute(sql, params).lastrowid or 0)
 
     def add(
         self,
@@ -69,16 +72,12 @@ class Outbox:
     def claim(self, item_id: int) -> bool:
         """recommended -> sending (one more attempt), only if it is still recommended: a
         song withdrawn meanwhile by another process (`queue clear`, a skip) stays so."""
-        try:
-            with self.db.conn:
-                cursor = self.db.conn.execute(
-                    "UPDATE queue SET state = 'sending', updated_at = ?, error = NULL,"
-                    " attempts = attempts + 1 WHERE id = ? AND state = 'recommended'",
-                    [time.time(), item_id],
-                )
-                return cursor.rowcount == 1
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot update the song queue: {exc}") from exc
+        cursor = self._execute(
+            "UPDATE queue SET state = 'sending', updated_at = ?, error = NULL,"
+            " attempts = attempts + 1 WHERE id = ? AND state = 'recommended'",
+            [time.time(), item_id],
+        )
+        return cursor.rowcount == 1
 
     def set_state(
         self,
@@ -138,16 +137,11 @@ class Outbox:
         saying so; the rows stay as history. Songs already on the player (sent, or a
         push being settled) are left alone: the Web API cannot take them back."""
         now = time.time() if now is None else now
-        try:
-            with self.db.conn:
-                cursor = self.db.conn.execute(
-                    "UPDATE queue SET state = 'skipped', updated_at = ?, error = ?"
-                    " WHERE user = ? AND state = 'recommended'",
-                    [now, CLEARED, user],
-                )
-                return cursor.rowcount
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot update the song queue: {exc}") from exc
+        return self._execute(
+            "UPDATE queue SET state = 'skipped', updated_at = ?, error = ?"
+            " WHERE user = ? AND state = 'recommended'",
+            [now, CLEARED, user],
+        ).rowcount
 
     def waiting(self, user: str) -> int:
         """Songs queued for the user and not yet played, skipped or failed."""
@@ -217,16 +211,11 @@ class Outbox:
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        try:
-            with self.db.conn:
-                cursor = self.db.conn.execute(
-                    "UPDATE queue SET state = 'played', error = 'gone from the player unseen'"
-                    f" WHERE state = 'sent' AND id IN ({marks})",
-                    ids,
-                )
-                return cursor.rowcount
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot update the song queue: {exc}") from exc
+        return self._execute(
+            "UPDATE queue SET state = 'played', error = 'gone from the player unseen'"
+            f" WHERE state = 'sent' AND id IN ({marks})",
+            ids,
+        ).rowcount
 
     def _rows(self, sql: str, params: list[Any]) -> list[dict]:
         try:
