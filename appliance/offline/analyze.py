@@ -38,6 +38,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
+from appliance.affect.smoothing import UNCERTAIN
 from appliance.capture import CaptureError, open_source
 from appliance.config import Config
 from appliance.offline.report import (
@@ -353,8 +354,10 @@ def write_session(result: SessionResult, out: Path, fps: float) -> dict:
 
 
 def _classes(labels: Sequence[str], seen: Sequence[str]) -> list[str]:
-    """The model's labels, then any other reported label (uncertain), in that order."""
-    return [*labels, *sorted(set(seen) - set(labels))]
+    """The model's labels and `uncertain`, then any other reported label: the same
+    columns for every study, whether or not a session was ever uncertain."""
+    known = [*labels, UNCERTAIN]
+    return [*known, *sorted(set(seen) - set(known))]
 
 
 def _mean(values: np.ndarray) -> float | None:
