@@ -29,6 +29,14 @@ then
         || { apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients; }; } \
         >/dev/null 2>&1 || echo "mosquitto unavailable: the MQTT broker tests will skip" >&2
 fi
+# pyrealsense2's wheel links libusb-1.0; without it the RealSense tests skip.
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0' && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null
+then
+    { apt-get install -y -qq libusb-1.0-0 \
+        || { apt-get update -qq && apt-get install -y -qq libusb-1.0-0; }; } \
+        >/dev/null 2>&1 || echo "libusb-1.0-0 unavailable: the RealSense tests will skip" >&2
+fi
 .venv/bin/ruff check appliance tools tests
 
 # The main stage counts the training tests its selection left out (tests/conftest.py):
