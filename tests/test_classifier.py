@@ -137,6 +137,30 @@ def test_per_crop_normalisation_ignores_exposure(tmp_path):
         load_card(tmp_path / "bad.json")
 
 
+def test_a_colour_cards_exposure_and_per_crop_statistics_are_the_whole_crops(tmp_path):
+    """Over every channel together, as for a gray crop: one channel's mean would tint."""
+    from appliance.vision.preprocess import prepare_face
+
+    raw = json.loads((MODELS / "emotion_cnn_int8.json").read_text())
+    raw["input"]["channels"] = 3
+    raw["input"]["normalization"] = {
+        "mean": 0.0, "std": 1.0, "per_crop": True, "min_std": 4.0, "exposure_mean": 120.0,
+    }  # fmt: skip
+    (tmp_path / "colour.json").write_text(json.dumps(raw))
+    card = load_card(tmp_path / "colour.json")
+    rng = np.random.default_rng(4)
+    bgr = np.clip(rng.normal((30, 60, 90), 10, (48, 48, 3)), 0, 255).astype(np.uint8)
+    x = prepare_face(bgr, card)
+    assert x.shape == (48, 48, 3)
+    assert abs(float(x.mean())) < 1e-4 and float(x.std()) == pytest.approx(1.0, abs=1e-3)
+    rgb = x.reshape(-1, 3).mean(axis=0)  # channels keep their order and differences
+    assert rgb[0] > rgb[1] > rgb[2]
+    del raw["input"]["normalization"]["per_crop"], raw["input"]["normalization"]["min_std"]
+    (tmp_path / "exposure.json").write_text(json.dumps(raw))
+    lifted = prepare_face(bgr, load_card(tmp_path / "exposure.json"))
+    assert float(lifted.mean()) == pytest.approx(120.0, abs=0.5)  # the crop's mean, not red's
+
+
 def test_exposure_brings_a_dim_or_bright_face_to_the_cards_mean(tmp_path):
     """The v1 and VA cards ask for test-time exposure: a face from a dim room or against
     a window reaches the model at the brightness it was trained at."""
