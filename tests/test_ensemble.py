@@ -18,6 +18,8 @@ from appliance.vision.model_card import EnsembleCard, load_card, load_model_card
 from appliance.vision.runtime import ModelError
 
 ENSEMBLE = MODELS / "emotion_ensemble_int8.json"
+STAGES = json.loads(ENSEMBLE.read_text())["cascade"]
+V2, V1 = "emotion_cnn_int8.json", "emotion_cnn_v1_int8.json"
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
 
@@ -50,58 +52,118 @@ def flipped_members(card: EnsembleCard) -> list[EmotionClassifier]:
     ]
 
 
-def test_the_shipped_ensemble_is_a_cascade_of_its_members_sharpened():
-    """v2 first; v1 too only where v2's top probability is below stop_confidence."""
+def member_views(card: EnsembleCard, face: np.ndarray) -> list[np.ndarray]:
+    """Each member's calibrated probabilities for the face and its mirror image (2 x C),
+    from the member alone."""
+    views = []
+    for member, classifier in zip(card.members, flipped_members(card), strict=True):
+        z = classifier.logits(face) / member.extra.get("temperature", 1.0)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        views.append(z / z.sum(axis=1, keepdims=True))
+    return views
+
+
+def test_the_shipped_ensemble_is_a_cascade_of_single_views_calibrated_where_it_stops():
+    """v2's face, v1's face, v1's mirror, v2's mirror, each alone in its invoke, until the
+    running average is confident enough; the stage it stopped at calibrates it."""
     card = load_card(ENSEMBLE)
     assert isinstance(card, EnsembleCard) and len(card.members) == 2
     assert sum(card.weights) == pytest.approx(1.0)
     ensemble = EmotionClassifier(card)
-    assert ensemble.test_time_flip and all(model.batch == 2 for model in ensemble.models)
+    assert ensemble.test_time_flip and all(model.batch == 1 for model in ensemble.models)
+    names = [member.path.name for member in card.members]
+    stages = card.extra["cascade"]
+    assert [(s["member"], s["view"]) for s in stages] == [
+        ("emotion_cnn_int8.json", "face"),
+        ("emotion_cnn_v1_int8.json", "face"),
+        ("emotion_cnn_v1_int8.json", "mirror"),
+        ("emotion_cnn_int8.json", "mirror"),
+    ]
+    stopped = []
+    for face in faces(24):
+        views = member_views(card, face)
+        total, weight, run = np.zeros(len(LABELS)), 0.0, 0
+        for stage in stages:
+            member = names.index(stage["member"])
+            share = card.weights[member] / 2  # a member's weight, shared by its two views
+            total += share * views[member][int(stage["view"] == "mirror")]
+            weight += share
+            run += 1
+            if total.max() >= stage.get("stop_confidence", 2.0) * weight:
+                break
+        expected = (total / weight) ** (1 / stage["temperature"])
+        assert np.allclose(ensemble.classify(face), expected / expected.sum(), atol=1e-6)
+        assert ensemble.stages_run == ensemble.views_run == run
+        assert ensemble.members_run == len({s["member"] for s in stages[:run]})
+        stopped.append(run)
+        # the calibration input: the log of what classify gives (no card temperature)
+        assert np.allclose(np.exp(ensemble.logits(face)[0]), ensemble.classify(face))
+    assert len(set(stopped)) >= 3  # the fixture has easy faces and doubtful ones
+
+
+def test_a_cascade_by_members_runs_each_pair_in_card_order(tmp_path):
+    """stop_confidence instead of cascade: v2's pair first, v1's too where v2 is doubtful."""
+    path = write_ensemble(models_copy(tmp_path), cascade=..., stop_confidence=0.7, temperature=0.9)
+    card = load_card(path)
+    ensemble = EmotionClassifier(card)
+    assert all(model.batch == 2 for model in ensemble.models)  # face and mirror in one invoke
     members = flipped_members(card)
-    temperature, stop = card.extra["temperature"], card.extra["stop_confidence"]
     ran = []
     for face in faces(24):
         first = members[0].classify(face)
-        if first.max() >= stop:
+        if first.max() >= 0.7:
             average, expected_run = first, 1
         else:
             average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
             expected_run = 2
-        expected = average ** (1 / temperature)
+        expected = average ** (1 / 0.9)
         assert np.allclose(ensemble.classify(face), expected / expected.sum(), atol=1e-9)
-        assert ensemble.members_run == expected_run
+        assert ensemble.members_run == ensemble.stages_run == expected_run
+        assert ensemble.views_run == 2 * expected_run
         ran.append(expected_run)
-        # the calibration input: softmax(logits / T) is what classify gives
         logits = ensemble.logits(face)
         assert logits.shape == (1, len(LABELS))
-        soft = np.exp(logits[0] / temperature)
+        soft = np.exp(logits[0] / 0.9)
         assert np.allclose(soft / soft.sum(), ensemble.classify(face), atol=1e-9)
-    assert set(ran) == {1, 2}  # the fixture has easy faces and doubtful ones
+    assert set(ran) == {1, 2}
 
 
-def test_without_stop_confidence_every_member_runs_every_time(tmp_path):
-    card = load_card(write_ensemble(models_copy(tmp_path), stop_confidence=...))
+def test_without_a_cascade_every_member_runs_every_time(tmp_path):
+    card = load_card(write_ensemble(models_copy(tmp_path), cascade=...))
     ensemble, members = EmotionClassifier(card), flipped_members(card)
     for face in faces(8):
         average = sum(w * m.classify(face) for w, m in zip(card.weights, members, strict=True))
-        expected = average ** (1 / card.extra["temperature"])
-        assert np.allclose(ensemble.classify(face), expected / expected.sum(), atol=1e-9)
-        assert ensemble.members_run == 2
+        assert np.allclose(ensemble.classify(face), average, atol=1e-9)
+        assert ensemble.members_run == 2 and ensemble.views_run == 4
 
 
 def test_a_stop_confidence_of_one_stops_only_at_certainty(tmp_path):
-    every = EmotionClassifier(load_card(write_ensemble(models_copy(tmp_path), stop_confidence=1)))
+    path = write_ensemble(models_copy(tmp_path), cascade=..., stop_confidence=1)
+    every = EmotionClassifier(load_card(path))
     for face in faces(8):
         every.classify(face)
         assert every.members_run == 2
 
 
-def test_stop_confidence_on_a_single_model_card_is_refused(tmp_path):
+def test_a_cascade_may_leave_views_out(tmp_path):
+    """Only the faces, no mirror images: two views at most, each a batch of one."""
+    stages = [
+        {"member": "emotion_cnn_int8.json", "view": "face", "stop_confidence": 0.6},
+        {"member": "emotion_cnn_v1_int8.json", "view": "face"},
+    ]
+    ensemble = EmotionClassifier(load_card(write_ensemble(models_copy(tmp_path), cascade=stages)))
+    for face in faces(12):
+        ensemble.classify(face)
+        assert ensemble.views_run == ensemble.stages_run in (1, 2)
+
+
+@pytest.mark.parametrize(("key", "value"), [("stop_confidence", 0.7), ("cascade", STAGES)])
+def test_a_cascade_on_a_single_model_card_is_refused(tmp_path, key, value):
     folder = models_copy(tmp_path)
     raw = json.loads((folder / "emotion_cnn_int8.json").read_text())
     path = folder / "single.json"
-    path.write_text(json.dumps({**raw, "stop_confidence": 0.7}))
-    with pytest.raises(ModelError, match="stop_confidence is for an ensemble") as info:
+    path.write_text(json.dumps({**raw, key: value}))
+    with pytest.raises(ModelError, match=f"{key} is for an ensemble") as info:
         EmotionClassifier(load_card(path))
     assert str(path) in str(info.value)
 
@@ -177,11 +239,29 @@ def test_a_damaged_member_file_is_refused_naming_it(tmp_path):
         ({"task": "va"}, "only emotion models"),
         ({"name": ...}, "'name'"),
         ({"temperature": 0}, "temperature"),
-        ({"stop_confidence": 0}, r"stop_confidence must be a number in \(0, 1\]"),
-        ({"stop_confidence": 1.5}, "stop_confidence must be"),
-        ({"stop_confidence": "high"}, "stop_confidence must be"),
-        ({"stop_confidence": True}, "stop_confidence must be"),
-        ({"stop_confidence": float("nan")}, "stop_confidence must be"),
+        ({"cascade": ..., "stop_confidence": 0}, r"stop_confidence must be a number in \(0, 1\]"),
+        ({"cascade": ..., "stop_confidence": 1.5}, "stop_confidence must be"),
+        ({"cascade": ..., "stop_confidence": "high"}, "stop_confidence must be"),
+        ({"cascade": ..., "stop_confidence": True}, "stop_confidence must be"),
+        ({"cascade": ..., "stop_confidence": float("nan")}, "stop_confidence must be"),
+        ({"stop_confidence": 0.7}, "stop_confidence or cascade, not both"),
+        ({"cascade": []}, "cascade must be a non-empty list"),
+        ({"cascade": "v2 first"}, "cascade must be a non-empty list"),
+        ({"cascade": ["v2"]}, r"cascade\[1\] must be an object"),
+        ({"cascade": [{**STAGES[0], "stop_confidance": 0.5}, *STAGES[1:]]}, "'stop_confidance'"),
+        ({"cascade": [{"member": "absent.json"}, *STAGES[1:]]}, "'absent.json' is not one of"),
+        ({"cascade": [{"member": 2}, *STAGES[1:]]}, "is not one of the members"),
+        ({"cascade": [{"member": "a\x00b"}, *STAGES[1:]]}, "is not one of the members"),
+        ({"cascade": [{"member": ["x"]}, *STAGES[1:]]}, "is not one of the members"),
+        ({"cascade": [{"member": V2, "view": "side"}, *STAGES[1:]]}, "view must be 'face' or"),
+        ({"test_time_flip": False}, "a mirror view needs"),
+        ({"cascade": [STAGES[0], *STAGES]}, r"cascade\[2\]: emotion_cnn_int8.json face is alre"),
+        ({"cascade": [*STAGES[:3], {**STAGES[3], "stop_confidence": 0.5}]}, "nothing left"),
+        ({"cascade": [{**STAGES[0], "stop_confidence": 0}, *STAGES[1:]]}, "stop_confidence must"),
+        ({"cascade": [{**STAGES[0], "stop_confidence": "hi"}, *STAGES[1:]]}, "stop_confidence"),
+        ({"cascade": [{**STAGES[0], "temperature": 0}, *STAGES[1:]]}, r"cascade\[1\]: temper"),
+        ({"cascade": [{**STAGES[0], "temperature": "warm"}, *STAGES[1:]]}, "temperature must"),
+        ({"cascade": [{"member": V2, "view": "mirror"}]}, "emotion_cnn_v1_int8.json is in no"),
     ],
 )
 def test_ensemble_card_errors_name_the_file_and_what_is_wrong(tmp_path, changes, message):
@@ -208,7 +288,7 @@ def test_the_per_model_benchmark_times_every_member_and_view():
     result = bench.bench_model(str(ENSEMBLE), threads=1, runs=20)
     card = load_card(ENSEMBLE)
     assert result["model"] == "emotion_ensemble_int8" and result["models"] == 2
-    assert result["batch"] == 2  # test-time flip: both views in each member's invoke
+    assert result["batch"] == 1  # the cascade: one view per invoke
     assert result["xnnpack"]["partitions"] == 2 and not result["xnnpack"]["ops_outside"]
     assert result["file_size_bytes"] == sum(m.model_path.stat().st_size for m in card.members)
     assert result["macs"] == card.extra["macs"] and result["inference_ms"]["median"] > 0
@@ -216,10 +296,11 @@ def test_the_per_model_benchmark_times_every_member_and_view():
 
 def test_the_per_model_benchmark_times_a_cascade_on_real_faces():
     """A cascade's cost depends on the face: --faces cycles through real ones and says how
-    many members ran on average (a random image would time one arbitrary path)."""
+    many members and views ran on average (a random image would time one arbitrary path)."""
     bench = load_tool("bench")
     images = bench.face_images(str(FIXTURE_FACES), count=16)
     assert len(images) == 16
     result = bench.bench_model(str(ENSEMBLE), threads=1, runs=32, faces=images)
     assert result["faces"] == 16 and 1 < result["members_run_mean"] < 2
+    assert 1 < result["views_run_mean"] < 4
     assert result["inference_mean_ms"] > 0

@@ -185,3 +185,57 @@ def test_temperature_scaling_recovers_a_known_temperature():
     report = evaluate.calibration(logits, truth)
     assert report["temperature"] == pytest.approx(2.0, rel=0.1)
     assert report["ece_after"] < report["ece_before"] and report["nll_after"] < report["nll_before"]
+
+
+def test_stage_calibration_recovers_a_temperature_per_stage():
+    """Faces that stopped at stage 0 were drawn from softmax(z / 0.5), at stage 1 from
+    softmax(z / 2): one temperature each, and both halves better calibrated after."""
+    rng = np.random.default_rng(3)
+    n = 8000
+    stages = rng.integers(0, 2, n)
+    logits = rng.normal(0, 2, (n, 5))
+    truths = {0: 0.5, 1: 2.0}
+    truth = np.array(
+        [rng.choice(5, p=evaluate.view_probabilities(z[None, None], truths[k])[0])
+         for z, k in zip(logits, stages, strict=True)]
+    )  # fmt: skip
+    probs = evaluate.view_probabilities(logits[:, None], 1.0)
+    report = evaluate.stage_calibration(probs, stages, truth)
+    assert report["stage_temperatures"] == [
+        pytest.approx(0.5, rel=0.1),
+        pytest.approx(2.0, rel=0.1),
+    ]
+    assert report["faces_per_stage"] == np.bincount(stages).tolist()
+    assert report["ece_after"] < report["ece_before"] and report["nll_after"] < report["nll_before"]
+
+
+@requires_models
+def test_calibrate_fits_the_shipped_cascade_per_stage(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "evaluate.py"), "--data", str(FIXTURE_FACES),
+         "--model", str(MODELS / "emotion_ensemble_int8.json"), "--calibrate", "--json"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["stage_temperatures"]) == 4 and sum(report["faces_per_stage"]) == 35
+    assert all(0.25 <= t <= 8 for t in report["stage_temperatures"])
+
+
+def test_realistic_perturbations_are_what_they_say(image):
+    realistic = evaluate.realistic_perturbations(0)
+    assert set(realistic) == {
+        "gaussian_sigma10", "gaussian_sigma20", "gaussian_sigma30", "dim0.4",
+        "dim0.4_sigma10", "blur1.5", "face24px",
+    }  # fmt: skip
+    for name, perturb in realistic.items():
+        out = perturb(image)
+        assert out.shape == image.shape and out.dtype == np.uint8, name
+    noisy = realistic["gaussian_sigma20"](np.full((400, 400), 128, np.uint8))
+    assert noisy.std() == pytest.approx(20, rel=0.05)
+    assert realistic["dim0.4"](image).mean() == pytest.approx(image.mean() * 0.4, rel=0.01)
+    small = realistic["face24px"](image)  # detail finer than 24 px is gone
+    assert small.std() < image.std() / 2
+    assert np.array_equal(realistic["face24px"](image), small)
+    again = evaluate.realistic_perturbations(0)["gaussian_sigma10"](image)
+    assert np.array_equal(again, evaluate.realistic_perturbations(0)["gaussian_sigma10"](image))

@@ -91,6 +91,7 @@ def bench_model(
     faces = faces or [face]
     face = faces[0]
     members_run: list[int] = []
+    views_run: list[int] = []
 
     def cycled(inputs: list) -> list:
         return [inputs[i % len(inputs)] for i in range(runs)]
@@ -111,6 +112,7 @@ def bench_model(
         def infer(x: dict) -> None:
             classifier.classify_prepared(x)
             members_run.append(classifier.members_run)
+            views_run.append(classifier.views_run)
 
         tflites = classifier.models
         samples = cycled([classifier.prepare(image) for image in faces])
@@ -118,6 +120,7 @@ def bench_model(
     for sample in samples[:50]:
         infer(sample)
     members_run.clear()
+    views_run.clear()
     times = []
     with CpuMeter() as meter:
         start = time.perf_counter()
@@ -142,6 +145,8 @@ def bench_model(
         "faces": len(faces),  # distinct inputs, cycled
         # a cascade's members run per face, on average (an ensemble without one: all)
         "members_run_mean": round(float(np.mean(members_run)), 3) if members_run else None,
+        # views (a member on the face or its mirror image) per face, on average
+        "views_run_mean": round(float(np.mean(views_run)), 3) if views_run else None,
         "inference_ms": stats(times),
         "inference_mean_ms": round(float(np.mean(times)), 4),
         "preprocess_ms": stats(prep)["median"] if prep else None,

@@ -16,12 +16,20 @@ the average (an average of calibrated models is less confident than it is right)
 An ensemble's `stop_confidence` makes it a cascade: members run in card order, and once
 the weighted average of those run so far gives some label at least that probability, the
 rest are skipped. Most faces are easy; only the doubtful ones pay for every member.
+
+Its `cascade` does the same one view at a time: a list of stages, each one member's face
+or mirror image (one invoke of a batch of one) with the `stop_confidence` checked after
+it. A batch of two costs nearly two views on XNNPACK, so stopping after a single view is
+where the time per face is saved. A stage's `temperature` calibrates the average where
+the cascade stops there: a face that stops after one confident view is otherwise
+over-confident, one that needed all four views under-confident.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,23 +52,92 @@ def input_key(card: ModelCard) -> InputKey:
     )
 
 
-def _stop_confidence(card: Card) -> float | None:
-    stop = card.extra.get("stop_confidence")
-    if stop is None:
-        return None
-    if not isinstance(card, EnsembleCard):
-        raise ModelError(f"{card.path}: stop_confidence is for an ensemble card (members)")
-    if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0 < stop <= 1:
-        raise ModelError(f"{card.path}: stop_confidence must be a number in (0, 1]")
-    return float(stop)
+VIEWS = ("face", "mirror")
+STAGE_KEYS = {"member", "view", "stop_confidence", "temperature"}
+
+
+def _confidence(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ModelError(f"{where}: stop_confidence must be a number in (0, 1]")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One step of the plan: a member's views (True: the mirror image), then a check."""
+
+    member: int
+    mirrored: tuple[bool, ...]
+    stop: float | None
+    temperature: float = 1.0
+
+
+def _plan(card: Card, flip: bool) -> tuple[_Stage, ...]:
+    """The order a card's models and views run in, and where it may stop early."""
+    stop, cascade = card.extra.get("stop_confidence"), card.extra.get("cascade")
+    for key, value in (("stop_confidence", stop), ("cascade", cascade)):
+        if value is not None and not isinstance(card, EnsembleCard):
+            raise ModelError(f"{card.path}: {key} is for an ensemble card (members)")
+    views = (False, True) if flip else (False,)
+    members = members_of(card)
+    if cascade is None:
+        threshold = None if stop is None else _confidence(stop, str(card.path))
+        return tuple(_Stage(i, views, threshold) for i in range(len(members)))
+    if stop is not None:
+        raise ModelError(f"{card.path}: stop_confidence or cascade, not both")
+    if not isinstance(cascade, list) or not cascade:
+        raise ModelError(f"{card.path}: cascade must be a non-empty list of {{member, view}}")
+    names = {member.path.resolve(): i for i, member in enumerate(members)}
+    stages, seen = [], set()
+    for number, entry in enumerate(cascade, 1):
+        where = f"{card.path}: cascade[{number}]"
+        if not isinstance(entry, dict):
+            raise ModelError(f"{where} must be an object {{member, view, stop_confidence}}")
+        unknown = sorted(set(entry) - STAGE_KEYS)
+        if unknown:
+            raise ModelError(f"{where}: unknown key {unknown[0]!r} (known: "
+                             f"{', '.join(sorted(STAGE_KEYS))})")  # fmt: skip
+        name = entry.get("member")
+        try:
+            index = names.get((card.path.parent / name).resolve()) if name else None
+        except (TypeError, ValueError, OSError):  # not a path: a number, a NUL byte
+            index = None
+        if index is None:
+            known = ", ".join(member.path.name for member in members)
+            raise ModelError(f"{where}: member {name!r} is not one of the members ({known})")
+        view = entry.get("view", "face")
+        if view not in VIEWS:
+            raise ModelError(f"{where}: view must be 'face' or 'mirror', not {view!r}")
+        if view == "mirror" and not flip:
+            raise ModelError(f'{where}: a mirror view needs "test_time_flip": true')
+        if (index, view) in seen:
+            raise ModelError(f"{where}: {name} {view} is already a stage")
+        seen.add((index, view))
+        threshold = entry.get("stop_confidence")
+        if threshold is not None:
+            if number == len(cascade):
+                raise ModelError(f"{where}: the last stage has nothing left to stop")
+            threshold = _confidence(threshold, where)
+        temperature = _temperature_value(entry.get("temperature", 1.0), where)
+        stages.append(_Stage(index, (view == "mirror",), threshold, temperature))
+    for index, member in enumerate(members):
+        if not any(stage.member == index for stage in stages):
+            raise ModelError(
+                f"{card.path}: member {member.path.name} is in no cascade stage (it would "
+                "never run): add a stage or remove the member"
+            )
+    return tuple(stages)
 
 
 def _temperature(card: Card) -> float:
-    temperature = card.extra.get("temperature", 1.0)
+    return _temperature_value(card.extra.get("temperature", 1.0), str(card.path))
+
+
+def _temperature_value(temperature: Any, where: str) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise ModelError(f"{card.path}: temperature must be a number")
+        raise ModelError(f"{where}: temperature must be a number")
     if not (0.05 <= temperature <= 20.0):
-        raise ModelError(f"{card.path}: temperature {temperature} is outside 0.05..20")
+        raise ModelError(f"{where}: temperature {temperature} is outside 0.05..20")
     return float(temperature)
 
 
@@ -92,22 +169,25 @@ class EmotionClassifier:
         ensemble = isinstance(card, EnsembleCard)
         # an ensemble's temperature applies to the average of its members' probabilities
         self._ensemble_temperature = _temperature(card) if ensemble else 1.0
-        self._stop_confidence = _stop_confidence(card)
-        self._members_run = 0
+        self._plan = _plan(card, self.test_time_flip)
+        self._members_run = self._views_run = self._stages_run = 0
         weights = card.weights if ensemble else (1.0,)
+        # a member whose face and mirror run in one stage is invoked as a batch of two
+        batches = [
+            max((len(s.mirrored) for s in self._plan if s.member == i), default=1)
+            for i in range(len(weights))
+        ]
         self._members = tuple(
-            self._load(member, weight, threads)
-            for member, weight in zip(members_of(card), weights, strict=True)
+            self._load(member, weight, batch, threads)
+            for member, weight, batch in zip(members_of(card), weights, batches, strict=True)
         )
 
-    def _load(self, card: ModelCard, weight: float, threads: int) -> _Member:
+    def _load(self, card: ModelCard, weight: float, batch: int, threads: int) -> _Member:
         outputs_logits = card.extra.get("output", "probabilities") == "logits"
         temperature = _temperature(card)
         if temperature != 1.0 and not outputs_logits:
             raise ModelError(f'{card.path}: a temperature needs "output": "logits"')
-        model = TFLiteModel(
-            card.check_file(), threads=threads, batch=2 if self.test_time_flip else 1
-        )
+        model = TFLiteModel(card.check_file(), threads=threads, batch=batch)
         expected = (1, card.input_size[1], card.input_size[0], card.channels)
         if model.input_shape != expected:
             raise ModelError(
@@ -137,6 +217,18 @@ class EmotionClassifier:
         return self._members_run
 
     @property
+    def views_run(self) -> int:
+        """How many views (a face or its mirror image, through one member) the last
+        classification ran."""
+        return self._views_run
+
+    @property
+    def stages_run(self) -> int:
+        """How many stages of the card's plan (a member, or one view of a member in a
+        `cascade`) the last classification ran: the last is where it stopped."""
+        return self._stages_run
+
+    @property
     def input_keys(self) -> tuple[InputKey, ...]:
         """The distinct preprocessings the models need, in member order."""
         return tuple(dict.fromkeys(input_key(m.card) for m in self._members))
@@ -162,11 +254,7 @@ class EmotionClassifier:
         invoke (a batch of two) and the two distributions are averaged: faces are
         near-symmetric, so this buys accuracy for much less than a second inference.
         """
-        probs = self._average(inputs)
-        if self._ensemble_temperature != 1.0:
-            probs = _normalised(
-                np.power(np.clip(probs, 1e-12, None), 1 / self._ensemble_temperature)
-            )
+        probs = _sharpened(self._average(inputs), self._ensemble_temperature)
         if len(self._subset) == probs.size:
             return probs
         return _normalised(probs[self._subset])
@@ -185,25 +273,37 @@ class EmotionClassifier:
 
     def _average(self, inputs: dict[InputKey, np.ndarray]) -> np.ndarray:
         """The members' probabilities (over views), weighted, before any subset; a
-        cascade's over the members it ran (their weights renormalised)."""
+        cascade's over the views it ran (each member's weight shared by its views, the
+        weights run renormalised), calibrated by the temperature of the stage it stopped
+        at."""
         probs = np.zeros(len(self.card.labels))
         weight = 0.0
-        self._members_run = 0
-        for member in self._members:
-            views = self._run(member, inputs[input_key(member.card)])
-            probs += member.weight * np.mean([self._probabilities(member, v) for v in views], 0)
-            weight += member.weight
-            self._members_run += 1
-            if self._stop_confidence is not None and probs.max() >= self._stop_confidence * weight:
+        members_run: set[int] = set()
+        self._views_run = self._stages_run = 0
+        view_share = 2 if self.test_time_flip else 1
+        for stage in self._plan:
+            member = self._members[stage.member]
+            outputs = self._run(member, inputs[input_key(member.card)], stage.mirrored)
+            for out in outputs:
+                probs += member.weight / view_share * self._probabilities(member, out)
+            weight += member.weight / view_share * len(outputs)
+            members_run.add(stage.member)
+            self._views_run += len(outputs)
+            self._stages_run += 1
+            if stage.stop is not None and probs.max() >= stage.stop * weight:
                 break
-        return probs / weight
+        self._members_run = len(members_run)
+        return _sharpened(probs / weight, stage.temperature)
 
-    def _run(self, member: _Member, x: np.ndarray) -> np.ndarray:
-        """The model's outputs (logits or probabilities, dequantised) for each view of a
-        prepared input: V x the card's labels, V = 2 with test-time flip."""
-        if self.test_time_flip:
-            return member.model.run(np.stack([x, x[:, ::-1]]))[0].reshape(2, -1)
-        return member.model.run(np.ascontiguousarray(x[None]))[0].reshape(1, -1)
+    def _run(
+        self, member: _Member, x: np.ndarray, mirrored: tuple[bool, ...] = (False, True)
+    ) -> np.ndarray:
+        """The model's outputs (logits or probabilities, dequantised) for views of a
+        prepared input: one row per view, the face and/or its mirror image (True)."""
+        if not self.test_time_flip:
+            mirrored = (False,)
+        batch = np.stack([x[:, ::-1] if mirror else x for mirror in mirrored])
+        return member.model.run(batch)[0].reshape(len(mirrored), -1)
 
     @staticmethod
     def _probabilities(member: _Member, out: np.ndarray) -> np.ndarray:
@@ -217,3 +317,11 @@ class EmotionClassifier:
 def _normalised(values: np.ndarray) -> np.ndarray:
     total = values.sum()
     return values / total if total > 0 else np.full(values.size, 1.0 / values.size)
+
+
+def _sharpened(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """p^(1/T), renormalised: a temperature for probabilities (an average's logits are
+    gone)."""
+    if temperature == 1.0:
+        return probs
+    return _normalised(np.power(np.clip(probs, 1e-12, None), 1 / temperature))
