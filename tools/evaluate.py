@@ -17,7 +17,10 @@ Images go through the daemon's own classifier (`EmotionClassifier.classify`: the
 preprocessing and the same TFLite runtime), so the figures describe what runs on the Pi.
 The robustness entries reproduce the seed paper's perturbations, applied to the image
 before preprocessing: additive Gaussian noise sigma 50, salt-and-pepper noise with
-probability 0.05, and illumination x1.5, each clipped to 0..255.
+probability 0.05, and illumination x1.5, each clipped to 0..255. `--realistic` adds what
+the model cards quote as realistic conditions (milder noise, a dim room, blur, a 24-px
+face); `--calibrate` fits the temperature a card should carry (a view cascade's, one per
+stage: `tools/evaluate.py --data ../shared/data/fer2013/val --calibrate`).
 """
 
 from __future__ import annotations
