@@ -252,7 +252,8 @@ class EmotionClassifier:
 
         With `"test_time_flip": true` in the card, the mirrored face goes in the same
         invoke (a batch of two) and the two distributions are averaged: faces are
-        near-symmetric, so this buys accuracy for much less than a second inference.
+        near-symmetric, so this buys accuracy for less than a second inference. A
+        `cascade` runs the views one at a time instead, and only as many as it needs.
         """
         probs = _sharpened(self._average(inputs), self._ensemble_temperature)
         if len(self._subset) == probs.size:
