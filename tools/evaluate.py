@@ -444,16 +444,17 @@ def evaluate_emotion(
         "confusion": confusion.tolist(),
         "labels": list(classifier.labels),
     }
+
+    def accuracies(perturbed: dict[str, Callable[[np.ndarray], np.ndarray]]) -> dict:
+        return {
+            name: scores(confusion_of(classifier, images, truth, fn), classifier.labels)["accuracy"]
+            for name, fn in perturbed.items()
+        }
+
     if robustness:
-        report["robustness"] = {
-            name: scores(confusion_of(classifier, images, truth, fn), classifier.labels)["accuracy"]
-            for name, fn in perturbations(seed).items()
-        }
+        report["robustness"] = accuracies(perturbations(seed))
     if realistic:
-        report["realistic"] = {
-            name: scores(confusion_of(classifier, images, truth, fn), classifier.labels)["accuracy"]
-            for name, fn in realistic_perturbations(seed).items()
-        }
+        report["realistic"] = accuracies(realistic_perturbations(seed))
     return report, confusion, classifier.labels
 
 
